@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+/**
+ * The command line. Exit codes: 0 ok, 1 runtime error, 2 usage error. Errors are one line on
+ * stderr; --verbose adds the stack.
+ */
+import { Command, CommanderError } from 'commander';
+import { SCOPE_VERSION } from '../otel/version.js';
+import { UsageError } from './errors.js';
+import { readCommand } from './read.js';
+
+export const EXIT_OK = 0;
+export const EXIT_RUNTIME = 1;
+export const EXIT_USAGE = 2;
+
+function program(): Command {
+  const root = new Command('kvm-stats-otel')
+    .description('KVM binary statistics (KVM_GET_STATS_FD) as OpenTelemetry metrics')
+    .version(SCOPE_VERSION)
+    .option('--verbose', 'print stack traces with errors')
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride();
+  root.addCommand(readCommand().exitOverride());
+  return root;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const root = program();
+  try {
+    await root.parseAsync(argv, { from: 'user' });
+    return EXIT_OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version end with "errors" whose exit code is 0; commander has printed them.
+      return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    const verbose = argv.includes('--verbose');
+    const message = verbose ? ((error as Error).stack ?? String(error)) : (error as Error).message;
+    process.stderr.write(`kvm-stats-otel: ${message}\n`);
+    return error instanceof UsageError || error instanceof RangeError ? EXIT_USAGE : EXIT_RUNTIME;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,126 @@
+/**
+ * The libc calls this project makes, bound once with koffi. Every wrapper turns a failure into
+ * a NativeError naming the call; nothing here knows about stats images or OpenTelemetry.
+ */
+import koffi from 'koffi';
+import {
+  MAP_ANONYMOUS,
+  MAP_SHARED,
+  O_CLOEXEC,
+  O_RDONLY,
+  PROT_READ,
+  PROT_WRITE,
+  __NR_pidfd_getfd,
+  __NR_pidfd_open,
+} from '../abi/kvm.js';
+import { NativeError } from './errors.js';
+
+function loadLibc(): ReturnType<typeof koffi.load> {
+  try {
+    return koffi.load('libc.so.6');
+  } catch (error) {
+    throw new Error(`loading libc.so.6 failed (${(error as Error).message}): kvm-stats-otel needs Linux with glibc`);
+  }
+}
+
+const libc = loadLibc();
+
+const c = {
+  open: libc.func('open', 'int', ['str', 'int', 'int']),
+  close: libc.func('close', 'int', ['int']),
+  pread: libc.func('pread', 'int64_t', ['int', 'void *', 'size_t', 'int64_t']),
+  ioctlInt: libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']),
+  ioctlPtr: libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']),
+  syscall3: libc.func('syscall', 'long', ['long', 'long', 'long', 'long']),
+  mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
+  munmap: libc.func('munmap', 'int', ['void *', 'size_t']),
+};
+
+/** open(2) with O_CLOEXEC always set; `call` names the operation in errors. */
+export function openPath(path: string, flags: number = O_RDONLY, call = `open ${path}`): number {
+  const fd = c.open(path, flags | O_CLOEXEC, 0) as number;
+  if (fd < 0) throw new NativeError(call, koffi.errno());
+  return fd;
+}
+
+/** close(2). Never throws: nothing useful can be done about a failed close. */
+export function closeFd(fd: number): void {
+  if (fd >= 0) c.close(fd);
+}
+
+/** Runs `use(fd)`, closing fd if it throws: for the window between getting an fd and owning it. */
+export function closeOnThrow<T>(fd: number, use: (fd: number) => T): T {
+  try {
+    return use(fd);
+  } catch (error) {
+    closeFd(fd);
+    throw error;
+  }
+}
+
+/** pread(2) into `buffer`; returns the number of bytes read (0 past the end). */
+export function pread(fd: number, buffer: Uint8Array, length: number, position: number): number {
+  const n = Number(c.pread(fd, buffer, length, position));
+  if (n < 0) throw new NativeError('pread', koffi.errno());
+  return n;
+}
+
+/** ioctl(2) with an integer argument. */
+export function ioctl(fd: number, request: number, arg: number, call: string): number {
+  const result = c.ioctlInt(fd, request, arg) as number;
+  if (result < 0) throw new NativeError(call, koffi.errno());
+  return result;
+}
+
+/** ioctl(2) with a pointer to `struct` as argument (read, written or both by the kernel). */
+export function ioctlStruct(fd: number, request: number, struct: Uint8Array, call: string): number {
+  const result = c.ioctlPtr(fd, request, struct) as number;
+  if (result < 0) throw new NativeError(call, koffi.errno());
+  return result;
+}
+
+/** pidfd_open(2): a close-on-exec fd that refers to the process `pid`. */
+export function pidfdOpen(pid: number): number {
+  const fd = Number(c.syscall3(__NR_pidfd_open, pid, 0, 0));
+  if (fd < 0) throw new NativeError('pidfd_open', koffi.errno());
+  return fd;
+}
+
+/** pidfd_getfd(2): a close-on-exec copy of fd `targetFd` of the process behind `pidfd`. */
+export function pidfdGetfd(pidfd: number, targetFd: number): number {
+  const fd = Number(c.syscall3(__NR_pidfd_getfd, pidfd, targetFd, 0));
+  if (fd < 0) throw new NativeError('pidfd_getfd', koffi.errno());
+  return fd;
+}
+
+/** A shared mapping: anonymous memory, or an fd's pages (the vCPU's kvm_run). */
+export class Mapping {
+  readonly #pointer: unknown;
+  readonly length: number;
+  /** The host virtual address, as the kernel wants it in kvm_userspace_memory_region. */
+  readonly address: bigint;
+  /** The mapped bytes. Invalid after unmap(). */
+  readonly bytes: Uint8Array;
+  #mapped = true;
+
+  private constructor(pointer: unknown, length: number) {
+    this.#pointer = pointer;
+    this.length = length;
+    this.address = koffi.address(pointer);
+    this.bytes = new Uint8Array(koffi.view(pointer, length));
+  }
+
+  static map(length: number, fd = -1, call = 'mmap'): Mapping {
+    const flags = fd < 0 ? MAP_SHARED | MAP_ANONYMOUS : MAP_SHARED;
+    const pointer = c.mmap(null, length, PROT_READ | PROT_WRITE, flags, fd, 0);
+    // MAP_FAILED is (void *)-1.
+    if (pointer === null || koffi.address(pointer) === 0xffffffffffffffffn) throw new NativeError(call, koffi.errno());
+    return new Mapping(pointer, length);
+  }
+
+  unmap(): void {
+    if (!this.#mapped) return;
+    this.#mapped = false;
+    c.munmap(this.#pointer, this.length);
+  }
+}

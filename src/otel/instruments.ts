@@ -1,0 +1,116 @@
+/**
+ * The API-only way in: observable counters and gauges generated from the descriptor table on
+ * any Meter, fed by one batch callback per collection (one pread per source), so the SDK's
+ * Views and the reader's temporality apply. The OpenTelemetry API has no pre-bucketed
+ * histogram, so histograms come only through KvmStatsProducer.
+ */
+import type { Attributes, BatchObservableCallback, BatchObservableResult, Meter, Observable } from '@opentelemetry/api';
+import { ValueType, diag } from '@opentelemetry/api';
+import type { StatsSource } from '../sources/source.js';
+import { type MetricMapping, type UnitMode, mapTable } from './mapping.js';
+import { type SourceSet, reportSkipped, sourceAttributes } from './producer.js';
+import { SCOPE_NAME } from './semconv.js';
+
+export interface KvmStatsInstrumentsOptions {
+  readonly sources: SourceSet;
+  readonly units?: UnitMode;
+}
+
+const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
+
+export class KvmStatsInstruments {
+  readonly #meter: Meter;
+  readonly #sources: SourceSet;
+  readonly #units: UnitMode;
+  /** Instruments by metric name, kind and unit; undefined for histograms (not observable). */
+  readonly #instruments = new Map<string, Observable | undefined>();
+  readonly #callback: BatchObservableCallback = (result) => this.#observe(result);
+  readonly #attributes = new WeakMap<StatsSource, Attributes>();
+  #registered = new Set<Observable>();
+  #closed = false;
+
+  constructor(meter: Meter, options: KvmStatsInstrumentsOptions) {
+    this.#meter = meter;
+    this.#sources = options.sources;
+    this.#units = options.units ?? 'exact';
+    for (const source of this.#currentSources()) this.#instrumentsFor(source);
+    this.#register();
+  }
+
+  /** Names of the instruments created so far. */
+  get instrumentNames(): string[] {
+    return [...this.#instruments.keys()].filter((key) => this.#instruments.get(key)).map((key) => key.split('|')[0]!);
+  }
+
+  /** Stops observing; the instruments stay (the API cannot remove them) but report nothing. */
+  close(): void {
+    this.#closed = true;
+    this.#meter.removeBatchObservableCallback(this.#callback, [...this.#registered]);
+  }
+
+  #currentSources(): Iterable<StatsSource> {
+    return typeof this.#sources === 'function' ? this.#sources() : this.#sources;
+  }
+
+  #register(): void {
+    if (this.#registered.size > 0) this.#meter.removeBatchObservableCallback(this.#callback, [...this.#registered]);
+    this.#registered = new Set([...this.#instruments.values()].filter((i): i is Observable => i !== undefined));
+    this.#meter.addBatchObservableCallback(this.#callback, [...this.#registered]);
+  }
+
+  /** The instruments for a source's metrics; true if any had to be created. */
+  #instrumentsFor(source: StatsSource): { metrics: readonly MetricMapping[]; created: boolean } {
+    reportSkipped(source.file.table);
+    const { metrics } = mapTable(source.file.table, source.file.target, this.#units);
+    let created = false;
+    for (const metric of metrics) {
+      const key = `${metric.name}|${metric.kind}|${metric.unit}`;
+      if (this.#instruments.has(key)) continue;
+      created = true;
+      const options = {
+        description: metric.description,
+        unit: metric.unit,
+        valueType: metric.integer ? ValueType.INT : ValueType.DOUBLE,
+      };
+      this.#instruments.set(
+        key,
+        metric.kind === 'sum'
+          ? this.#meter.createObservableCounter(metric.name, options)
+          : metric.kind === 'gauge'
+            ? this.#meter.createObservableGauge(metric.name, options)
+            : undefined,
+      );
+    }
+    return { metrics, created };
+  }
+
+  #observe(result: BatchObservableResult): void {
+    if (this.#closed) return;
+    let grew = false;
+    for (const source of this.#currentSources()) {
+      const { metrics, created } = this.#instrumentsFor(source);
+      grew ||= created;
+      try {
+        source.file.read();
+      } catch (error) {
+        log.warn((error as Error).message);
+        continue;
+      }
+      let attributes = this.#attributes.get(source);
+      if (!attributes) this.#attributes.set(source, (attributes = sourceAttributes(source)));
+      for (const metric of metrics) {
+        const instrument = this.#instruments.get(`${metric.name}|${metric.kind}|${metric.unit}`);
+        // Instruments made during this callback are registered for the next collection.
+        if (instrument && this.#registered.has(instrument)) {
+          result.observe(instrument, (source.file.value(metric.stat) * metric.multiplier) / metric.divisor, attributes);
+        }
+      }
+    }
+    if (grew) queueMicrotask(() => !this.#closed && this.#register());
+  }
+}
+
+/** Adds observable instruments for every stat of `sources` to `meter`. */
+export function observeKvmStats(meter: Meter, options: KvmStatsInstrumentsOptions): KvmStatsInstruments {
+  return new KvmStatsInstruments(meter, options);
+}

@@ -1,0 +1,162 @@
+/**
+ * A stats fd (or a regular file holding the same bytes): header, id and descriptors read and
+ * checked once at open; after that every read() is one pread of the data block into a buffer
+ * allocated once, like the kernel's own read path (virt/kvm/binary_stats.c) in reverse.
+ */
+import { KVM_STATS_HEADER, O_RDONLY } from '../abi/kvm.js';
+import { closeFd, closeOnThrow, openPath, pread } from '../native/libc.js';
+import {
+  type DescriptorTable,
+  type StatDescriptor,
+  type StatsHeader,
+  type StatsId,
+  StatsImageError,
+  checkBlocks,
+  descriptorBlockSize,
+  parseHeader,
+  parseId,
+  sharedDescriptorTable,
+} from './descriptors.js';
+
+const TWO_POW_32 = 0x1_0000_0000;
+/** A high word at or above this makes the u64 larger than 2^53: no longer exact as a double. */
+const INEXACT_HIGH_WORD = 0x20_0000;
+
+/** A read that did not return the whole data block (a truncated file, a closed fd). */
+export class StatsReadError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StatsReadError';
+  }
+}
+
+function readExactly(fd: number, length: number, position: number, field: string): Uint8Array {
+  const bytes = new Uint8Array(length);
+  const n = pread(fd, bytes, length, position);
+  if (n !== length) {
+    throw new StatsImageError(field, `ends early: ${n} of ${length} bytes at offset ${position}`);
+  }
+  return bytes;
+}
+
+export interface StatsFileOptions {
+  /** Close the fd when this StatsFile closes, or when open() fails. Default true. */
+  readonly owned?: boolean;
+}
+
+export class StatsFile implements StatsId {
+  readonly header: StatsHeader;
+  readonly table: DescriptorTable;
+  readonly id: string;
+  readonly target: StatsId['target'];
+  readonly threadId: number;
+  readonly vcpuId: number | undefined;
+  /** The data block as last read; valid after read(). */
+  readonly data: Uint8Array;
+  /** The same bytes as host-endian 32-bit words, two per u64 value. */
+  readonly words: Uint32Array;
+  readonly #owned: boolean;
+  #fd: number;
+
+  private constructor(fd: number, owned: boolean, header: StatsHeader, id: StatsId, table: DescriptorTable) {
+    this.#fd = fd;
+    this.#owned = owned;
+    this.header = header;
+    this.table = table;
+    this.id = id.id;
+    this.target = id.target;
+    this.threadId = id.threadId;
+    this.vcpuId = id.vcpuId;
+    // An ArrayBuffer of its own keeps the words 8-byte aligned.
+    this.words = new Uint32Array(table.dataSize / 4);
+    this.data = new Uint8Array(this.words.buffer);
+  }
+
+  /** Reads and checks the header, id and descriptors of `fd`. The data block is read once to
+   * prove it is all there. */
+  static open(fd: number, options: StatsFileOptions = {}): StatsFile {
+    const owned = options.owned ?? true;
+    const parse = (): StatsFile => {
+      const header = parseHeader(readExactly(fd, KVM_STATS_HEADER.size, 0, 'header'));
+      const id = parseId(readExactly(fd, header.nameSize, header.idOffset, 'id'));
+      const block = readExactly(fd, descriptorBlockSize(header), header.descOffset, 'descriptors');
+      const table = sharedDescriptorTable(block, header);
+      checkBlocks(header, table);
+      const file = new StatsFile(fd, owned, header, id, table);
+      // The selftest's last check: a pread of the whole data block returns all of it.
+      const n = pread(fd, file.data, table.dataSize, header.dataOffset);
+      if (n !== table.dataSize) {
+        throw new StatsImageError('data', `block ends early: ${n} of ${table.dataSize} bytes at offset ${header.dataOffset}`);
+      }
+      return file;
+    };
+    return owned ? closeOnThrow(fd, parse) : parse();
+  }
+
+  /** Opens a regular file holding a saved stats image (see image()). */
+  static openImage(path: string): StatsFile {
+    return StatsFile.open(openPath(path, O_RDONLY), { owned: true });
+  }
+
+  /** The fd; -1 once closed. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /** One pread of the whole data block into `data`. */
+  read(): void {
+    const size = this.table.dataSize;
+    let n: number;
+    try {
+      n = pread(this.#fd, this.data, size, this.header.dataOffset);
+    } catch (error) {
+      throw new StatsReadError(`reading ${this.describe()} failed: ${(error as Error).message}`, { cause: error });
+    }
+    if (n !== size) {
+      throw new StatsReadError(`reading ${this.describe()} returned ${n} of ${size} bytes: the image is truncated; save it again`);
+    }
+  }
+
+  /** Value `bucket` of `stat` from the last read, as a double (exact up to 2^53). */
+  value(stat: StatDescriptor, bucket = 0): number {
+    const word = (stat.offset >>> 2) + bucket * 2;
+    return this.words[word]! + this.words[word + 1]! * TWO_POW_32;
+  }
+
+  /** Whether value(stat, bucket) is exact; false only above 2^53. */
+  isExact(stat: StatDescriptor, bucket = 0): boolean {
+    return this.words[(stat.offset >>> 2) + bucket * 2 + 1]! < INEXACT_HIGH_WORD;
+  }
+
+  /** The exact value: a number up to 2^53, a bigint above. */
+  exactValue(stat: StatDescriptor, bucket = 0): number | bigint {
+    if (this.isExact(stat, bucket)) return this.value(stat, bucket);
+    const word = (stat.offset >>> 2) + bucket * 2;
+    return (BigInt(this.words[word + 1]!) << 32n) | BigInt(this.words[word]!);
+  }
+
+  /** The whole image (header, id, descriptors, data) as one pread, for `read --save`. */
+  image(): Uint8Array {
+    const h = this.header;
+    const end = Math.max(
+      KVM_STATS_HEADER.size,
+      h.idOffset + h.nameSize,
+      h.descOffset + descriptorBlockSize(h),
+      h.dataOffset + this.table.dataSize,
+    );
+    return readExactly(this.#fd, end, 0, 'image');
+  }
+
+  describe(): string {
+    return `stats fd ${this.#fd} (${this.id})`;
+  }
+
+  close(): void {
+    if (this.#owned) closeFd(this.#fd);
+    this.#fd = -1;
+  }
+}
