@@ -17,9 +17,9 @@ function program(): Command {
     .description('KVM binary statistics (KVM_GET_STATS_FD) as OpenTelemetry metrics')
     .version(SCOPE_VERSION)
     .option('--verbose', 'print stack traces with errors')
-    .showHelpAfterError('(add --help for usage)')
+    .configureOutput({ outputError: (text, write) => write(`kvm-stats-otel: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
-  root.addCommand(readCommand().exitOverride());
+  for (const command of [readCommand()]) root.addCommand(command.copyInheritedSettings(root));
   return root;
 }
 

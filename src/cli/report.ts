@@ -63,8 +63,8 @@ export function reportSource(source: StatsSource, units: UnitMode): SourceReport
 }
 
 function histogramText(counts: (number | string)[]): string {
-  const total = counts.reduce<number>((sum, c) => sum + Number(c), 0);
-  const nonZero = counts.flatMap((c, bucket) => (Number(c) > 0 ? [`${bucket}:${c}`] : []));
+  const total = counts.reduce<bigint>((sum, c) => sum + BigInt(c), 0n);
+  const nonZero = counts.flatMap((c, bucket) => (BigInt(c) > 0n ? [`${bucket}:${c}`] : []));
   return `count ${total}${nonZero.length ? `  buckets ${nonZero.join(' ')}` : ''}`;
 }
 
