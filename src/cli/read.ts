@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import type { UnitMode } from '../otel/mapping.js';
-import { DEMO_MAX_VCPUS, DemoVm } from '../sources/demo.js';
-import { imageFileName, openImageSource } from '../sources/image.js';
-import { openProcessStats } from '../sources/pid.js';
-import { type StatsSource, closeSources } from '../sources/source.js';
+import { DEMO_MAX_VCPUS } from '../sources/demo.js';
+import { imageFileName } from '../sources/image.js';
+import { DemoProvider, ImageProvider, ProcessProvider, type SourceProvider, sourcesOf } from '../sources/provider.js';
+import type { StatsSource } from '../sources/source.js';
 import { collect, integerOption, pidOption } from './options.js';
 import { type SourceReport, renderTable, reportSource } from './report.js';
 import { UsageError } from './errors.js';
@@ -43,29 +43,22 @@ async function read(options: ReadOptions, command: Command): Promise<void> {
   if (!options.demo && !options.pid && !options.file) {
     throw new UsageError(`say what to read: --demo, --pid PID or --file IMAGE (see ${command.name()} --help)`);
   }
-  const sources: StatsSource[] = [];
-  const problems: string[] = [];
-  let demo: DemoVm | undefined;
+  const report = (problem: string): void => void process.stderr.write(`kvm-stats-otel: ${problem}\n`);
+  const providers: SourceProvider[] = [
+    ...(options.file ?? []).map((path) => new ImageProvider(path)),
+    ...(options.pid ?? []).map((pid) => new ProcessProvider(pid, report)),
+    ...(options.demo ? [new DemoProvider({ vcpus: options.vcpus })] : []),
+  ];
   try {
-    for (const path of options.file ?? []) sources.push(openImageSource(path));
-    for (const pid of options.pid ?? []) {
-      const found = openProcessStats(pid);
-      sources.push(...found.sources);
-      problems.push(...found.problems);
-    }
-    if (options.demo) {
-      demo = await DemoVm.start({ vcpus: options.vcpus });
-      await sleep(options.wait);
-      sources.push(...demo.sources);
-    }
-    for (const problem of problems) process.stderr.write(`kvm-stats-otel: ${problem}\n`);
+    for (const provider of providers) await provider.refresh();
+    if (options.demo) await sleep(options.wait);
+    const sources = sourcesOf(providers)();
     if (sources.length === 0) throw new Error('no stats fd could be read');
     if (options.save) save(sources, options.save);
     const reports: SourceReport[] = sources.map((source) => reportSource(source, options.units));
     process.stdout.write(options.json ? `${JSON.stringify({ sources: reports })}\n` : renderTable(reports));
   } finally {
-    await demo?.stop();
-    closeSources(sources.filter((source) => !demo?.sources.includes(source)));
+    for (const provider of providers) await provider.close();
   }
 }
 
