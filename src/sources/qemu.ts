@@ -1,0 +1,93 @@
+/**
+ * A real QEMU guest for tests and the benchmark: qemu-system-x86_64 with KVM, no disk, no
+ * devices, QMP on a Unix socket. Without a disk the firmware halts after looking for a boot
+ * device, which is enough: the VM and its vCPUs exist in KVM.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { QmpClient } from './qmp.js';
+
+export const QEMU_BINARY = 'qemu-system-x86_64';
+
+export interface QemuGuestOptions {
+  readonly vcpus?: number;
+  readonly memoryMiB?: number;
+  /** Becomes `-name guest=NAME`. */
+  readonly name?: string;
+  /** Extra environment, e.g. LD_PRELOAD of the stats helper. */
+  readonly env?: Record<string, string>;
+  readonly binary?: string;
+  /** How long to wait for QMP to come up; default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+/** Whether the QEMU binary is on PATH. */
+export function qemuAvailable(binary = QEMU_BINARY): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(join(dir, binary)));
+}
+
+export class QemuGuest {
+  private constructor(
+    readonly process: ChildProcess,
+    readonly qmp: QmpClient,
+    readonly qmpPath: string,
+    private readonly dir: string,
+  ) {}
+
+  get pid(): number {
+    return this.process.pid!;
+  }
+
+  static async start(options: QemuGuestOptions = {}): Promise<QemuGuest> {
+    const binary = options.binary ?? QEMU_BINARY;
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-qemu-'));
+    const qmpPath = join(dir, 'qmp.sock');
+    const args = [
+      '-enable-kvm', '-cpu', 'host', '-smp', String(options.vcpus ?? 2), '-m', String(options.memoryMiB ?? 64),
+      '-nodefaults', '-no-user-config', '-display', 'none',
+      '-name', `guest=${options.name ?? 'kvm-stats-test'}`,
+      '-qmp', `unix:${qmpPath},server=on,wait=off`,
+    ];
+    const child = spawn(binary, args, { env: { ...process.env, ...options.env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+    try {
+      for (;;) {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new Error(`${binary} exited (${child.exitCode ?? child.signalCode}) before QMP came up: ${stderr.trim() || 'no output'}`);
+        }
+        if (existsSync(qmpPath)) {
+          try {
+            return new QemuGuest(child, await QmpClient.connect(qmpPath), qmpPath, dir);
+          } catch {
+            // Socket there but not listening yet.
+          }
+        }
+        if (Date.now() > deadline) throw new Error(`${binary} did not open its QMP socket within ${options.timeoutMs ?? 10_000} ms`);
+        await sleep(20);
+      }
+    } catch (error) {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** Shuts QEMU down through QMP `quit` and waits for it to exit (SIGKILL after 5 s). */
+  async stop(): Promise<void> {
+    if (this.process.exitCode === null && this.process.signalCode === null) {
+      const exited = once(this.process, 'exit');
+      await this.qmp.execute('quit').catch(() => undefined);
+      const timer = setTimeout(() => this.process.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    this.qmp.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
