@@ -21,6 +21,7 @@ const layouts = Object.values(abi).filter((value): value is abi.StructLayout => 
 function compileAndRun(): Map<string, string> {
   const dir = mkdtempSync(join(tmpdir(), 'kvm-abi-'));
   const lines = [
+    '#define _GNU_SOURCE', // struct ucred
     '#include <stdio.h>',
     '#include <stddef.h>',
     '#include <unistd.h>',
@@ -28,6 +29,11 @@ function compileAndRun(): Map<string, string> {
     '#include <sys/mman.h>',
     '#include <sys/syscall.h>',
     '#include <linux/kvm.h>',
+    '#include <linux/kcmp.h>',
+    '#include <sys/socket.h>',
+    '#include <sys/un.h>',
+    '#include <sys/uio.h>',
+    '#include <poll.h>',
     '#define FIELD_SIZE(type, member) sizeof(((type *)0)->member)',
     'int main(void) {',
     ...constants.map(([name]) => `  printf("%s %lld\\n", "${name}", (long long)(${C_EXPRESSIONS[name] ?? name}));`),

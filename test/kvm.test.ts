@@ -16,6 +16,7 @@ import { closeFd, pidfdGetfd, pidfdOpen } from '../src/native/libc.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { DemoVm } from '../src/sources/demo.js';
 import { openProcessStats } from '../src/sources/pid.js';
+import { ProcessProvider } from '../src/sources/provider.js';
 import { fdLinks } from '../src/sources/proc.js';
 import { closeSources } from '../src/sources/source.js';
 import { StatsFile } from '../src/stats/stats-file.js';
@@ -236,6 +237,24 @@ describeKvm('copying the stats fds of another process (real KVM)', () => {
       closeSources(found.sources);
       expect(openFdCount()).toBe(fdsBefore);
     } finally {
+      await vmm.stop();
+    }
+  });
+
+  it('ProcessProvider (--pid) lets go of every copy at the first collection after the VMM exits', async () => {
+    const fdsBefore = openFdCount();
+    const vmm = await startVmm(['--vcpus', '2']);
+    const reports: string[] = [];
+    const provider = new ProcessProvider(vmm.pid, (line) => reports.push(line));
+    try {
+      await provider.refresh();
+      expect(provider.sources()).toHaveLength(3);
+      await vmm.stop();
+      expect(provider.sources()).toEqual([]);
+      expect(reports).toEqual([`process ${vmm.pid} exited: closed its 3 stats fds`]);
+      expect(openFdCount()).toBe(fdsBefore);
+    } finally {
+      await provider.close();
       await vmm.stop();
     }
   });

@@ -2,7 +2,10 @@
  * KvmStatsProducer and the observable instruments on synthetic images, into a real
  * sdk-metrics MeterProvider with an in-memory exporter, in both temporalities.
  */
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { type Attributes, diag, DiagLogLevel } from '@opentelemetry/api';
 import {
   AggregationTemporality,
@@ -14,6 +17,7 @@ import {
   PeriodicExportingMetricReader,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   KVM_STATS_TYPE_INSTANT,
@@ -281,5 +285,139 @@ describe('observable instruments on any Meter', () => {
     instruments.close();
     await reader.forceFlush();
     expect(reads).toBe(4);
+  });
+});
+
+describe('KvmStatsProducer with reuseDataPoints', () => {
+  /** What a result says, times left out: every metric, and each point's attributes and value. */
+  function content(rm: ResourceMetrics) {
+    return rm.scopeMetrics
+      .flatMap((s) => s.metrics)
+      .map((m) => ({
+        descriptor: m.descriptor,
+        type: m.dataPointType,
+        temporality: m.aggregationTemporality,
+        points: (m.dataPoints as { attributes: Attributes; value: unknown }[]).map((p) => ({ attributes: p.attributes, value: structuredClone(p.value) })),
+      }))
+      .sort((a, b) => a.descriptor.name.localeCompare(b.descriptor.name));
+  }
+
+  const steps: Values[] = [
+    START,
+    { ...START, exits: 150, pages: 6, wait: [1, 3, 0, 3], waitNs: 60, linear: [5, 1, 1] },
+    // Root reset the stats: values went down.
+    { ...START, exits: 3, peak: 2, wait: [0, 0, 0, 1], waitNs: 5, linear: [0, 0, 0] },
+    { ...START, exits: 10, peak: 2, wait: [0, 2, 0, 1], waitNs: 9, linear: [1, 0, 0] },
+  ];
+
+  it.each([
+    ['cumulative', AggregationTemporality.CUMULATIVE],
+    ['delta', AggregationTemporality.DELTA],
+  ])('exports what new data points would, collection after collection (%s)', async (_, temporality) => {
+    const vcpus = [new FakeVcpu('kvm-99/vcpu-0', START), new FakeVcpu('kvm-99/vcpu-1', { ...START, exits: 7 })];
+    cleanup.push(() => closeSources(vcpus.map((v) => v.source)));
+    const sources = vcpus.map((v) => v.source);
+    const fresh = new KvmStatsProducer({ sources, temporality });
+    const reused = new KvmStatsProducer({ sources, temporality, reuseDataPoints: true });
+    for (const step of steps) {
+      vcpus[0]!.set(step);
+      const expected = content((await fresh.collect()).resourceMetrics);
+      const got = content((await reused.collect()).resourceMetrics);
+      expect(got).toEqual(expected);
+    }
+    expect(content((await reused.collect()).resourceMetrics)).toEqual(content((await fresh.collect()).resourceMetrics));
+  });
+
+  it('updates the same data points in place: a result is valid until the next collect()', async () => {
+    const vcpu = new FakeVcpu('kvm-99/vcpu-0', START);
+    const producer = new KvmStatsProducer({ sources: [vcpu.source], reuseDataPoints: true });
+    cleanup.push(() => closeSources([vcpu.source]));
+    const first = (await producer.collect()).resourceMetrics;
+    const exits = point(first, 'kvm.vcpu.exits');
+    const wait = point(first, 'kvm.vcpu.halt_wait_hist');
+    expect(exits.value).toBe(100);
+    expect(exits.startTime).toEqual([1_700_000_000, 0]);
+    const firstEnd = [...exits.endTime];
+
+    vcpu.set({ ...START, exits: 150, wait: [1, 3, 0, 3] });
+    const second = (await producer.collect()).resourceMetrics;
+    expect(point(second, 'kvm.vcpu.exits')).toBe(exits);
+    expect(metric(second, 'kvm.vcpu.exits')).toBe(metric(first, 'kvm.vcpu.exits'));
+    expect(point(second, 'kvm.vcpu.halt_wait_hist')).toBe(wait);
+    // The first result now shows the second collection: it was valid until then.
+    expect(exits.value).toBe(150);
+    expect((wait.value as Histogram).buckets.counts).toEqual([1, 3, 0, 3]);
+    expect((wait.value as Histogram).count).toBe(7);
+    const secondEnd = [...exits.endTime];
+
+    // A reset starts the series again from the previous collection's time, kept as a copy.
+    vcpu.set({ ...START, exits: 3, wait: [0, 0, 0, 1] });
+    const third = (await producer.collect()).resourceMetrics;
+    expect(point(third, 'kvm.vcpu.exits').startTime).toEqual(secondEnd);
+    expect(point(third, 'kvm.vcpu.halt_wait_hist').startTime).toEqual(secondEnd);
+    expect(point(third, 'kvm.vcpu.pages').startTime).toEqual([1_700_000_000, 0]);
+    expect(secondEnd).not.toEqual(firstEnd);
+    await producer.collect();
+    expect(point(third, 'kvm.vcpu.exits').startTime).toEqual(secondEnd);
+  });
+
+  it('lists each source\'s points in its metrics when the set of sources changes', async () => {
+    const a = new FakeVcpu('kvm-99/vcpu-0', START);
+    const b = new FakeVcpu('kvm-99/vcpu-1', { ...START, exits: 7 });
+    cleanup.push(() => closeSources([a.source, b.source]));
+    let current = [a.source, b.source];
+    const producer = new KvmStatsProducer({ sources: () => current, reuseDataPoints: true });
+    const listed = async (): Promise<[unknown, unknown][]> => {
+      const rm = (await producer.collect()).resourceMetrics;
+      expect(metric(rm, 'kvm.vcpu.halt_wait_hist').dataPoints).toHaveLength(current.length);
+      return (metric(rm, 'kvm.vcpu.exits').dataPoints as { attributes: Attributes; value: number }[]).map((p) => [p.attributes['kvm.vcpu.id'], p.value]);
+    };
+    expect(await listed()).toEqual([[0, 100], [1, 7]]);
+    current = [b.source];
+    expect(await listed()).toEqual([[1, 7]]);
+    current = [b.source, a.source];
+    expect(await listed()).toEqual([[1, 7], [0, 100]]);
+    writeFileSync(a.path, ''); // a's VM is gone: its points leave the result
+    const result = await producer.collect();
+    expect(result.errors).toHaveLength(1);
+    expect((metric(result.resourceMetrics, 'kvm.vcpu.exits').dataPoints as { attributes: Attributes }[]).map((p) => p.attributes['kvm.vcpu.id'])).toEqual([1]);
+  });
+
+  it('exports each collection\'s own values through PeriodicExportingMetricReader and the OTLP/HTTP exporter', async () => {
+    const bodies: Buffer[] = [];
+    const server = createServer((request, response) => {
+      const chunks: Buffer[] = [];
+      request.on('data', (chunk: Buffer) => chunks.push(chunk));
+      request.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
+        response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    cleanup.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const { port } = server.address() as AddressInfo;
+    const vcpu = new FakeVcpu('kvm-99/vcpu-0', START);
+    cleanup.push(() => closeSources([vcpu.source]));
+    const exporter = new OTLPMetricExporter({ url: `http://127.0.0.1:${port}/v1/metrics` });
+    const reader = new PeriodicExportingMetricReader({
+      exporter,
+      exportIntervalMillis: 3_600_000,
+      metricProducers: [new KvmStatsProducer({ sources: [vcpu.source], reuseDataPoints: true })],
+    });
+    const provider = new MeterProvider({ readers: [reader] });
+    cleanup.push(() => provider.shutdown());
+    for (const exits of [100, 150, 160]) {
+      vcpu.set({ ...START, exits });
+      await reader.forceFlush();
+    }
+    const exported = bodies.map((body) => {
+      const request = JSON.parse(body.toString()) as {
+        resourceMetrics: { scopeMetrics: { metrics: { name: string; sum?: { dataPoints: { asInt?: string | number }[] } }[] }[] }[];
+      };
+      const exits = request.resourceMetrics.flatMap((r) => r.scopeMetrics.flatMap((s) => s.metrics)).find((m) => m.name === 'kvm.vcpu.exits')!;
+      return Number(exits.sum!.dataPoints[0]!.asInt);
+    });
+    expect(exported).toEqual([100, 150, 160]);
   });
 });

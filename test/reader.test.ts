@@ -158,6 +158,24 @@ describe('reading a valid image', () => {
     file.close();
   });
 
+  it('reads into a caller\'s buffer with readInto, leaving its own data as it was', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const path = writeImage(buildImage({ descs: [counter('exits', 1), counter('halt_exits', 5)] }));
+    const file = StatsFile.openImage(path);
+    try {
+      writeFileSync(path, buildImage({ descs: [counter('exits', 2), counter('halt_exits', 6)] }));
+      const words = new Uint32Array(8);
+      file.readInto(new Uint8Array(words.buffer));
+      expect([words[0], words[2]]).toEqual([2, 6]);
+      expect(file.value(file.table.stats[0]!)).toBe(1);
+      expect(() => file.readInto(new Uint8Array(8))).toThrow(/^readInto: the buffer has 8 bytes, but the data block of stats fd \d+ \(kvm-[^)]+\) has 16: pass one of at least table.dataSize bytes$/);
+      writeFileSync(path, '');
+      expect(() => file.readInto(new Uint8Array(words.buffer))).toThrow(StatsReadError);
+    } finally {
+      file.close();
+    }
+  });
+
   it('does one pread per read and sees new values', async () => {
     const { writeFileSync } = await import('node:fs');
     const path = writeImage(buildImage({ descs: [counter('exits', 1)] }));

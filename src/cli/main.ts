@@ -5,8 +5,15 @@
  */
 import { Command, CommanderError } from 'commander';
 import { SCOPE_VERSION } from '../otel/version.js';
+import { agentCommand } from './agent.js';
+import { benchCommand } from './bench.js';
 import { UsageError } from './errors.js';
+import { handoffCommand } from './handoff.js';
+import { helperCommand } from './helper.js';
+import { listCommand } from './list.js';
 import { readCommand } from './read.js';
+import { schemaCommand } from './schema.js';
+import { topCommand } from './top.js';
 
 export const EXIT_OK = 0;
 export const EXIT_RUNTIME = 1;
@@ -19,8 +26,15 @@ function program(): Command {
     .option('--verbose', 'print stack traces with errors')
     .configureOutput({ outputError: (text, write) => write(`kvm-stats-otel: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
-  for (const command of [readCommand()]) root.addCommand(command.copyInheritedSettings(root));
+  for (const command of [readCommand(), listCommand(), helperCommand(), handoffCommand(), agentCommand(), schemaCommand(), topCommand(), benchCommand()]) root.addCommand(inherit(command, root));
   return root;
+}
+
+/** The root's settings (error output, exit codes) for a command and its own subcommands. */
+function inherit(command: Command, parent: Command): Command {
+  command.copyInheritedSettings(parent);
+  for (const sub of command.commands) inherit(sub, command);
+  return command;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {

@@ -8,10 +8,15 @@ import {
   MAP_SHARED,
   O_CLOEXEC,
   O_RDONLY,
+  POLLFD,
+  POLLIN,
   PROT_READ,
   PROT_WRITE,
+  KCMP_FILE,
+  __NR_kcmp,
   __NR_pidfd_getfd,
   __NR_pidfd_open,
+  fieldOffset,
 } from '../abi/kvm.js';
 import { NativeError } from './errors.js';
 
@@ -32,6 +37,8 @@ const c = {
   ioctlInt: libc.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']),
   ioctlPtr: libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']),
   syscall3: libc.func('syscall', 'long', ['long', 'long', 'long', 'long']),
+  syscall5: libc.func('syscall', 'long', ['long', 'long', 'long', 'long', 'long', 'long']),
+  poll: libc.func('poll', 'int', ['void *', 'unsigned long', 'int']),
   mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
   munmap: libc.func('munmap', 'int', ['void *', 'size_t']),
 };
@@ -91,6 +98,34 @@ export function pidfdGetfd(pidfd: number, targetFd: number): number {
   const fd = Number(c.syscall3(__NR_pidfd_getfd, pidfd, targetFd, 0));
   if (fd < 0) throw new NativeError('pidfd_getfd', koffi.errno());
   return fd;
+}
+
+/**
+ * kcmp(2) KCMP_FILE: whether fd `fd1` of process `pid1` and fd `fd2` of `pid2` are the same
+ * open file. Needs ptrace read access to both. Every anon inode (all KVM fds) has the same
+ * inode number, so this is the only way to tell two stats fds apart from outside.
+ */
+export function sameOpenFile(pid1: number, fd1: number, pid2: number, fd2: number): boolean {
+  const result = Number(c.syscall5(__NR_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2));
+  if (result < 0) throw new NativeError('kcmp', koffi.errno());
+  return result === 0;
+}
+
+/**
+ * Which of `fds` are readable now, without waiting: one poll(2) with timeout 0. A pidfd is
+ * readable once its process has exited.
+ */
+export function readableNow(fds: readonly number[]): boolean[] {
+  if (fds.length === 0) return [];
+  const size = POLLFD.size;
+  const pollfds = Buffer.alloc(fds.length * size);
+  fds.forEach((fd, i) => {
+    pollfds.writeInt32LE(fd, i * size + fieldOffset(POLLFD, 'fd'));
+    pollfds.writeInt16LE(POLLIN, i * size + fieldOffset(POLLFD, 'events'));
+  });
+  if ((c.poll(pollfds, fds.length, 0) as number) < 0) throw new NativeError('poll', koffi.errno());
+  // POLLIN, or POLLHUP/POLLERR/POLLNVAL: anything but silence means there is nothing to wait for.
+  return fds.map((_, i) => pollfds.readInt16LE(i * size + fieldOffset(POLLFD, 'revents')) !== 0);
 }
 
 /** A shared mapping: anonymous memory, or an fd's pages (the vCPU's kvm_run). */

@@ -3,6 +3,7 @@
  * command line. Every function returns undefined (or an empty list) for a process that is gone.
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { basename } from 'node:path';
 import { USER_HZ } from '../abi/kvm.js';
 
 function readText(path: string): string | undefined {
@@ -20,17 +21,26 @@ export function processOfThread(tid: number): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-/** When the process started, in milliseconds since the epoch (10 ms resolution). */
-export function processStartTimeMs(pid: number): number | undefined {
+/** When the process started, in clock ticks since boot: with the pid, it names one process
+ * for the life of the system (pids are reused, start times are not). */
+export function processStartTicks(pid: number): number | undefined {
   const stat = readText(`/proc/${pid}/stat`);
-  const uptime = readText('/proc/uptime');
-  if (!stat || !uptime) return undefined;
+  if (!stat) return undefined;
   // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const startTicks = Number(fields[19]); // field 22, starttime
-  const uptimeSeconds = Number(uptime.split(' ')[0]);
-  if (!Number.isFinite(startTicks) || !Number.isFinite(uptimeSeconds)) return undefined;
-  return Math.round(Date.now() - uptimeSeconds * 1000 + (startTicks * 1000) / USER_HZ);
+  const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]); // field 22, starttime
+  return Number.isFinite(startTicks) ? startTicks : undefined;
+}
+
+/**
+ * When the process started, in milliseconds since the epoch: the boot time (`btime` of
+ * /proc/stat, whole seconds) plus the start in clock ticks. The same answer every time it is
+ * asked (as `ps` computes it), so cumulative series keep their start across agent restarts.
+ */
+export function processStartTimeMs(pid: number): number | undefined {
+  const startTicks = processStartTicks(pid);
+  const btime = /^btime (\d+)$/m.exec(readText('/proc/stat') ?? '')?.[1];
+  if (startTicks === undefined || btime === undefined) return undefined;
+  return Number(btime) * 1000 + (startTicks * 1000) / USER_HZ;
 }
 
 export interface FdLink {
@@ -46,11 +56,26 @@ export function fdLinks(pid: number | 'self'): FdLink[] {
   for (const name of names) {
     try {
       links.push({ fd: Number(name), target: readlinkSync(`/proc/${pid}/fd/${name}`) });
-    } catch {
-      // Closed between readdir and readlink.
+    } catch (error) {
+      // ENOENT: closed between readdir and readlink. Anything else (EACCES without
+      // CAP_SYS_PTRACE) would make the fds look absent, so it is the caller's to report.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
   }
   return links.sort((a, b) => a.fd - b.fd);
+}
+
+/**
+ * The name of the program a process runs: the executable's file name where /proc/PID/exe can
+ * be read (same uid or CAP_SYS_PTRACE), else the kernel's 15-character command name.
+ */
+export function executableName(pid: number): string | undefined {
+  try {
+    // A binary replaced while it runs (a package upgrade) reads "/usr/bin/x (deleted)".
+    return basename(readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, ''));
+  } catch {
+    return readText(`/proc/${pid}/comm`)?.trim() || undefined;
+  }
 }
 
 /** The command line, split into arguments. */

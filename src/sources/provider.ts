@@ -3,10 +3,9 @@
  * and whatever else finds stats fds. The agent holds a list of providers and asks them for
  * their sources at every collection; this is the one interface a new way in implements.
  */
-import { existsSync } from 'node:fs';
 import { DemoVm, type DemoVmOptions } from './demo.js';
 import { openImageSource } from './image.js';
-import { openProcessStats } from './pid.js';
+import { WatchedProcess, exitedOf, openProcessStats } from './pid.js';
 import { type StatsSource, closeSources } from './source.js';
 
 /** Called with one line (what went wrong and what to do) when something cannot be read. */
@@ -59,6 +58,7 @@ export class DemoProvider implements SourceProvider {
 export class ProcessProvider implements SourceProvider {
   readonly description: string;
   #sources: StatsSource[] = [];
+  #watched: WatchedProcess | undefined;
   #opened = false;
 
   constructor(
@@ -69,25 +69,41 @@ export class ProcessProvider implements SourceProvider {
   }
 
   async refresh(): Promise<void> {
-    if (!this.#opened) {
-      this.#opened = true;
-      const found = openProcessStats(this.pid);
-      this.#sources = found.sources;
-      found.problems.forEach(this.report);
-    } else if (this.#sources.length > 0 && !existsSync(`/proc/${this.pid}`)) {
-      // A copied fd keeps the VM alive in the kernel: let it go as soon as the VMM is gone.
-      this.report(`process ${this.pid} exited: closed its ${this.#sources.length} stats fds`);
-      await this.close();
+    if (this.#opened) return;
+    this.#opened = true;
+    const found = openProcessStats(this.pid);
+    found.problems.forEach(this.report);
+    if (found.sources.length === 0) return;
+    try {
+      this.#watched = new WatchedProcess(this.pid);
+    } catch {
+      // Gone already: its copies are closed at once.
+      this.report(`process ${this.pid} exited: closed its ${found.sources.length} stats fds`);
+      closeSources(found.sources);
+      return;
     }
+    this.#sources = found.sources;
   }
 
+  /** Checked at every collection: a copied fd keeps the VM alive in the kernel, so let go as
+   * soon as the VMM is gone. */
   sources(): readonly StatsSource[] {
+    if (this.#watched && exitedOf([this.#watched]).length > 0) {
+      this.report(`process ${this.pid} exited: closed its ${this.#sources.length} stats fds`);
+      this.#release();
+    }
     return this.#sources;
   }
 
   async close(): Promise<void> {
+    this.#release();
+  }
+
+  #release(): void {
     closeSources(this.#sources);
     this.#sources = [];
+    this.#watched?.close();
+    this.#watched = undefined;
   }
 }
 
@@ -114,7 +130,30 @@ export class ImageProvider implements SourceProvider {
   }
 }
 
-/** Every provider's sources as one set, for KvmStatsProducer's `sources` option. */
+/** What sets a source's series apart: its owner, VM name and kernel id. */
+const identities = new WeakMap<StatsSource, string>();
+
+function identity(source: StatsSource): string {
+  let key = identities.get(source);
+  if (key === undefined) identities.set(source, (key = `${source.pid}|${source.vmName}|${source.file.id}`));
+  return key;
+}
+
+/**
+ * Every provider's sources as one set, for KvmStatsProducer's `sources` option. When two
+ * providers hold the same VM or vCPU (a QEMU with the preload helper is both scanned and handed
+ * over), the first one's is kept: two would write the same series twice.
+ */
 export function sourcesOf(providers: readonly SourceProvider[]): () => StatsSource[] {
-  return () => providers.flatMap((provider) => provider.sources());
+  return () => {
+    const lists = providers.map((provider) => provider.sources()).filter((list) => list.length > 0);
+    if (lists.length <= 1) return [...(lists[0] ?? [])];
+    const seen = new Set<string>();
+    return lists.flat().filter((source) => {
+      const key = identity(source);
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+  };
 }

@@ -15,6 +15,8 @@ export const QEMU_BINARY = 'qemu-system-x86_64';
 
 export interface QemuGuestOptions {
   readonly vcpus?: number;
+  /** Room for vCPUs hot-plugged later (device_add); default: vcpus. */
+  readonly maxVcpus?: number;
   readonly memoryMiB?: number;
   /** Becomes `-name guest=NAME`. */
   readonly name?: string;
@@ -47,7 +49,7 @@ export class QemuGuest {
     const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-qemu-'));
     const qmpPath = join(dir, 'qmp.sock');
     const args = [
-      '-enable-kvm', '-cpu', 'host', '-smp', String(options.vcpus ?? 2), '-m', String(options.memoryMiB ?? 64),
+      '-enable-kvm', '-cpu', 'host', '-smp', `${options.vcpus ?? 2},maxcpus=${options.maxVcpus ?? options.vcpus ?? 2}`, '-m', String(options.memoryMiB ?? 64),
       '-nodefaults', '-no-user-config', '-display', 'none',
       '-name', `guest=${options.name ?? 'kvm-stats-test'}`,
       '-qmp', `unix:${qmpPath},server=on,wait=off`,

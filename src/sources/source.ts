@@ -12,7 +12,11 @@ export interface StatsOwner {
   readonly vmName?: string | undefined;
   /** Start of the cumulative values, ms since the epoch: the owner's start where known. */
   readonly startTimeMs?: number | undefined;
+  /** More attributes for every data point, e.g. from a hand-over sender; the standard ones win. */
+  readonly attributes?: SourceAttributes | undefined;
 }
+
+export type SourceAttributes = Readonly<Record<string, string | number | boolean>>;
 
 export interface StatsSource {
   readonly file: StatsFile;
@@ -21,6 +25,7 @@ export interface StatsSource {
   readonly startTimeMs: number;
   /** How the fd was obtained, for `read` and logs: "own VM", "pidfd_getfd from 1234 fd 17", a path. */
   readonly origin: string;
+  readonly attributes?: SourceAttributes | undefined;
 }
 
 /** Wraps an open StatsFile; without a known start time, cumulative values start now. */
@@ -31,6 +36,7 @@ export function statsSource(file: StatsFile, owner: StatsOwner, origin: string):
     vmName: owner.vmName,
     startTimeMs: owner.startTimeMs ?? Date.now(),
     origin,
+    ...(owner.attributes ? { attributes: owner.attributes } : {}),
   };
 }
 

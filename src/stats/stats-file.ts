@@ -57,10 +57,16 @@ export class StatsFile implements StatsId {
   readonly words: Uint32Array;
   readonly #owned: boolean;
   #fd: number;
+  /** header.dataOffset and table.dataSize, kept here: a reader of thousands of fds touches one
+   * object per read rather than three. */
+  readonly #dataOffset: number;
+  readonly #dataSize: number;
 
   private constructor(fd: number, owned: boolean, header: StatsHeader, id: StatsId, table: DescriptorTable) {
     this.#fd = fd;
     this.#owned = owned;
+    this.#dataOffset = header.dataOffset;
+    this.#dataSize = table.dataSize;
     this.header = header;
     this.table = table;
     this.id = id.id;
@@ -109,10 +115,26 @@ export class StatsFile implements StatsId {
 
   /** One pread of the whole data block into `data`. */
   read(): void {
-    const size = this.table.dataSize;
+    this.#readBlock(this.data);
+  }
+
+  /**
+   * One pread of the whole data block into a caller's buffer (at least table.dataSize bytes)
+   * instead of `data`, which keeps its bytes. A reader of many fds can reuse one buffer that
+   * stays in the CPU's cache, rather than touching each file's own.
+   */
+  readInto(buffer: Uint8Array): void {
+    if (buffer.byteLength < this.#dataSize) {
+      throw new RangeError(`readInto: the buffer has ${buffer.byteLength} bytes, but the data block of ${this.describe()} has ${this.#dataSize}: pass one of at least table.dataSize bytes`);
+    }
+    this.#readBlock(buffer);
+  }
+
+  #readBlock(buffer: Uint8Array): void {
+    const size = this.#dataSize;
     let n: number;
     try {
-      n = pread(this.#fd, this.data, size, this.header.dataOffset);
+      n = pread(this.#fd, buffer, size, this.#dataOffset);
     } catch (error) {
       throw new StatsReadError(`reading ${this.describe()} failed: ${(error as Error).message}`, { cause: error });
     }

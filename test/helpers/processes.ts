@@ -1,9 +1,11 @@
 /** Child processes for tests: a stand-in VMM, and TypeScript fixtures run through tsx. */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../../src/cli/helper.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const FIXTURES = join(ROOT, 'test', 'fixtures');
@@ -46,20 +48,131 @@ export async function startVmm(args: readonly string[] = []): Promise<ChildVmm> 
 /**
  * A copy of the built package (dist/, koffi and a fixture) in a world-readable folder, so an
  * unprivileged user can run it wherever the checkout lives (CI clones under /root).
- * Returns the path of the copied fixture.
+ * Returns the path of the copied fixture. `dependencies` are more node_modules folders the fixture
+ * imports (e.g. '@opentelemetry').
  */
-export function unprivilegedCopy(fixture: string): string {
+export function unprivilegedCopy(fixture: string, dependencies: readonly string[] = []): string {
   const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-unprivileged-'));
   chmodSync(dir, 0o755);
   cpSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
   cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true });
   // koffi and its native build (a platform package such as @koromix/koffi-linux-x64).
-  for (const dependency of ['koffi', '@koromix']) {
+  for (const dependency of ['koffi', '@koromix', ...dependencies]) {
     cpSync(join(ROOT, 'node_modules', dependency), join(dir, 'node_modules', dependency), { recursive: true });
   }
   cpSync(join(FIXTURES, fixture), join(dir, fixture));
   return join(dir, fixture);
 }
 
+/**
+ * The package as installed (package.json, dist/, node_modules/) in a world-readable folder, so
+ * an unprivileged user can run the real bin wherever the checkout lives. Returns the folder.
+ */
+export function packageCopy(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-package-'));
+  chmodSync(dir, 0o755);
+  for (const entry of ['package.json', 'dist', 'node_modules']) cpSync(join(ROOT, entry), join(dir, entry), { recursive: true });
+  return dir;
+}
+
 /** setpriv arguments that run a command as nobody:nogroup with no supplementary groups. */
 export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+
+/**
+ * A child that answers each line written to its stdin with one JSON line on stdout (its first
+ * line comes unasked, once it is ready), and exits when its stdin closes.
+ */
+export class JsonLineChild<T = Record<string, unknown>> {
+  readonly #queued: string[] = [];
+  readonly #waiting: ((line: string) => void)[] = [];
+  readonly #exited: Promise<never>;
+
+  private constructor(readonly child: ChildProcess, readonly name: string) {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const waiter = this.#waiting.shift();
+      if (waiter) waiter(line);
+      else this.#queued.push(line);
+    });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    this.#exited = once(child, 'exit').then(([code, signal]) => {
+      throw new Error(`${name} exited (${code ?? signal}) before it answered: ${stderr.trim() || 'no output'}`);
+    });
+    this.#exited.catch(() => undefined);
+  }
+
+  /** Starts `command` and waits for its first line. */
+  static async start<T = Record<string, unknown>>(command: readonly string[], name: string, options: SpawnOptions = {}): Promise<{ child: JsonLineChild<T>; first: T }> {
+    const [file, ...args] = command;
+    const child = new JsonLineChild<T>(spawn(file!, args, { cwd: ROOT, ...options, stdio: ['pipe', 'pipe', 'pipe'] }), name);
+    return { child, first: await child.#next() };
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  #next(): Promise<T> {
+    const line = this.#queued.shift();
+    const next = line !== undefined ? Promise.resolve(line) : new Promise<string>((resolve) => this.#waiting.push(resolve));
+    return Promise.race([next, this.#exited]).then((text) => JSON.parse(text) as T);
+  }
+
+  /** Writes one line and resolves with the answer. */
+  request(line = ''): Promise<T> {
+    this.child.stdin!.write(`${line}\n`);
+    return this.#next();
+  }
+
+  /** Closes its stdin and waits for it to exit. */
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = once(this.child, 'exit');
+    this.child.stdin!.end();
+    await exited;
+  }
+}
+
+/** tiny-vmm (test/fixtures/tiny-vmm.c) compiled, and the preload helper built, once per process. */
+let tinyTools: { binary: string; helper: string } | undefined;
+export function tinyVmmTools(): { binary: string; helper: string } {
+  if (!tinyTools) {
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-tiny-vmm-'));
+    const binary = join(dir, 'tiny-vmm');
+    execFileSync('cc', ['-O2', '-o', binary, join(FIXTURES, 'tiny-vmm.c')]);
+    tinyTools = { binary, helper: buildPreloadHelper(join(dir, 'helper')) };
+  }
+  return tinyTools;
+}
+
+export interface TinyVmm {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** Closes its stdin and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts tiny-vmm with VCPUS vCPUs and the preload helper, so it holds stats fds to scan;
+ * with `socket`, the helper also hands them over there. Resolves once the vCPUs exist.
+ */
+export async function startTinyVmm(vcpus: number, socket?: string): Promise<TinyVmm> {
+  const { binary, helper } = tinyVmmTools();
+  const child = spawn(binary, [String(vcpus)], {
+    env: { ...process.env, LD_PRELOAD: helper, ...(socket ? { [PRELOAD_SOCKET_ENV]: socket } : {}) },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const exited = once(child, 'exit');
+  const lines = createInterface({ input: child.stdout! });
+  const [line] = (await Promise.race([once(lines, 'line'), exited.then(() => ['exited'])])) as string[];
+  if (line !== 'ready') throw new Error(`tiny-vmm did not start: ${line}`);
+  return {
+    pid: child.pid!,
+    child,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.stdin!.end();
+      await exited;
+    },
+  };
+}

@@ -1,0 +1,137 @@
+/*
+ * kvm-stats-preload: makes a dynamically linked VMM hold a KVM stats fd for every VM and vCPU
+ * it creates, so kvm-stats-otel can read them (QEMU before 8.1 holds none).
+ *
+ *   LD_PRELOAD=$(kvm-stats-otel helper path) qemu-system-x86_64 -enable-kvm ...
+ *
+ * It wraps ioctl(2). After a successful KVM_CREATE_VM or KVM_CREATE_VCPU it issues
+ * KVM_GET_STATS_FD on the new fd and leaves the stats fd open (close-on-exec, as the kernel
+ * makes it) for the life of the process: a scan copies it with pidfd_getfd. When
+ * KVM_STATS_OTEL_SOCKET names a receiver's socket (agent --listen PATH), each new stats fd is
+ * also sent there, with SCM_RIGHTS and a small JSON header, without ever waiting: if the
+ * receiver is not there or is busy, the fd is only kept.
+ *
+ * What the VMM sees does not change: every ioctl returns what the kernel returned, with the
+ * same errno. Any other ioctl costs one comparison. There is no shared mutable state beyond the
+ * resolved ioctl pointer, so any number of threads may create vCPUs at once.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <linux/kvm.h>
+
+#ifndef KVM_GET_STATS_FD
+#define KVM_GET_STATS_FD _IO(KVMIO, 0xce) /* Linux 5.14 */
+#endif
+
+/* KVM_CREATE_VM and KVM_CREATE_VCPU differ only in bit 6: OR-ing it in makes one comparison
+ * match both and nothing else. */
+#define CREATE_BIT 0x40UL
+_Static_assert((KVM_CREATE_VM | CREATE_BIT) == KVM_CREATE_VCPU, "KVM_CREATE_VM and KVM_CREATE_VCPU differ in more than bit 6");
+
+#define SOCKET_ENV "KVM_STATS_OTEL_SOCKET"
+
+typedef int (*ioctl_fn)(int, unsigned long, ...);
+
+static int resolve_and_call(int fd, unsigned long request, ...);
+
+/* Starts as a resolver so the hot path needs no "resolved yet?" test. */
+static ioctl_fn real_ioctl = resolve_and_call;
+
+/* The receiver's address, read once at load time; sun_path[0] == 0 means none. */
+static struct sockaddr_un receiver;
+static socklen_t receiver_length;
+
+static ioctl_fn resolve(void)
+{
+    ioctl_fn fn = (ioctl_fn)dlsym(RTLD_NEXT, "ioctl");
+    if (fn == NULL) {
+        /* No libc ioctl after us: nothing sensible can run; say why instead of crashing later. */
+        static const char message[] = "kvm-stats-preload: dlsym(RTLD_NEXT, \"ioctl\") failed; remove it from LD_PRELOAD\n";
+        (void)!write(STDERR_FILENO, message, sizeof message - 1);
+        abort();
+    }
+    __atomic_store_n(&real_ioctl, fn, __ATOMIC_RELEASE);
+    return fn;
+}
+
+static int resolve_and_call(int fd, unsigned long request, ...)
+{
+    va_list ap;
+    va_start(ap, request);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return resolve()(fd, request, arg);
+}
+
+__attribute__((constructor)) static void kvm_stats_preload_init(void)
+{
+    resolve();
+    const char *path = getenv(SOCKET_ENV);
+    if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof receiver.sun_path) return;
+    receiver.sun_family = AF_UNIX;
+    strcpy(receiver.sun_path, path);
+    receiver_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+}
+
+/* Sends one stats fd to the receiver: a new non-blocking connection per fd, so no state is
+ * shared between threads and nothing waits. Failures only mean the fd is not handed over. */
+static void hand_over(int stats_fd, long vcpu_id)
+{
+    int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (sock < 0) return;
+    if (connect(sock, (const struct sockaddr *)&receiver, receiver_length) == 0) {
+        char header[96];
+        int length = vcpu_id >= 0
+            ? snprintf(header, sizeof header, "{\"pid\":%d,\"vcpus\":[%ld],\"sender\":\"kvm-stats-preload\"}", (int)getpid(), vcpu_id)
+            : snprintf(header, sizeof header, "{\"pid\":%d,\"vcpus\":[null],\"sender\":\"kvm-stats-preload\"}", (int)getpid());
+        struct iovec iov = { .iov_base = header, .iov_len = (size_t)length };
+        union {
+            struct cmsghdr align;
+            char bytes[CMSG_SPACE(sizeof(int))];
+        } control;
+        memset(&control, 0, sizeof control);
+        struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes, .msg_controllen = sizeof control.bytes };
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&message);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cmsg), &stats_fd, sizeof(int));
+        (void)sendmsg(sock, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    close(sock);
+}
+
+/* After a successful create: one more ioctl on the new fd, and maybe a hand-over. Kept out of
+ * line so the wrapper itself stays a call, an OR, a compare and a return. */
+__attribute__((noinline, cold)) static void keep_stats_fd(int new_fd, unsigned long request, void *arg)
+{
+    int saved_errno = errno;
+    int stats_fd = real_ioctl(new_fd, KVM_GET_STATS_FD, NULL);
+    if (stats_fd >= 0 && receiver_length != 0) {
+        hand_over(stats_fd, request == KVM_CREATE_VCPU ? (long)(unsigned long)arg : -1);
+    }
+    errno = saved_errno;
+}
+
+int ioctl(int fd, unsigned long request, ...)
+{
+    va_list ap;
+    va_start(ap, request);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    int result = __atomic_load_n(&real_ioctl, __ATOMIC_RELAXED)(fd, request, arg);
+    if (__builtin_expect((request | CREATE_BIT) == KVM_CREATE_VCPU, 0) && result >= 0) {
+        keep_stats_fd(result, request, arg);
+    }
+    return result;
+}

@@ -1,0 +1,144 @@
+/**
+ * The agent's outputs, each a reader with its own KvmStatsProducer (delta state is per
+ * producer, and Prometheus needs cumulative): OTLP pushed on an interval, a Prometheus scrape
+ * endpoint, and the console.
+ *
+ * Histograms without a sum (no companion stat in the kernel) stay without one: the OTLP JSON and
+ * protobuf serializers leave the optional field out and the Prometheus exporter writes no
+ * `_sum` series, which is what both formats mean by "unknown". Sending 0 would be a wrong sum.
+ */
+import { OTLPMetricExporter as OtlpJsonExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import {
+  AggregationTemporalityPreference,
+  CumulativeTemporalitySelector,
+  DeltaTemporalitySelector,
+  LowMemoryTemporalitySelector,
+} from '@opentelemetry/exporter-metrics-otlp-http';
+import { OTLPMetricExporter as OtlpProtoExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import {
+  AggregationTemporality,
+  type InstrumentType,
+  type MetricProducer,
+  type MetricReader,
+  PeriodicExportingMetricReader,
+  type PushMetricExporter,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
+import type { AgentConfig, OtlpConfig, TemporalityPreference } from './config.js';
+import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './console-exporter.js';
+import type { Logger } from './log.js';
+
+export type OutputName = 'otlp' | 'prometheus' | 'console';
+
+export interface Output {
+  readonly name: OutputName;
+  /** For logs: "OTLP http/protobuf to http://…", "Prometheus on :9464/metrics". */
+  readonly description: string;
+  readonly reader: MetricReader;
+  /** Starts serving, where the output serves (Prometheus); throws a one-line error. */
+  start(): Promise<void>;
+}
+
+/** Temporality of the KVM producer: the kernel's counters are cumulative, like observable
+ * counters, so lowmemory keeps them cumulative (the producer then keeps no previous values). */
+export function producerTemporality(preference: TemporalityPreference): AggregationTemporality {
+  return preference === 'delta' ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
+}
+
+const PREFERENCES = {
+  cumulative: AggregationTemporalityPreference.CUMULATIVE,
+  delta: AggregationTemporalityPreference.DELTA,
+  lowmemory: AggregationTemporalityPreference.LOWMEMORY,
+} as const;
+
+const SELECTORS = {
+  cumulative: CumulativeTemporalitySelector,
+  delta: DeltaTemporalitySelector,
+  lowmemory: LowMemoryTemporalitySelector,
+} as const;
+
+/**
+ * Logs a failed export once, with what to do, and the first success after failures. The data
+ * of a failed export is dropped, not queued, so memory stays bounded however long the collector
+ * is away (cumulative values come back whole with the next export; delta ones are lost).
+ */
+export class ReportingExporter implements PushMetricExporter {
+  #failures = 0;
+
+  constructor(
+    private readonly inner: PushMetricExporter,
+    private readonly target: string,
+    private readonly log: Logger,
+  ) {}
+
+  export(metrics: ResourceMetrics, done: (result: ExportResult) => void): void {
+    this.inner.export(metrics, (result) => {
+      if (result.code !== EXPORT_SUCCESS) {
+        this.#failures++;
+        const reason = result.error?.message ?? 'unknown error';
+        this.log.warn({ failures: this.#failures }, `export to ${this.target} failed: ${reason}; retrying at the next interval: check that the collector runs and the endpoint is right`);
+      } else if (this.#failures > 0) {
+        this.log.info({ failures: this.#failures }, `export to ${this.target} works again after ${this.#failures} failed exports`);
+        this.#failures = 0;
+      }
+      done(result);
+    });
+  }
+
+  selectAggregationTemporality(instrumentType: InstrumentType): AggregationTemporality {
+    return this.inner.selectAggregationTemporality!(instrumentType);
+  }
+
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush();
+  }
+
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+}
+
+function otlpExporter(otlp: OtlpConfig, preference: TemporalityPreference): PushMetricExporter {
+  const options = { url: otlp.url, headers: { ...otlp.headers }, timeoutMillis: otlp.timeoutMillis, temporalityPreference: PREFERENCES[preference] };
+  return otlp.protocol === 'http/json' ? new OtlpJsonExporter(options) : new OtlpProtoExporter(options);
+}
+
+function pushOutput(name: OutputName, description: string, exporter: PushMetricExporter, producer: MetricProducer, config: AgentConfig): Output {
+  const reader = new PeriodicExportingMetricReader({
+    exporter,
+    exportIntervalMillis: config.exportIntervalMillis,
+    exportTimeoutMillis: config.exportTimeoutMillis,
+    metricProducers: [producer],
+  });
+  return { name, description, reader, start: async () => undefined };
+}
+
+/** The outputs `config` asks for; `producerFor` makes each its own producer. */
+export function createOutputs(config: AgentConfig, producerFor: (output: OutputName) => MetricProducer, log: Logger): Output[] {
+  const outputs: Output[] = [];
+  if (config.otlp) {
+    const description = `OTLP ${config.otlp.protocol} to ${config.otlp.url}`;
+    const exporter = new ReportingExporter(otlpExporter(config.otlp, config.temporality), config.otlp.url, log.child({ output: 'otlp' }));
+    outputs.push(pushOutput('otlp', description, exporter, producerFor('otlp'), config));
+  }
+  if (config.prometheus) {
+    const { host, port } = config.prometheus;
+    const exporter = new PrometheusExporter({ host, port, preventServerStart: true, metricProducers: [producerFor('prometheus')] });
+    const where = `${host ?? ''}:${port}`;
+    outputs.push({
+      name: 'prometheus',
+      description: `Prometheus scrape endpoint on ${where}/metrics`,
+      reader: exporter,
+      start: () =>
+        exporter.startServer().catch((error: NodeJS.ErrnoException) => {
+          throw new Error(`serving Prometheus on ${where} failed with ${error.code ?? error.message}: choose another port with --prometheus [host:]port`);
+        }),
+    });
+  }
+  if (config.console) {
+    const exporter = new LineMetricExporter(SELECTORS[config.temporality]);
+    outputs.push(pushOutput('console', 'console (stdout)', exporter, producerFor('console'), config));
+  }
+  return outputs;
+}

@@ -1,0 +1,61 @@
+/** The benchmark's table: Markdown, so that it goes into the README as printed. */
+import { type SizeResult, benchLine } from './run.js';
+import type { Summary } from './samples.js';
+import type { SustainedResult } from './sustained.js';
+
+/** "1.23 (1.10–1.40)": median and the 10th to 90th percentiles. */
+export function spread(summary: Summary, digits = 3): string {
+  return `${summary.median.toFixed(digits)} (${summary.p10.toFixed(digits)}–${summary.p90.toFixed(digits)})`;
+}
+
+function bytes(value: number): string {
+  return Math.round(value).toLocaleString('en-US');
+}
+
+const COLUMNS = [
+  'stats fds (VMs)',
+  'pread floor ms',
+  'collect() ms',
+  'collect + JSON ms',
+  'collect + protobuf ms',
+  'collect / floor',
+  'protobuf / floor',
+  'collect per VM µs',
+  'QMP per VM ms',
+  'QMP / collect per VM',
+  'retained B/fd (+ data B/fd)',
+  'RSS B/fd',
+  'allocated B/collect',
+];
+
+export function tableHeader(): string {
+  return `| ${COLUMNS.join(' | ')} |\n|${COLUMNS.map(() => ' ---: ').join('|')}|\n`;
+}
+
+export function tableRow(result: SizeResult): string {
+  const line = benchLine(result);
+  const cells = [
+    `${result.fds.toLocaleString('en-US')} (${result.vms.toLocaleString('en-US')})`,
+    spread(result.floor),
+    spread(result.collect),
+    spread(result.collectJson, 1),
+    spread(result.collectProto, 1),
+    line.collectOverFloor.toFixed(2),
+    line.serializeOverFloor.toFixed(1),
+    (line.collectPerVmMs * 1000).toFixed(1),
+    line.qmpPerVmMs === null ? 'n/a' : spread((result.qmp as { perVm: Summary }).perVm, 2),
+    line.qmpPerVmMs === null ? 'n/a' : `${Math.round(line.qmpPerVmMs / line.collectPerVmMs)}x`,
+    `${bytes(line.retainedBytesPerFd)} (+ ${bytes(result.dataBytesPerFd)})`,
+    bytes(result.rssBytesPerFd),
+    bytes(line.allocatedBytesPerCycle),
+  ];
+  return `| ${cells.join(' | ')} |\n`;
+}
+
+export function sustainedText(result: SustainedResult): string {
+  return (
+    `${result.fds.toLocaleString('en-US')} stats fds collected at ${result.hz} Hz for ${result.seconds.toFixed(1)} s: ` +
+    `${result.cpuPercentOfOneCore.toFixed(1)}% of one core; ${result.collections} collections, ${result.missed} missed; ` +
+    `collect() ${spread(result.collectMs)} ms\n`
+  );
+}

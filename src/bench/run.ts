@@ -1,0 +1,182 @@
+/**
+ * The benchmark of the collection path, per number of stats fds, all in one process and one run
+ * so that the ratios compare like with like: the pread floor, KvmStatsProducer.collect(), collect
+ * plus OTLP serialization, memory per fd and allocation per collection; and, once per run, QMP
+ * query-stats per VM on real QEMU guests.
+ */
+import { cpus, loadavg, release } from 'node:os';
+import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
+import { pread } from '../native/libc.js';
+import { KvmStatsProducer } from '../otel/producer.js';
+import { VmFleet } from '../sources/fleet.js';
+import { allocatedPerRun, retainedMemory } from './memory.js';
+import { type QmpResult, measureQmp } from './qmp.js';
+import { type Iterations, type Summary, sample, summarize } from './samples.js';
+
+export interface BenchOptions {
+  /** Stats fds per size: each a multiple of 1 + vcpus (a VM's fd and its vCPUs'). */
+  readonly sizes: readonly number[];
+  readonly vcpus: number;
+  /** Exactly this many iterations per figure; default: as many as fit a time budget. */
+  readonly iterations?: number | undefined;
+  readonly reuseDataPoints: boolean;
+  /** QEMU guests to time query-stats on; 0 skips it. */
+  readonly qemuGuests: number;
+}
+
+export interface SizeResult {
+  readonly fds: number;
+  readonly vms: number;
+  readonly floor: Summary;
+  readonly collect: Summary;
+  /** collect() and then the OTLP JSON / protobuf serialization of its result. */
+  readonly collectJson: Summary;
+  readonly collectProto: Summary;
+  readonly qmp: QmpResult;
+  /** Heap and buffers kept per fd after warm-up, without the data buffers (see dataBytesPerFd). */
+  readonly retainedBytesPerFd: number;
+  /** The data buffers per fd: the file's data block, and the producer's previous values. */
+  readonly dataBytesPerFd: number;
+  readonly rssBytesPerFd: number;
+  readonly allocatedBytesPerCycle: number;
+}
+
+/** One JSON line per size: exactly these keys, null where not measured. */
+export interface BenchLine {
+  fds: number;
+  floorMs: number;
+  collectMs: number;
+  serializeJsonMs: number;
+  serializeProtoMs: number;
+  collectOverFloor: number;
+  serializeOverFloor: number;
+  qmpPerVmMs: number | null;
+  collectPerVmMs: number;
+  retainedBytesPerFd: number;
+  allocatedBytesPerCycle: number;
+}
+
+export function benchLine(result: SizeResult): BenchLine {
+  return {
+    fds: result.fds,
+    floorMs: result.floor.median,
+    collectMs: result.collect.median,
+    serializeJsonMs: result.collectJson.median,
+    serializeProtoMs: result.collectProto.median,
+    collectOverFloor: result.collect.median / result.floor.median,
+    serializeOverFloor: result.collectProto.median / result.floor.median,
+    qmpPerVmMs: 'perVm' in result.qmp ? result.qmp.perVm.median : null,
+    collectPerVmMs: result.collect.median / result.vms,
+    retainedBytesPerFd: result.retainedBytesPerFd,
+    allocatedBytesPerCycle: result.allocatedBytesPerCycle,
+  };
+}
+
+/** The machine, for the report: figures mean little without it. */
+export function machineDescription(): string {
+  const cpu = cpus();
+  return `${cpu.length} CPUs (${cpu[0]?.model ?? 'unknown'}), Linux ${release()}, Node.js ${process.version}, load average ${loadavg()[0]!.toFixed(2)}`;
+}
+
+const WARM_UP_COLLECTIONS = 20;
+const ALLOCATION_COLLECTIONS = 10;
+
+function iterationsFor(options: BenchOptions, minimum: number, budgetMs: number): Iterations {
+  return { fixed: options.iterations, minimum, maximum: 1001, budgetMs };
+}
+
+/** A producer over a fleet, with the steps the benchmark times. */
+class Subject {
+  readonly producer: KvmStatsProducer;
+  readonly #fleet: VmFleet;
+  readonly #buffer: Uint8Array;
+
+  constructor(fleet: VmFleet, reuseDataPoints: boolean) {
+    this.#fleet = fleet;
+    this.producer = new KvmStatsProducer({ sources: fleet.sources, reuseDataPoints });
+    this.#buffer = new Uint8Array(Math.max(...fleet.sources.map((s) => s.file.table.dataSize)));
+  }
+
+  /** The floor: the same preads into one buffer, nothing decoded. */
+  floor = (): void => {
+    const buffer = this.#buffer;
+    for (const { file } of this.#fleet.sources) pread(file.fd, buffer, file.table.dataSize, file.header.dataOffset);
+  };
+
+  collect = async () => {
+    const result = await this.producer.collect();
+    if (result.errors.length > 0) throw new Error(`collecting the fleet failed: ${String(result.errors[0])}`);
+    return result.resourceMetrics;
+  };
+
+  /** Collections whose results are dropped: an awaited value stays referenced by the frame that
+   * awaited it, so the caller's frame must not hold the last one while memory is measured. */
+  async collectTimes(times: number): Promise<void> {
+    for (let i = 0; i < times; i++) await this.collect();
+  }
+
+  collectJson = async (): Promise<Uint8Array | undefined> => JsonMetricsSerializer.serializeRequest(await this.collect());
+  collectProto = async (): Promise<Uint8Array | undefined> => ProtobufMetricsSerializer.serializeRequest(await this.collect());
+
+  /** Bytes of the data buffers: each file's data block and the producer's previous values. */
+  get dataBytes(): number {
+    return this.#fleet.sources.reduce((sum, { file }) => sum + 2 * file.table.dataSize, 0);
+  }
+}
+
+/** JIT-compiles the collection and serialization paths on a single VM, so that their code and
+ * caches are not counted as memory of the first size. */
+async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
+  const fleet = VmFleet.create({ vms: 1, vcpus, namePrefix: 'bench-warm-up' });
+  try {
+    const subject = new Subject(fleet, reuseDataPoints);
+    for (let i = 0; i < WARM_UP_COLLECTIONS; i++) {
+      subject.floor();
+      await subject.collectJson();
+      await subject.collectProto();
+    }
+  } finally {
+    fleet.close();
+  }
+}
+
+async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): Promise<SizeResult> {
+  const vms = fds / (1 + options.vcpus);
+  const before = retainedMemory();
+  const fleet = VmFleet.create({ vms, vcpus: options.vcpus, namePrefix: 'bench' });
+  try {
+    const subject = new Subject(fleet, options.reuseDataPoints);
+    await subject.collectTimes(WARM_UP_COLLECTIONS);
+    const after = retainedMemory();
+    const allocatedBytesPerCycle = await allocatedPerRun(options.iterations ?? ALLOCATION_COLLECTIONS, subject.collect);
+    const [floor, collect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect]);
+    const [collectJson, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.collectJson, subject.collectProto]);
+    const dataBytes = subject.dataBytes;
+    return {
+      fds,
+      vms,
+      floor: summarize(floor!),
+      collect: summarize(collect!),
+      collectJson: summarize(collectJson!),
+      collectProto: summarize(collectProto!),
+      qmp,
+      retainedBytesPerFd: (after.heapAndBuffers - before.heapAndBuffers - dataBytes) / fds,
+      dataBytesPerFd: dataBytes / fds,
+      rssBytesPerFd: (after.rss - before.rss) / fds,
+      allocatedBytesPerCycle,
+    };
+  } finally {
+    fleet.close();
+  }
+}
+
+/** Runs every size in turn; `report` gets each result as soon as it is measured, `skippedQmp`
+ * why QMP was not measured. */
+export async function runBenchmark(options: BenchOptions, report: (result: SizeResult) => void, skippedQmp: (reason: string) => void): Promise<void> {
+  // A size that cannot be made fails now, not after minutes of the others.
+  for (const fds of options.sizes) VmFleet.checkShape(fds / (1 + options.vcpus), options.vcpus);
+  const qmp = await measureQmp({ guests: options.qemuGuests, vcpus: options.vcpus, iterations: iterationsFor(options, 21, 3000) });
+  if ('skipped' in qmp) skippedQmp(qmp.skipped);
+  await warmUp(options.vcpus, options.reuseDataPoints);
+  for (const fds of options.sizes) report(await measureSize(fds, options, qmp));
+}

@@ -1,0 +1,96 @@
+/** `kvm-stats-otel bench`: the collection path against the pread floor and QMP query-stats. */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { exposedGc } from '../bench/memory.js';
+import { sustainedText, tableHeader, tableRow } from '../bench/report.js';
+import { benchLine, machineDescription, runBenchmark } from '../bench/run.js';
+import { runSustained } from '../bench/sustained.js';
+import { UsageError } from './errors.js';
+import { integerOption } from './options.js';
+
+interface BenchOptions {
+  sizes: number[];
+  vcpus: number;
+  iterations?: number;
+  dataPoints: 'reused' | 'new';
+  qemuGuests: number;
+  json?: boolean;
+  sustained?: boolean;
+  fds: number;
+  hz: number;
+  seconds: number;
+}
+
+/** Set in the copy of the process that bench starts with --expose-gc. */
+const REEXEC_ENV = 'KVM_STATS_OTEL_BENCH_GC';
+
+function sizesOption(text: string): number[] {
+  const sizes = text.split(',').map((part) => Number(part.trim()));
+  if (sizes.length === 0 || sizes.some((size) => !Number.isInteger(size) || size < 1 || size > 20_000)) {
+    throw new InvalidArgumentError(`expected stats fd counts from 1 to 20000 separated by commas, got ${JSON.stringify(text)}`);
+  }
+  return sizes;
+}
+
+export function benchCommand(): Command {
+  return new Command('bench')
+    .description('benchmark collection from VMs made here: pread floor, collect(), OTLP serialization, QMP query-stats, memory')
+    .option('--sizes <list>', 'numbers of stats fds, each a multiple of 1 + vCPUs per VM', sizesOption, [50, 500, 2500, 10_000])
+    .option('--vcpus <n>', 'vCPUs per VM', integerOption(1, 64), 4)
+    .option('--iterations <n>', 'runs of every figure (default: as many as fit about 3 s, at least 21)', integerOption(1, 100_000))
+    .addOption(new Option('--data-points <mode>', 'reused: KvmStatsProducer reuseDataPoints; new: a new data point per collection').choices(['reused', 'new']).default('reused'))
+    .option('--qemu-guests <n>', 'QEMU guests to time QMP query-stats on (0 skips it)', integerOption(0, 16), 2)
+    .option('--json', 'print one JSON line per size')
+    .option('--sustained', 'instead: collect --fds stats fds at --hz for --seconds and report the CPU used')
+    .option('--fds <n>', 'stats fds of --sustained', integerOption(1, 20_000), 10_000)
+    .option('--hz <n>', 'collections per second of --sustained', integerOption(1, 1000), 10)
+    .option('--seconds <n>', 'duration of --sustained', integerOption(1, 3600), 60)
+    .action(async (options: BenchOptions) => {
+      await bench(options);
+    });
+}
+
+function checkShape(fds: number, vcpus: number, option: string): void {
+  if (fds % (1 + vcpus) !== 0) {
+    throw new UsageError(`${option}: ${fds} is not a multiple of ${1 + vcpus} (each VM has a stats fd, and so has each of its ${vcpus} vCPUs)`);
+  }
+}
+
+async function bench(options: BenchOptions): Promise<void> {
+  const reuseDataPoints = options.dataPoints === 'reused';
+  const mode = reuseDataPoints ? 'data points reused in place (reuseDataPoints)' : 'a new data point per collection';
+  if (options.sustained) {
+    checkShape(options.fds, options.vcpus, '--fds');
+    const result = await runSustained({ fds: options.fds, vcpus: options.vcpus, hz: options.hz, seconds: options.seconds, reuseDataPoints });
+    if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    else process.stdout.write(`${machineDescription()}; VMs of ${options.vcpus} vCPUs; ${mode}\n${sustainedText(result)}`);
+    return;
+  }
+  for (const fds of options.sizes) checkShape(fds, options.vcpus, '--sizes');
+  // Retained memory needs a full garbage collection on demand: run again with --expose-gc.
+  if (!exposedGc()) return reexecWithGc();
+  if (!options.json) {
+    process.stdout.write(`${machineDescription()}; VMs of ${options.vcpus} vCPUs; ${mode}; median (10th–90th percentile)\n\n${tableHeader()}`);
+  }
+  await runBenchmark(
+    { sizes: options.sizes, vcpus: options.vcpus, iterations: options.iterations, reuseDataPoints, qemuGuests: options.qemuGuests },
+    (result) => {
+      if (options.json) process.stdout.write(`${JSON.stringify(benchLine(result))}\n`);
+      else process.stdout.write(tableRow(result));
+    },
+    (skipped) => process.stderr.write(`kvm-stats-otel: QMP query-stats not measured: ${skipped}\n`),
+  );
+}
+
+async function reexecWithGc(): Promise<void> {
+  if (process.env[REEXEC_ENV]) throw new Error('bench needs node --expose-gc, and starting node with it did not work');
+  const child = spawn(process.execPath, ['--expose-gc', ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, [REEXEC_ENV]: '1' },
+  });
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  if (signal !== null) throw new Error(`bench (run again with --expose-gc) was killed by ${signal}`);
+  // The run has said everything, errors included: end with its exit code (2 for usage errors).
+  if (code !== 0) process.exit(code ?? 1);
+}

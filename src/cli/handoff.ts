@@ -1,0 +1,43 @@
+/** `kvm-stats-otel handoff`: the privileged one-shot that gives a VMM's stats fds to an unprivileged receiver. */
+import { Command, InvalidArgumentError } from 'commander';
+import { encodeHandoverHeader, handOffProcessStats } from '../sources/handoff.js';
+import type { SourceAttributes } from '../sources/source.js';
+import { UsageError } from './errors.js';
+import { collect, integerOption, pidOption } from './options.js';
+
+interface HandoffOptions {
+  pid: number;
+  to: string;
+  name?: string;
+  attribute?: [string, string][];
+  timeout: number;
+}
+
+function attributeOption(text: string): [string, string] {
+  const at = text.indexOf('=');
+  if (at <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got ${JSON.stringify(text)}`);
+  return [text.slice(0, at), text.slice(at + 1)];
+}
+
+export function handoffCommand(): Command {
+  return new Command('handoff')
+    .description('copy the stats fds of process PID (same uid or CAP_SYS_PTRACE) and hand them to a receiver listening on a Unix socket (agent --listen PATH)')
+    .requiredOption('--pid <pid>', 'the VMM whose stats fds to hand over', pidOption)
+    .requiredOption('--to <path>', 'the receiver\'s socket')
+    .option('--name <name>', 'kvm.vm.name for the receiver (default: from the VMM\'s command line)')
+    .option('--attribute <key=value>', 'an extra attribute for its data points (repeatable)', collect(attributeOption))
+    .option('--timeout <ms>', 'how long to wait while the receiver is busy', integerOption(0, 600_000), 10_000)
+    .action(async (options: HandoffOptions) => {
+      const attributes: SourceAttributes | undefined = options.attribute ? Object.fromEntries(options.attribute) : undefined;
+      try {
+        // A name or attribute the receiver would refuse is the caller's mistake: say so before copying anything.
+        encodeHandoverHeader({ vmName: options.name, attributes });
+      } catch (error) {
+        throw new UsageError((error as Error).message);
+      }
+      const result = await handOffProcessStats(options.pid, options.to, { vmName: options.name, attributes, timeoutMs: options.timeout });
+      for (const problem of result.problems) process.stderr.write(`kvm-stats-otel: ${problem}\n`);
+      const vm = result.vmName !== undefined ? `vm ${result.vmName}: ` : '';
+      process.stdout.write(`handed over ${result.sent.length} stats fds of process ${options.pid} (${vm}${result.sent.join(', ')}) to ${options.to}\n`);
+    });
+}

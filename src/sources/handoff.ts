@@ -1,0 +1,91 @@
+/**
+ * Unprivileged hand-over, the sending side: copy a VMM's stats fds (privileged: same uid or
+ * CAP_SYS_PTRACE) and pass them to a receiver's socket, so the long-running receiver needs no
+ * privilege. One-shot: the copies here are closed once sent; the receiver holds its own.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { closeFd } from '../native/libc.js';
+import { MessageBuffer, connectSeqpacket } from '../native/socket.js';
+import { HANDOVER_LIMITS, type HandoverHeader, parseHandoverHeader } from './handover.js';
+import { openProcessStats } from './pid.js';
+import { type SourceAttributes, type StatsSource, closeSources } from './source.js';
+
+export interface HandoffOptions {
+  /** kvm.vm.name for the receiver; default: from the VMM's command line. */
+  readonly vmName?: string;
+  readonly attributes?: SourceAttributes;
+  /** How long to wait while the receiver's queue is full; default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+export interface HandoffResult {
+  /** "VM" or "vCPU N" for each fd sent, in order. */
+  readonly sent: string[];
+  readonly vmName: string | undefined;
+  /** Fds of the process that could not be copied or read, with what to do. */
+  readonly problems: string[];
+}
+
+/** The header's bytes, checked with the receiver's own rules so a bad one fails here, not there. */
+export function encodeHandoverHeader(header: HandoverHeader): Buffer {
+  const bytes = Buffer.from(JSON.stringify(header));
+  if (bytes.length > HANDOVER_LIMITS.headerBytes) {
+    throw new RangeError(`the hand-over header is ${bytes.length} bytes, more than ${HANDOVER_LIMITS.headerBytes}: use fewer or shorter attributes`);
+  }
+  parseHandoverHeader(bytes);
+  return bytes;
+}
+
+/** Copies every stats fd of process `pid` and hands them to the receiver listening at `path`. */
+export async function handOffProcessStats(pid: number, path: string, options: HandoffOptions = {}): Promise<HandoffResult> {
+  const found = openProcessStats(pid);
+  try {
+    if (found.sources.length === 0) throw new Error(found.problems.join('; ') || `process ${pid} holds no KVM stats fds`);
+    const vmName = options.vmName ?? found.sources[0]!.vmName;
+    const batches: StatsSource[][] = [];
+    for (let i = 0; i < found.sources.length; i += HANDOVER_LIMITS.fdsPerMessage) {
+      batches.push(found.sources.slice(i, i + HANDOVER_LIMITS.fdsPerMessage));
+    }
+    const messages = batches.map((batch) => ({
+      fds: batch.map((source) => source.file.fd),
+      bytes: encodeHandoverHeader({
+        vcpus: batch.map((source) => source.file.vcpuId ?? null),
+        ...(vmName !== undefined ? { vmName } : {}),
+        pid,
+        ...(options.attributes ? { attributes: options.attributes } : {}),
+        sender: 'kvm-stats-otel handoff',
+      }),
+    }));
+    await sendAll(path, messages, options.timeoutMs ?? 10_000);
+    return {
+      sent: found.sources.map((source) => (source.file.vcpuId === undefined ? 'VM' : `vCPU ${source.file.vcpuId}`)),
+      vmName,
+      problems: found.problems,
+    };
+  } finally {
+    closeSources(found.sources);
+  }
+}
+
+/** Sends each message on one connection, waiting (without blocking) while the receiver is busy. */
+async function sendAll(path: string, messages: readonly { bytes: Buffer; fds: number[] }[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const busy = async (what: string): Promise<void> => {
+    if (Date.now() > deadline) throw new Error(`the receiver on ${path} ${what} for ${timeoutMs} ms: is it collecting? raise --timeout or check it`);
+    await sleep(20);
+  };
+  let socket = connectSeqpacket(path);
+  while (socket === undefined) {
+    await busy('accepted no connection');
+    socket = connectSeqpacket(path);
+  }
+  const buffer = new MessageBuffer(HANDOVER_LIMITS.headerBytes, HANDOVER_LIMITS.fdsPerMessage);
+  try {
+    for (const message of messages) {
+      while (!buffer.send(socket, message.bytes, message.fds)) await busy('took no message');
+    }
+  } finally {
+    buffer.free();
+    closeFd(socket);
+  }
+}

@@ -1,0 +1,307 @@
+/**
+ * Discovery: every process that holds KVM stats fds, found in /proc/PID/fd, its fds copied with
+ * pidfd_getfd. Reading another user's processes needs root or CAP_SYS_PTRACE; what cannot be
+ * read is said once per process, with what to do.
+ *
+ * Lifecycle, kept inside ScanProvider: each refresh() rescans; a known fd is never copied or
+ * parsed again; new VMs and hot-plugged vCPUs appear at the next refresh; an fd the VMM closed
+ * is closed here at the next refresh; a VMM that exits has its copies closed at the next
+ * sources() call (every collection), found by one poll(2) of the VMMs' pidfds.
+ *
+ * A known fd is keyed by process (its pidfd), fd number and link target, and checked with
+ * kcmp(2) against the copy held here: every anon inode has the same inode number, so an fd
+ * number reused for another stats fd could not be told apart otherwise.
+ */
+import { readdirSync } from 'node:fs';
+import { ANON_INODE_VM } from '../abi/kvm.js';
+import { NativeError } from '../native/errors.js';
+import { pidfdGetfd, sameOpenFile } from '../native/libc.js';
+import { StatsFile } from '../stats/stats-file.js';
+import { WatchedProcess, exitedOf, isStatsLink, noStatsProblem, vcpuIdOfStatsLink } from './pid.js';
+import { type FdLink, commandLine, executableName, fdLinks, processOfThread, processStartTicks, processStartTimeMs, vmNameFromCommandLine } from './proc.js';
+import type { ProblemReporter, SourceProvider } from './provider.js';
+import { type StatsSource, closeSources, statsSource } from './source.js';
+
+/** Program names of VMMs, to say which processes that cannot be looked into matter. */
+const VMM_NAME = /qemu|kvm|firecracker|cloud-hyperv|crosvm|libkrun|vmm/i;
+
+/** One stats fd of a VMM, as `list` shows it. */
+export interface ScannedStatsFd {
+  readonly fd: number;
+  readonly target: 'vm' | 'vcpu';
+  readonly vcpu: number | null;
+  /** The kernel's id string, once read: "kvm-1234" or "kvm-1240/vcpu-0". */
+  readonly id: string | null;
+  /** How it was obtained, when it is read: "pidfd_getfd from process 1234 fd 17". */
+  readonly origin: string | null;
+  /** Why it is not read, when it is not. */
+  readonly skipped: string | null;
+  /** When it is not read because fd `sameAs` has the same id and is read. */
+  readonly sameAs: number | null;
+}
+
+/** One process that holds KVM VMs or stats fds, as `list` shows it. */
+export interface ScannedProcess {
+  readonly pid: number;
+  /** Its program, e.g. "qemu-system-x86_64". */
+  readonly executable: string | null;
+  readonly vmName: string | null;
+  /** How many VM fds (links to kvm-vm) it holds. */
+  readonly vmFds: number;
+  readonly statsFds: readonly ScannedStatsFd[];
+  /** What could not be done for it, and what to do. */
+  readonly problems: readonly string[];
+}
+
+interface TrackedFd {
+  readonly fd: number;
+  readonly link: string;
+  /** The copy read here; absent when it is not read (see `skipped`). */
+  readonly source?: StatsSource;
+  readonly id?: string;
+  readonly skipped?: string;
+  readonly sameAs?: number;
+}
+
+/** A VMM whose stats fds are tracked; closes its copies when closed. */
+class TrackedProcess extends WatchedProcess {
+  readonly executable: string | undefined;
+  readonly owner: { pid: number; vmName: string | undefined; startTimeMs: number | undefined };
+  readonly fds = new Map<number, TrackedFd>();
+
+  constructor(pid: number) {
+    super(pid);
+    this.executable = executableName(pid);
+    this.owner = { pid, vmName: vmNameFromCommandLine(commandLine(pid)), startTimeMs: processStartTimeMs(pid) };
+  }
+
+  get sourceCount(): number {
+    let count = 0;
+    for (const tracked of this.fds.values()) if (tracked.source) count++;
+    return count;
+  }
+
+  forget(tracked: TrackedFd): void {
+    if (tracked.source) closeSources([tracked.source]);
+    this.fds.delete(tracked.fd);
+  }
+
+  override close(): void {
+    for (const tracked of this.fds.values()) this.forget(tracked);
+    super.close();
+  }
+}
+
+export interface ScanProviderOptions {
+  /** Called once per process and problem, with one line saying what to do. */
+  readonly report?: ProblemReporter;
+}
+
+/** Every VMM's stats fds on this host, kept in step with /proc. */
+export class ScanProvider implements SourceProvider {
+  readonly description = 'scan of /proc for KVM stats fds';
+  readonly #report: ProblemReporter;
+  readonly #processes = new Map<number, TrackedProcess>();
+  /** "pid:start ticks:what" of every problem said, so each is said once per process. */
+  readonly #reported = new Set<string>();
+  #sources: StatsSource[] = [];
+  #changed = false;
+  #kcmpWorks = true;
+  #lastScan: ScannedProcess[] = [];
+  #closed = false;
+
+  constructor(options: ScanProviderOptions = {}) {
+    this.#report = options.report ?? (() => undefined);
+  }
+
+  /** Rescans /proc: new fds copied and read, fds the VMMs closed let go, exited VMMs dropped. */
+  async refresh(): Promise<void> {
+    if (this.#closed) throw new Error('internal: ScanProvider.refresh() after close()');
+    this.#reap();
+    const scanned: ScannedProcess[] = [];
+    const live = new Set<number>();
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      const pid = Number(name);
+      live.add(pid);
+      // Our own fds are copies (or VMs another provider reads).
+      if (pid === process.pid) continue;
+      const found = this.#scanProcess(pid);
+      if (found) scanned.push(found);
+    }
+    // Processes that are gone cannot be reported again; forget what was said about them.
+    for (const key of this.#reported) if (!live.has(Number(key.slice(0, key.indexOf(':'))))) this.#reported.delete(key);
+    this.#lastScan = scanned;
+  }
+
+  /** The sources open now; first closes those of VMMs that have exited. */
+  sources(): readonly StatsSource[] {
+    this.#reap();
+    if (this.#changed) {
+      this.#changed = false;
+      this.#sources = [...this.#processes.values()]
+        .flatMap((tracked) => [...tracked.fds.values()].flatMap((fd) => (fd.source ? [fd.source] : [])))
+        .sort(bySourceOrder);
+    }
+    return this.#sources;
+  }
+
+  /** What the last refresh() found, per process holding VMs or stats fds. */
+  scanned(): readonly ScannedProcess[] {
+    return this.#lastScan;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const tracked of this.#processes.values()) tracked.close();
+    this.#processes.clear();
+    this.#sources = [];
+    this.#changed = false;
+  }
+
+  #reap(): void {
+    if (this.#processes.size === 0) return;
+    for (const exited of exitedOf(this.#processes.values())) {
+      const count = exited.sourceCount;
+      exited.close();
+      this.#processes.delete(exited.pid);
+      this.#changed = true;
+      if (count > 0) this.#report(`process ${exited.pid} (${exited.executable ?? 'unknown'}) exited: closed its ${count} stats fds`);
+    }
+  }
+
+  /** Says `problem` about `pid` unless it was said before about this process. */
+  #reportOnce(pid: number, what: string, problem: string): void {
+    const key = `${pid}:${processStartTicks(pid) ?? '?'}:${what}`;
+    if (this.#reported.has(key)) return;
+    this.#reported.add(key);
+    this.#report(problem);
+  }
+
+  #scanProcess(pid: number): ScannedProcess | undefined {
+    let links: FdLink[];
+    try {
+      links = fdLinks(pid);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EPERM') return undefined; // exited meanwhile
+      const executable = executableName(pid);
+      // Most processes of other users are not VMMs: only those that look like one matter.
+      if (!executable || !VMM_NAME.test(executable)) return undefined;
+      const problem = `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead (handoff --pid ${pid})`;
+      this.#reportOnce(pid, 'denied', problem);
+      return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds: 0, statsFds: [], problems: [problem] };
+    }
+    const statsLinks = links.filter((link) => isStatsLink(link.target));
+    const vmFds = links.filter((link) => link.target === ANON_INODE_VM).length;
+    let tracked = this.#processes.get(pid);
+    const problems: string[] = [];
+    if (statsLinks.length === 0 && !tracked) {
+      if (vmFds === 0) return undefined;
+      const problem = noStatsProblem(pid, vmFds);
+      this.#reportOnce(pid, 'no stats', problem);
+      const executable = executableName(pid) ?? null;
+      return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds, statsFds: [], problems: [problem] };
+    }
+    if (!tracked) {
+      try {
+        tracked = new TrackedProcess(pid);
+      } catch {
+        return undefined; // exited between listing its fds and opening its pidfd
+      }
+      this.#processes.set(pid, tracked);
+    }
+    this.#update(tracked, statsLinks, problems);
+    const scanned: ScannedProcess = {
+      pid,
+      executable: tracked.executable ?? null,
+      vmName: tracked.owner.vmName ?? null,
+      vmFds,
+      statsFds: [...tracked.fds.values()].map((fd) => ({
+        fd: fd.fd,
+        target: vcpuIdOfStatsLink(fd.link) === undefined ? 'vm' : 'vcpu',
+        vcpu: vcpuIdOfStatsLink(fd.link) ?? null,
+        id: fd.id ?? null,
+        origin: fd.source?.origin ?? null,
+        skipped: fd.skipped ?? null,
+        sameAs: fd.sameAs ?? null,
+      })),
+      problems,
+    };
+    if (tracked.fds.size === 0) {
+      tracked.close();
+      this.#processes.delete(pid);
+    }
+    return scanned;
+  }
+
+  /** Brings the fds tracked for a process in step with the stats fds it holds now. */
+  #update(tracked: TrackedProcess, statsLinks: readonly FdLink[], problems: string[]): void {
+    const present = new Set<number>();
+    for (const link of statsLinks) {
+      present.add(link.fd);
+      const known = tracked.fds.get(link.fd);
+      if (known && known.link === link.target && this.#sameFile(tracked, known)) continue;
+      if (known) tracked.forget(known);
+      const copied = this.#copy(tracked, link, problems);
+      if (copied) tracked.fds.set(link.fd, copied);
+      this.#changed = true;
+    }
+    for (const known of [...tracked.fds.values()]) {
+      if (present.has(known.fd)) continue;
+      // The VMM closed it (a VM destroyed, a query-stats done): our copy would keep the VM alive.
+      tracked.forget(known);
+      this.#changed = true;
+    }
+  }
+
+  /** Whether the VMM's fd is still the file our copy was made from. */
+  #sameFile(tracked: TrackedProcess, known: TrackedFd): boolean {
+    if (!known.source || !this.#kcmpWorks) return true;
+    try {
+      return sameOpenFile(process.pid, known.source.file.fd, tracked.pid, known.fd);
+    } catch (error) {
+      const code = (error as NativeError).code;
+      if (code === 'EBADF' || code === 'ESRCH') return false;
+      // No kcmp in this kernel (CONFIG_KCMP off) or not allowed: fall back to the link alone.
+      this.#kcmpWorks = false;
+      return true;
+    }
+  }
+
+  /** Copies and reads one stats fd; undefined when it is gone already. */
+  #copy(tracked: TrackedProcess, link: FdLink, problems: string[]): TrackedFd | undefined {
+    const { pid } = tracked;
+    let file: StatsFile;
+    try {
+      file = StatsFile.open(pidfdGetfd(tracked.pidfd, link.fd));
+    } catch (error) {
+      const code = error instanceof NativeError ? error.code : undefined;
+      if (code === 'EBADF' || code === 'ESRCH') return undefined; // closed or exited meanwhile
+      const problem = `process ${pid} fd ${link.fd} (${link.target}): ${(error as Error).message}`;
+      problems.push(problem);
+      this.#reportOnce(pid, code ?? `fd ${link.fd}`, code ? `process ${pid}: ${(error as Error).message}` : problem);
+      return { fd: link.fd, link: link.target, skipped: (error as Error).message };
+    }
+    const skip = (reason: string, sameAs?: number): TrackedFd => {
+      file.close();
+      return { fd: link.fd, link: link.target, id: file.id, skipped: reason, ...(sameAs !== undefined ? { sameAs } : {}) };
+    };
+    const creator = processOfThread(file.threadId);
+    if (creator !== undefined && creator !== pid) {
+      // A reader's copy (another agent, a hand-over receiver): the VMM itself is scanned.
+      return skip(`a copy of a stats fd of process ${creator}, which is read from there`);
+    }
+    for (const other of tracked.fds.values()) {
+      // One series per id: two fds of one VM or vCPU (QEMU 8.1+ with the preload helper too)
+      // are one series, and VMs made by one thread have ids that nothing here tells apart.
+      if (other.source?.file.id === file.id) return skip(`id ${file.id} is that of fd ${other.fd}, which is read: one series per id`, other.fd);
+    }
+    return { fd: link.fd, link: link.target, id: file.id, source: statsSource(file, tracked.owner, `pidfd_getfd from process ${pid} fd ${link.fd}`) };
+  }
+}
+
+/** By process, then the VM before its vCPUs, then vCPU id. */
+function bySourceOrder(a: StatsSource, b: StatsSource): number {
+  return (a.pid ?? 0) - (b.pid ?? 0) || (a.file.vcpuId ?? -1) - (b.file.vcpuId ?? -1) || a.file.id.localeCompare(b.file.id);
+}

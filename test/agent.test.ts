@@ -1,0 +1,304 @@
+/**
+ * The agent as users run it (the built bin) against a real OTLP receiver on loopback
+ * (@elastic/mockotlpserver, examples/local-collector): exit codes, signals, an unreachable
+ * collector, histograms without a sum, temporality, headers and self-telemetry.
+ */
+import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { type AddressInfo, type Socket, createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
+import {
+  type AgentProcess,
+  BIN,
+  LocalCollector,
+  type MetricsRequest,
+  freePort,
+  metricsOf,
+  pointValue,
+  startAgentProcess,
+} from '../examples/local-collector/collector.js';
+import { buildImage, writeImage } from './helpers/image.js';
+import { describeKvm } from './helpers/kvm.js';
+import { ROOT, startVmm } from './helpers/processes.js';
+
+interface LogLine {
+  level: string;
+  msg: string;
+  [key: string]: unknown;
+}
+
+function logLines(stderr: string): LogLine[] {
+  return stderr.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as LogLine);
+}
+
+function metric(request: MetricsRequest, name: string) {
+  return metricsOf(request).find((m) => m.metric.name === name)?.metric;
+}
+
+let collector: LocalCollector | undefined;
+let agent: AgentProcess | undefined;
+afterEach(async () => {
+  await agent?.stop('SIGKILL');
+  await collector?.close();
+  agent = collector = undefined;
+});
+
+describe('agent: bad flags and variables', () => {
+  function run(args: string[], env: Record<string, string> = {}) {
+    const result = spawnSync(process.execPath, [BIN, 'agent', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+    return { code: result.status, stderr: result.stderr, stdout: result.stdout };
+  }
+
+  it('exits 2 with one line for a bad flag or variable, before opening anything', () => {
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['--demo', '--interval', 'soon'], {}, /^kvm-stats-otel: option '--interval <ms>' argument 'soon' is invalid\. expected a whole number/],
+      [['--demo', '--protocol', 'grpc'], {}, /grpc is not supported here: use http\/protobuf or http\/json/],
+      [['--demo', '--prometheus', '99999'], {}, /expected PORT or HOST:PORT/],
+      [['--demo', '--bogus'], {}, /unknown option '--bogus'/],
+      [['--demo', '--log-level', 'loud'], {}, /Allowed choices are fatal, error/],
+      [['--demo'], { OTEL_METRIC_EXPORT_INTERVAL: 'soon' }, /^kvm-stats-otel: OTEL_METRIC_EXPORT_INTERVAL="soon" is not valid: /],
+      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS="no-equals-sign" is not valid/],
+      [['--demo', '--interval', '1000', '--export-timeout', '5000'], {}, /export timeout \(5000 ms\) must not be longer than the export interval \(1000 ms\)/],
+      [[], {}, /say what to read: --demo, --pid PID, --file IMAGE, --scan or --listen PATH/],
+    ];
+    for (const [args, env, message] of cases) {
+      const result = run(args, env);
+      const what = `${JSON.stringify(env)} agent ${args.join(' ')}`;
+      expect(result.code, what).toBe(2);
+      expect(result.stderr.trim().split('\n'), what).toHaveLength(1);
+      expect(result.stderr, what).toMatch(message);
+      expect(result.stdout, what).toBe('');
+    }
+  });
+
+  it('exits 1 with one line when a source cannot be opened', () => {
+    const result = run(['--file', '/nonexistent.kvmstats', '--log-level', 'silent']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe('kvm-stats-otel: open /nonexistent.kvmstats failed with ENOENT: check the path\n');
+  });
+
+  it('lists every flag with its variables in --help', () => {
+    const help = run(['--help']).stdout;
+    for (const text of ['--endpoint <url>', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE', '--prometheus', '--console', '--log-level']) {
+      expect(help).toContain(text);
+    }
+  });
+});
+
+/** A vCPU image: one histogram with a companion sum (halt_wait), one without (lonely), a counter,
+ * and a stat of a type this code does not know (skipped). */
+const IMAGE = writeImage(
+  buildImage({
+    id: 'kvm-4242/vcpu-3',
+    descs: [
+      { name: 'exits', values: [1000] },
+      { name: 'halt_wait_ns', unit: KVM_STATS_UNIT_SECONDS, exponent: -9, values: [300] },
+      { name: 'halt_wait_hist', type: KVM_STATS_TYPE_LOG_HIST, unit: KVM_STATS_UNIT_SECONDS, exponent: -9, size: 4, values: [1, 2, 3, 4] },
+      { name: 'lonely_hist', type: KVM_STATS_TYPE_LOG_HIST, size: 4, values: [5, 0, 0, 1] },
+      { name: 'from_the_future', flags: 0xf, values: [7] },
+    ],
+  }),
+  'agent',
+);
+
+describe('agent with a saved image (no /dev/kvm needed)', () => {
+  for (const protocol of ['http/json', 'http/protobuf']) {
+    it(`${protocol}: a histogram without a companion has no sum; one with a companion has it`, async () => {
+      collector = await LocalCollector.start();
+      agent = startAgentProcess(['--file', IMAGE, '--endpoint', collector.endpoint, '--protocol', protocol, '--interval', '300']);
+      const [request] = await collector.waitForRequests(1, 20_000);
+      const lonely = metric(request!, 'kvm.vcpu.lonely_hist')!.histogram!.dataPoints[0]!;
+      expect(lonely).not.toHaveProperty('sum');
+      expect(lonely.bucketCounts.map(Number)).toEqual([5, 0, 0, 1]);
+      expect(Number(lonely.count)).toBe(6);
+      const halt = metric(request!, 'kvm.vcpu.halt_wait_hist')!.histogram!.dataPoints[0]!;
+      expect(halt.sum).toBe(300);
+      expect(halt.explicitBounds).toEqual([0, 1, 3]);
+      expect(metric(request!, 'kvm.vcpu.from_the_future')).toBeUndefined();
+      // Self-telemetry counts the skipped stat, the fd read, and no errors.
+      expect(pointValue(metric(request!, 'kvm_stats_otel.stats.skipped')!.gauge!.dataPoints[0]!)).toBe(1);
+      expect(pointValue(metric(request!, 'kvm_stats_otel.sources.read')!.sum!.dataPoints[0]!)).toBeGreaterThanOrEqual(1);
+      expect(metric(request!, 'kvm_stats_otel.read.errors')).toBeUndefined();
+      expect(await agent.stop('SIGTERM')).toBe(0);
+    });
+  }
+
+  it('sends the configured headers, service name and resource attributes, with delta temporality on request', async () => {
+    collector = await LocalCollector.start();
+    agent = startAgentProcess(
+      ['--file', IMAGE, '--protocol', 'http/json', '--interval', '300', '--header', 'x-tenant=blue', '--temporality', 'delta'],
+      {
+        OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
+        OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20abc,x-tenant=red',
+        OTEL_SERVICE_NAME: 'hypervisor-stats',
+        OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=test',
+      },
+    );
+    const requests = await collector.waitForRequests(2, 20_000);
+    expect(collector.headers[0]).toMatchObject({ authorization: 'Bearer abc', 'x-tenant': 'blue' });
+    const { resource } = metricsOf(requests[0]!)[0]!;
+    expect(resource).toMatchObject({ 'service.name': 'hypervisor-stats', 'deployment.environment': 'test' });
+    // Delta: the image's values do not change, so the second export's deltas are 0, and each
+    // point starts where the previous one ended.
+    const [first, second] = requests.map((r) => metric(r, 'kvm.vcpu.exits')!.sum!);
+    expect(first!.aggregationTemporality).toBe(1);
+    expect(pointValue(second!.dataPoints[0]!)).toBe(0);
+    expect(second!.dataPoints[0]!.startTimeUnixNano).toBe(first!.dataPoints[0]!.timeUnixNano);
+    expect(await agent.stop('SIGINT')).toBe(0);
+  });
+
+  it('serves Prometheus and the console beside OTLP, each reader with its own producer', async () => {
+    collector = await LocalCollector.start();
+    const port = await freePort();
+    agent = startAgentProcess(['--file', IMAGE, '--endpoint', collector.endpoint, '--prometheus', `127.0.0.1:${port}`, '--console', '--interval', '300', '--temporality', 'delta']);
+    await collector.waitForRequests(2, 20_000);
+    const scrape = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    // Prometheus stays cumulative whatever OTLP uses; no _sum series for a histogram without one.
+    expect(scrape).toMatch(/^kvm_vcpu_exits_total\{kvm_vcpu_id="3",otel_scope_name="kvm-stats-otel",.*\} 1000$/m);
+    expect(scrape).toMatch(/^kvm_vcpu_lonely_hist_count\{.*\} 6$/m);
+    expect(scrape).not.toMatch(/^kvm_vcpu_lonely_hist_sum/m);
+    expect(scrape).toMatch(/^kvm_vcpu_halt_wait_hist_sum\{.*\} 300$/m);
+    expect(scrape).toMatch(/^kvm_vcpu_lonely_hist_bucket\{.*le="0"\} 5$/m);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const console = agent.stdout();
+    expect(console).toMatch(/^# kvm-stats-otel agent: reading the KVM stats of image /m);
+    expect(console).toMatch(/^kvm\.vcpu\.exits\{kvm\.vcpu\.id=3\} sum 1 \d+$/m);
+    expect(console).toMatch(/^kvm\.vcpu\.lonely_hist\{kvm\.vcpu\.id=3\} histogram 1 count \d+ {2}le 0:\d+ inf:\d+$/m);
+  });
+
+  it('--log-level: debug adds the SDK\'s own diagnostics, error leaves out the warnings', async () => {
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    agent = startAgentProcess(['--file', IMAGE, '--endpoint', closed, '--interval', '300', '--timeout', '200', '--log-level', 'debug']);
+    const sdk = JSON.parse(await agent.waitForLog(/"component":"opentelemetry".*metrics export failed/, 20_000)) as LogLine;
+    expect(sdk.level).toBe('debug');
+    await agent.stop('SIGTERM');
+    agent = startAgentProcess(['--file', IMAGE, '--endpoint', closed, '--interval', '300', '--timeout', '200', '--log-level', 'error']);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    expect(agent.stderr()).toBe('');
+  });
+
+  it('a collector that never answers: SIGTERM still exits 0 within the export timeout; a second signal exits at once', async () => {
+    // Accepts connections and never answers them.
+    const sockets: Socket[] = [];
+    const blackhole = createServer((socket) => void sockets.push(socket)).listen(0, '127.0.0.1');
+    await once(blackhole, 'listening');
+    const url = `http://127.0.0.1:${(blackhole.address() as AddressInfo).port}`;
+    try {
+      agent = startAgentProcess(['--file', IMAGE, '--endpoint', url, '--interval', '60000', '--export-timeout', '1500']);
+      await agent.waitForLog(/"msg":"reading 1 stats fds/, 20_000);
+      expect(await agent.stop('SIGTERM')).toBe(0);
+      const lines = logLines(agent.stderr());
+      expect(lines).toContainEqual(expect.objectContaining({ level: 'warn', msg: 'the last export did not finish within the export timeout (1500 ms); exiting without it' }));
+      expect(lines).toContainEqual(expect.objectContaining({ msg: 'stopped: every stats fd closed', openKvmFds: 0 }));
+
+      agent = startAgentProcess(['--file', IMAGE, '--endpoint', url, '--interval', '60000', '--export-timeout', '60000', '--timeout', '60000']);
+      await agent.waitForLog(/"msg":"reading 1 stats fds/, 20_000);
+      agent.child.kill('SIGTERM');
+      await agent.waitForLog(/SIGTERM: one last collection and export/, 20_000);
+      expect(await agent.stop('SIGINT')).toBe(1);
+      expect(logLines(agent.stderr()).at(-1)).toMatchObject({ level: 'warn', msg: 'SIGINT again: exiting without waiting for the last export' });
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      blackhole.close();
+    }
+  });
+
+  it('says when the Prometheus port is taken, and exits 1', async () => {
+    const port = await freePort();
+    const blocker = startAgentProcess(['--file', IMAGE, '--prometheus', `127.0.0.1:${port}`, '--interval', '60000']);
+    try {
+      await blocker.waitForLog(/reading 1 stats fds/, 20_000);
+      agent = startAgentProcess(['--file', IMAGE, '--prometheus', `127.0.0.1:${port}`]);
+      expect(await agent.exited(20_000)).toBe(1);
+    } finally {
+      await blocker.stop('SIGTERM');
+    }
+    expect(agent.stderr()).toBe(`kvm-stats-otel: serving Prometheus on 127.0.0.1:${port} failed with EADDRINUSE: choose another port with --prometheus [host:]port\n`);
+  });
+});
+
+describeKvm('agent on a demo VM (real KVM)', () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`${signal}: one last collection and export, every fd closed, exit 0`, async () => {
+      collector = await LocalCollector.start();
+      // An interval far longer than the test: one export at start, then only the one at exit.
+      agent = startAgentProcess(['--demo', '2', '--endpoint', collector.endpoint, '--interval', '600000', '--export-timeout', '20000']);
+      await collector.waitForRequests(1, 30_000);
+      await agent.waitForLog(/"msg":"reading 3 stats fds from demo VM/, 30_000);
+      expect(await agent.stop(signal)).toBe(0);
+      expect(collector.requests).toHaveLength(2);
+      const [atStart, atExit] = collector.requests.map((r) => metric(r, 'kvm.vcpu.exits')!.sum!.dataPoints);
+      expect(atExit!.map((p) => p.attributes['kvm.vcpu.id']).sort()).toEqual([0, 1]);
+      for (const point of atExit!) {
+        const before = atStart!.find((p) => p.attributes['kvm.vcpu.id'] === point.attributes['kvm.vcpu.id'])!;
+        expect(pointValue(point)).toBeGreaterThan(pointValue(before));
+      }
+      const lines = logLines(agent.stderr());
+      expect(lines.map((l) => l.msg)).toEqual([
+        expect.stringMatching(/^reading 3 stats fds/),
+        `${signal}: one last collection and export, then exit`,
+        'stopped: every stats fd closed',
+      ]);
+      // Counted in /proc/self/fd by the agent after closing: no VM, vCPU or stats fd is left.
+      expect(lines.at(-1)!.openKvmFds).toBe(0);
+    });
+  }
+
+  it('--scan finds VMMs started after it at the next rescan, and lets go of them when they exit', async () => {
+    agent = startAgentProcess(['--scan', '--console', '--interval', '300', '--rescan-interval', '300', '--log-level', 'info']);
+    await agent.waitForLog(/"msg":"reading \d+ stats fds from scan of \/proc/, 30_000);
+    const vmm = await startVmm(['--vcpus', '1', '-name', 'guest=late']);
+    try {
+      await agent.waitForOutput(new RegExp(`^kvm\\.vcpu\\.exits\\{process\\.pid=${vmm.pid},kvm\\.vm\\.name=late,kvm\\.vcpu\\.id=0\\} sum 1 \\d+$`, 'm'), 30_000);
+    } finally {
+      await vmm.stop();
+    }
+    await agent.waitForLog(new RegExp(`process ${vmm.pid} \\(node\\) exited: closed its 2 stats fds`), 30_000);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+  });
+
+  it('npm start: the agent on a demo VM printing to the console, first saying how to point it at real things', async () => {
+    const script = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+    const [node, bin, command, ...args] = script.split(' && ').at(-1)!.split(' ');
+    expect([node, bin, command]).toEqual(['node', 'dist/cli/main.js', 'agent']);
+    agent = startAgentProcess(args);
+    await agent.waitForOutput(/^kvm\.vcpu\.exits\{process\.pid=\d+,kvm\.vm\.name=demo,kvm\.vcpu\.id=1\} sum 1 \d+$/, 30_000);
+    const [first, second, collector, vms] = agent.stdout().split('\n');
+    expect(first).toBe('# kvm-stats-otel agent: reading the KVM stats of a demo VM made here (2 vCPUs);');
+    expect(second).toMatch(/^# every 5 s, exporting to this console\. Ctrl-C stops it\.$/);
+    expect(collector).toMatch(/^# A real collector: OTEL_EXPORTER_OTLP_ENDPOINT=/);
+    expect(vms).toMatch(/^# Real VMs: kvm-stats-otel agent --scan /);
+    expect(await agent.stop('SIGINT')).toBe(0);
+    expect(agent.stderr()).toBe('');
+  });
+
+  it('logs an unreachable collector once per export, keeps collecting, and sends again when it is back', async () => {
+    const port = await freePort();
+    agent = startAgentProcess(['--demo', '1', '--endpoint', `http://127.0.0.1:${port}`, '--interval', '400', '--timeout', '300']);
+    await agent.waitForLog(/"failures":3,/, 30_000);
+    collector = await LocalCollector.start(port);
+    const [request] = await collector.waitForRequests(1, 30_000);
+    await agent.waitForLog(/works again after \d+ failed exports/, 10_000);
+    // Data flows again, and collection went on meanwhile: the self-telemetry counted every collection.
+    const reads = pointValue(metric(request!, 'kvm_stats_otel.sources.read')!.sum!.dataPoints[0]!);
+    expect(reads).toBeGreaterThanOrEqual(2 * 4);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+
+    const lines = logLines(agent.stderr());
+    const failures = lines.filter((l) => l.level === 'warn');
+    // One line per failed export (not per stat or per fd), numbered 1, 2, 3, ...
+    expect(failures.map((l) => l.failures)).toEqual(failures.map((_, i) => i + 1));
+    expect(failures[0]!.msg).toMatch(new RegExp(`^export to http://127\\.0\\.0\\.1:${port}/v1/metrics failed: connect ECONNREFUSED .*; retrying at the next interval: check that the collector runs and the endpoint is right$`));
+    // Nothing else was logged on the way: the SDK's own messages about the failures went to debug.
+    expect(lines.filter((l) => l.level !== 'warn').map((l) => l.msg)).toEqual([
+      expect.stringMatching(/^reading 2 stats fds/),
+      `export to http://127.0.0.1:${port}/v1/metrics works again after ${failures.length} failed exports`,
+      'SIGTERM: one last collection and export, then exit',
+      'stopped: every stats fd closed',
+    ]);
+  });
+});

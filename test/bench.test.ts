@@ -1,0 +1,145 @@
+/**
+ * The benchmark in its short mode, so that it never rots: real VMs made in-process, the built
+ * command line, QEMU guests where QEMU is installed. Nothing here asserts a timing.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { KvmStatsProducer } from '../src/otel/producer.js';
+import { VmFleet } from '../src/sources/fleet.js';
+import { qemuAvailable } from '../src/sources/qemu.js';
+import { describeKvm } from './helpers/kvm.js';
+import { ROOT } from './helpers/processes.js';
+
+const BIN = join(ROOT, 'dist', 'cli', 'main.js');
+
+function run(...args: string[]) {
+  const result = spawnSync(process.execPath, [BIN, 'bench', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** What this process's fds point to, e.g. "anon_inode:kvm-vcpu-stats:1". */
+function fdTargets(): string[] {
+  return readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      return [readlinkSync(`/proc/self/fd/${fd}`)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+const count = (targets: string[], pattern: RegExp): number => targets.filter((t) => pattern.test(t)).length;
+
+const KEYS = [
+  'allocatedBytesPerCycle',
+  'collectMs',
+  'collectOverFloor',
+  'collectPerVmMs',
+  'fds',
+  'floorMs',
+  'qmpPerVmMs',
+  'retainedBytesPerFd',
+  'serializeJsonMs',
+  'serializeOverFloor',
+  'serializeProtoMs',
+];
+
+describeKvm('VmFleet: N VMs x M vCPUs made here, only their stats fds kept (real KVM)', () => {
+  it('holds one stats fd per VM and vCPU, closes the VM and vCPU fds, and closes everything on close()', async () => {
+    const before = fdTargets();
+    const fleet = VmFleet.create({ vms: 3, vcpus: 2, namePrefix: 'test-fleet' });
+    const during = fdTargets();
+    try {
+      expect(fleet.sources).toHaveLength(VmFleet.fdCount(3, 2));
+      expect(during.length - before.length).toBe(9);
+      expect(count(during, /^anon_inode:kvm-vm-stats$/) - count(before, /^anon_inode:kvm-vm-stats$/)).toBe(3);
+      expect(count(during, /^anon_inode:kvm-vcpu-stats:/) - count(before, /^anon_inode:kvm-vcpu-stats:/)).toBe(6);
+      expect(count(during, /^anon_inode:kvm-(vm|vcpu:\d+)$/)).toBe(count(before, /^anon_inode:kvm-(vm|vcpu:\d+)$/));
+      expect(fleet.sources.map((s) => [s.vmName, s.file.target, s.file.vcpuId])).toEqual([
+        ['test-fleet-0', 'vm', undefined], ['test-fleet-0', 'vcpu', 0], ['test-fleet-0', 'vcpu', 1],
+        ['test-fleet-1', 'vm', undefined], ['test-fleet-1', 'vcpu', 0], ['test-fleet-1', 'vcpu', 1],
+        ['test-fleet-2', 'vm', undefined], ['test-fleet-2', 'vcpu', 0], ['test-fleet-2', 'vcpu', 1],
+      ]);
+      // Each VM's series stay apart: one exits point per vCPU of every VM.
+      const { resourceMetrics, errors } = await new KvmStatsProducer({ sources: fleet.sources }).collect();
+      expect(errors).toEqual([]);
+      const exits = resourceMetrics.scopeMetrics[0]!.metrics.find((m) => m.descriptor.name === 'kvm.vcpu.exits')!;
+      expect(new Set(exits.dataPoints.map((p) => JSON.stringify(p.attributes))).size).toBe(6);
+    } finally {
+      fleet.close();
+    }
+    expect(fdTargets().length).toBe(before.length);
+  });
+
+  it('refuses a fleet beyond the open-file limit before opening anything', () => {
+    const before = readdirSync('/proc/self/fd').length;
+    expect(() => VmFleet.create({ vms: 10_000, vcpus: 4 })).toThrow(
+      /^VM fleet: 10000 VMs x 4 vCPUs need 50006 fds but the open-file limit is \d+ with \d+ open: raise it \(ulimit -n\) or make fewer$/,
+    );
+    expect(() => VmFleet.create({ vms: 0, vcpus: 4 })).toThrow(RangeError);
+    expect(readdirSync('/proc/self/fd').length).toBe(before);
+  });
+});
+
+describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
+  it('prints one JSON line per size with exactly the figures the issue lists', () => {
+    const result = run('--sizes', '5,10', '--iterations', '3', '--qemu-guests', '1', '--json');
+    expect(result.code, result.stderr).toBe(0);
+    const lines = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, number | null>);
+    expect(lines.map((line) => line.fds)).toEqual([5, 10]);
+    for (const line of lines) {
+      expect(Object.keys(line).sort()).toEqual(KEYS);
+      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle']) {
+        expect(line[key], key).toBeGreaterThan(0);
+      }
+      expect(line.collectOverFloor).toBeCloseTo(line.collectMs! / line.floorMs!, 9);
+      expect(line.serializeOverFloor).toBeCloseTo(line.serializeProtoMs! / line.floorMs!, 9);
+      expect(line.collectPerVmMs).toBeCloseTo(line.collectMs! / (line.fds! / 5), 9);
+      expect(Number.isFinite(line.retainedBytesPerFd)).toBe(true);
+      if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);
+      else expect(line.qmpPerVmMs).toBeNull();
+    }
+  });
+
+  it('prints a Markdown table, says why QMP was not measured, and reuses or renews data points on request', () => {
+    const result = run('--sizes', '5', '--iterations', '2', '--qemu-guests', '0', '--data-points', 'new');
+    expect(result.code, result.stderr).toBe(0);
+    const lines = result.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^\d+ CPUs \(.*\), Linux .*, Node\.js v\d+.*; VMs of 4 vCPUs; a new data point per collection; median/);
+    expect(lines[2]).toMatch(/^\| stats fds \(VMs\) \| pread floor ms \| collect\(\) ms \|/);
+    expect(lines[4]).toMatch(/^\| 5 \(1\) \| [\d.]+ \([\d.]+–[\d.]+\) \|.* \| n\/a \| n\/a \|/);
+    expect(result.stderr).toBe('kvm-stats-otel: QMP query-stats not measured: no QEMU guests asked for\n');
+  });
+
+  it('measures a sustained load: collections at a fixed rate and the CPU they took', () => {
+    const result = run('--sustained', '--fds', '10', '--hz', '20', '--seconds', '1', '--json');
+    expect(result.code, result.stderr).toBe(0);
+    const sustained = JSON.parse(result.stdout) as { fds: number; hz: number; collections: number; missed: number; cpuPercentOfOneCore: number; collectMs: { median: number } };
+    expect(sustained).toMatchObject({ fds: 10, hz: 20 });
+    expect(sustained.collections + sustained.missed).toBeGreaterThan(0);
+    expect(sustained.collections + sustained.missed).toBeLessThanOrEqual(20);
+    expect(sustained.cpuPercentOfOneCore).toBeGreaterThan(0);
+    expect(sustained.collectMs.median).toBeGreaterThan(0);
+  });
+
+  it('rejects sizes a fleet cannot have, in one line with exit code 2', () => {
+    const odd = run('--sizes', '7');
+    expect(odd.code).toBe(2);
+    expect(odd.stderr).toBe('kvm-stats-otel: --sizes: 7 is not a multiple of 5 (each VM has a stats fd, and so has each of its 4 vCPUs)\n');
+    const words = run('--sizes', 'many');
+    expect(words.code).toBe(2);
+    expect(words.stderr).toMatch(/^kvm-stats-otel: option '--sizes <list>' argument 'many' is invalid\. expected stats fd counts/);
+    // Found by the run that starts again with --expose-gc: its exit code and one line, as is.
+    const tooMany = run('--sizes', '25000');
+    expect(tooMany.code).toBe(2);
+    expect(tooMany.stderr).toMatch(/^kvm-stats-otel: option '--sizes <list>' argument '25000' is invalid/);
+    const beyondLimit = run('--sizes', '19995', '--qemu-guests', '0', '--json');
+    expect(beyondLimit.code).toBe(2);
+    expect(beyondLimit.stderr).toMatch(/^kvm-stats-otel: VM fleet: 3999 VMs x 4 vCPUs need 20001 fds but the open-file limit is \d+ with \d+ open: raise it \(ulimit -n\) or make fewer\n$/);
+    const sustained = run('--sustained', '--fds', '13', '--vcpus', '2');
+    expect(sustained.code).toBe(2);
+    expect(sustained.stderr).toMatch(/^kvm-stats-otel: --fds: 13 is not a multiple of 3 /);
+  });
+});

@@ -1,0 +1,102 @@
+/**
+ * A real QEMU (qemu-system-x86_64 -enable-kvm, no disk, QMP on a Unix socket): without the
+ * preload helper the scan says what to do; with it, the scan and the hand-over both read its VM
+ * and vCPU stats, a hot-plugged vCPU appears at the next refresh, and after QMP `quit` every
+ * copy is closed at the next collection.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { afterEach, beforeAll, expect, it } from 'vitest';
+import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/cli/helper.js';
+import { KvmStatsProducer } from '../src/otel/producer.js';
+import { HandoverProvider } from '../src/sources/handover.js';
+import { QemuGuest, type QemuGuestOptions, qemuAvailable } from '../src/sources/qemu.js';
+import { ScanProvider } from '../src/sources/scan.js';
+import type { StatsSource } from '../src/sources/source.js';
+import { describeKvm } from './helpers/kvm.js';
+
+const cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+function points(rm: ResourceMetrics, name: string) {
+  const metric = rm.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === name);
+  return (metric?.dataPoints ?? []) as { attributes: Record<string, unknown>; value: number }[];
+}
+
+const shape = (sources: readonly StatsSource[], pid: number) => sources.filter((s) => s.pid === pid).map((s) => s.file.vcpuId ?? 'vm');
+
+async function start(options: QemuGuestOptions): Promise<QemuGuest> {
+  const guest = await QemuGuest.start(options);
+  cleanup.push(() => guest.stop());
+  return guest;
+}
+
+describeKvm('QEMU with and without the preload helper', () => {
+  let helper: string;
+  beforeAll(() => {
+    // CI installs Debian's qemu-system-x86 (.ci/run); on a KVM host its absence is a failure, not a skip.
+    expect(qemuAvailable(), 'qemu-system-x86_64 is not on PATH: apt-get install qemu-system-x86').toBe(true);
+    helper = buildPreloadHelper(mkdtempSync(join(tmpdir(), 'kvm-qemu-helper-')));
+  });
+
+  it('without the helper, QEMU 7.2 holds no stats fds, and the scan says what to do', async () => {
+    const guest = await start({ vcpus: 1, name: 'plain' });
+    const reports: string[] = [];
+    const scan = new ScanProvider({ report: (line) => reports.push(line) });
+    cleanup.push(() => scan.close());
+    await scan.refresh();
+    expect(shape(scan.sources(), guest.pid)).toEqual([]);
+    const found = scan.scanned().find((p) => p.pid === guest.pid);
+    expect(found).toMatchObject({ executable: 'qemu-system-x86_64', vmName: 'plain', vmFds: 1, statsFds: [] });
+    expect(found!.problems).toEqual([expect.stringMatching(/holds 1 KVM VM\(s\) but no stats fds: QEMU before 8\.1 keeps none open; start the VMM with the preload helper/)]);
+    expect(reports.filter((r) => r.includes(`process ${guest.pid} `))).toEqual(found!.problems);
+  });
+
+  it('with the helper, the scan and the hand-over read its VM and vCPUs, hot-plugged ones too, and close them after QMP quit', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'kvm-qemu-')), 'agent.sock');
+    const reports: string[] = [];
+    const handover = new HandoverProvider(path, { report: (line) => reports.push(line) });
+    cleanup.push(() => handover.close());
+    await handover.refresh();
+    const guest = await start({ vcpus: 2, maxVcpus: 3, name: 'preloaded', env: { LD_PRELOAD: helper, [PRELOAD_SOCKET_ENV]: path } });
+    const scan = new ScanProvider({ report: (line) => reports.push(line) });
+    cleanup.push(() => scan.close());
+
+    await scan.refresh();
+    await handover.refresh();
+    expect(shape(scan.sources(), guest.pid)).toEqual(['vm', 0, 1]);
+    expect(shape(handover.sources(), guest.pid).sort()).toEqual([0, 1, 'vm']);
+    expect(scan.scanned().find((p) => p.pid === guest.pid)).toMatchObject({ executable: 'qemu-system-x86_64', vmName: 'preloaded', vmFds: 1, problems: [] });
+    for (const source of [...scan.sources().filter((s) => s.pid === guest.pid), ...handover.sources()]) expect(source.vmName).toBe('preloaded');
+
+    const { resourceMetrics } = await new KvmStatsProducer({ sources: () => scan.sources().filter((s) => s.pid === guest.pid) }).collect();
+    const exits = points(resourceMetrics, 'kvm.vcpu.exits');
+    expect(exits.map((p) => p.attributes)).toEqual([0, 1].map((vcpu) => ({ 'process.pid': guest.pid, 'kvm.vm.name': 'preloaded', 'kvm.vcpu.id': vcpu })));
+    expect(exits[0]!.value).toBeGreaterThan(0); // the firmware ran on vCPU 0
+
+    // Hot-plug a third vCPU: QEMU makes it (KVM_CREATE_VCPU) before device_add returns.
+    const slots = await guest.qmp.execute<{ type: string; props: Record<string, number>; 'qom-path'?: string }[]>('query-hotpluggable-cpus');
+    const free = slots.find((slot) => slot['qom-path'] === undefined)!;
+    await guest.qmp.execute('device_add', { driver: free.type, id: 'hotplugged', ...free.props });
+    const before = scan.sources().filter((s) => s.pid === guest.pid);
+    await scan.refresh();
+    await handover.refresh();
+    expect(shape(scan.sources(), guest.pid)).toEqual(['vm', 0, 1, 2]);
+    expect(shape(handover.sources(), guest.pid).sort()).toEqual([0, 1, 2, 'vm']);
+    expect(scan.sources().filter((s) => s.pid === guest.pid).slice(0, 3)).toEqual(before);
+
+    const copies = [...scan.sources().filter((s) => s.pid === guest.pid), ...handover.sources()];
+    await guest.stop(); // QMP quit
+    expect(shape(scan.sources(), guest.pid)).toEqual([]);
+    expect(handover.sources()).toEqual([]);
+    expect(copies.every((s) => s.file.closed)).toBe(true);
+    expect(reports).toEqual([
+      `process ${guest.pid} (qemu-system-x86_64) exited: closed its 4 stats fds`,
+      `process ${guest.pid} exited: closed its 4 handed-over stats fds`,
+    ]);
+  });
+});

@@ -1,0 +1,230 @@
+/**
+ * Discovery on real KVM: ScanProvider and `list` against stand-in VMM processes (each a real
+ * KVM VM in another process), through the whole lifecycle: found, read once, new VMs and
+ * hot-plugged vCPUs, fds the VMM closes or replaces, the VMM exiting, and what cannot be read.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { afterEach, expect, it } from 'vitest';
+import { KvmStatsProducer } from '../src/otel/producer.js';
+import { type ScannedProcess, ScanProvider } from '../src/sources/scan.js';
+import type { StatsSource } from '../src/sources/source.js';
+import { describeKvm } from './helpers/kvm.js';
+import { AS_NOBODY, JsonLineChild, ROOT, fixtureCommand, startVmm, unprivilegedCopy } from './helpers/processes.js';
+
+const BIN = join(ROOT, 'dist', 'cli', 'main.js');
+
+/** test/fixtures/scan-vmm.ts: each command answers with the stats fds it holds afterwards. */
+type StandInVmm = JsonLineChild<{ statsFds: Record<string, number> }> & { send(command: string): Promise<Record<string, number>> };
+
+async function standInVmm(args: string[] = []): Promise<StandInVmm> {
+  const { child } = await JsonLineChild.start<{ statsFds: Record<string, number> }>(fixtureCommand('scan-vmm.ts', args), 'scan-vmm fixture');
+  const vmm = Object.assign(child, { send: async (command: string) => (await child.request(command)).statsFds });
+  running.push(vmm);
+  return vmm;
+}
+
+const running: StandInVmm[] = [];
+const scans: ScanProvider[] = [];
+afterEach(async () => {
+  for (const vmm of running.splice(0)) await vmm.stop();
+  for (const scan of scans.splice(0)) await scan.close();
+});
+
+function newScan(): { scan: ScanProvider; reports: string[] } {
+  const reports: string[] = [];
+  const scan = new ScanProvider({ report: (line) => reports.push(line) });
+  scans.push(scan);
+  return { scan, reports };
+}
+
+/** The sources of one process, as [target, vCPU id]. */
+function shape(sources: readonly StatsSource[], pid: number): [string, number | undefined][] {
+  return sources.filter((s) => s.pid === pid).map((s) => [s.file.target, s.file.vcpuId]);
+}
+
+/** How many KVM stats fds this process holds. */
+function kvmStatsLinks(): number {
+  let count = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (/^anon_inode:kvm-(vm|vcpu)-stats/.test(readlinkSync(`/proc/self/fd/${fd}`))) count++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return count;
+}
+
+function points(rm: ResourceMetrics, name: string) {
+  const metric = rm.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === name);
+  return (metric?.dataPoints ?? []) as { attributes: Record<string, unknown>; value: number }[];
+}
+
+describeKvm('ScanProvider on real KVM', () => {
+  it('finds a VMM\'s VM and vCPU stats fds, names them from its command line, and exports them', async () => {
+    const vmm = await standInVmm(['--vcpus', '2', '-name', 'guest=scan01,debug-threads=on']);
+    const { scan, reports } = newScan();
+    await scan.refresh();
+    const sources = scan.sources().filter((s) => s.pid === vmm.pid);
+    expect(shape(sources, vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0], ['vcpu', 1]]);
+    for (const source of sources) {
+      expect(source.vmName).toBe('scan01');
+      expect(source.origin).toMatch(new RegExp(`^pidfd_getfd from process ${vmm.pid} fd \\d+$`));
+    }
+    const { resourceMetrics } = await new KvmStatsProducer({ sources }).collect();
+    expect(points(resourceMetrics, 'kvm.vcpu.exits').map((p) => p.attributes)).toEqual([
+      { 'process.pid': vmm.pid, 'kvm.vm.name': 'scan01', 'kvm.vcpu.id': 0 },
+      { 'process.pid': vmm.pid, 'kvm.vm.name': 'scan01', 'kvm.vcpu.id': 1 },
+    ]);
+    expect(points(resourceMetrics, 'kvm.vm.remote_tlb_flush')).toHaveLength(1);
+    const listed = scan.scanned().find((p) => p.pid === vmm.pid)!;
+    expect(listed).toMatchObject({ executable: 'node', vmName: 'scan01', vmFds: 1, problems: [] });
+    expect(reports.filter((r) => r.includes(`process ${vmm.pid} `))).toEqual([]);
+  });
+
+  it('never copies a known fd again, and adds hot-plugged vCPUs and new VMs at the next refresh', async () => {
+    const vmm = await standInVmm(['--vcpus', '1']);
+    const { scan } = newScan();
+    await scan.refresh();
+    const first = scan.sources().filter((s) => s.pid === vmm.pid);
+    const linksAfterFirst = kvmStatsLinks();
+    await scan.refresh();
+    const second = scan.sources().filter((s) => s.pid === vmm.pid);
+    // The same objects, the same fds: nothing copied or parsed again.
+    expect(second).toHaveLength(2);
+    second.forEach((source, i) => expect(source).toBe(first[i]));
+
+    await vmm.send('vcpu');
+    expect(shape(scan.sources(), vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
+    const other = await standInVmm(['--vcpus', '1', '-name', 'second']);
+    await scan.refresh();
+    const third = scan.sources();
+    expect(shape(third, vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0], ['vcpu', 1]]);
+    expect(shape(third, other.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
+    expect(third.filter((s) => s.pid === vmm.pid).slice(0, 2)).toEqual(first);
+    expect(third.find((s) => s.pid === other.pid)!.vmName).toBe('second');
+    // Exactly the new fds were copied: one vCPU here, a VM and a vCPU there.
+    expect(kvmStatsLinks() - linksAfterFirst).toBeGreaterThanOrEqual(3);
+  });
+
+  it('lets go of an fd the VMM closed, and re-reads an fd number that now holds another stats fd', async () => {
+    const vmm = await standInVmm(['--vcpus', '2']);
+    const { scan } = newScan();
+    await scan.refresh();
+    const [vm, vcpu0, vcpu1] = scan.sources().filter((s) => s.pid === vmm.pid);
+
+    await vmm.send('close-stats vcpu-1');
+    await scan.refresh();
+    expect(shape(scan.sources(), vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
+    expect(vcpu1!.file.closed).toBe(true);
+
+    // Same fd number, same link (kvm-vm-stats), same id string (same creating thread): only
+    // kcmp tells that it is another open file now, of another VM.
+    const before = (await vmm.send('')).vm;
+    expect((await vmm.send('swap-vm')).vm).toBe(before);
+    await scan.refresh();
+    const now = scan.sources().filter((s) => s.pid === vmm.pid);
+    expect(shape(now, vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
+    expect(vm!.file.closed).toBe(true);
+    expect(now[0]).not.toBe(vm);
+    expect(now[0]!.file.id).toBe(vm!.file.id);
+    expect(now[1]).toBe(vcpu0);
+  });
+
+  it('closes every copy of a VMM that exits at the next sources() call, without a rescan', async () => {
+    const vmm = await standInVmm(['--vcpus', '2', '-name', 'leaving']);
+    const { scan, reports } = newScan();
+    await scan.refresh();
+    const copies = scan.sources().filter((s) => s.pid === vmm.pid);
+    expect(copies).toHaveLength(3);
+    const links = kvmStatsLinks();
+    await vmm.stop();
+    // One call, as at one collection: the exit is seen through the VMM's pidfd.
+    expect(shape(scan.sources(), vmm.pid)).toEqual([]);
+    expect(copies.every((s) => s.file.closed)).toBe(true);
+    expect(links - kvmStatsLinks()).toBe(3);
+    expect(reports).toContain(`process ${vmm.pid} (node) exited: closed its 3 stats fds`);
+  });
+
+  it('skips a reader\'s copies (another agent) and reads the VMM itself', async () => {
+    const vmm = await standInVmm(['--vcpus', '1']);
+    const reader = await standInVmm(['--copy-from', String(vmm.pid)]);
+    const { scan } = newScan();
+    await scan.refresh();
+    expect(shape(scan.sources(), reader.pid)).toEqual([]);
+    expect(shape(scan.sources(), vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
+    const listed = scan.scanned().find((p) => p.pid === reader.pid)!;
+    expect(listed.statsFds.map((fd) => fd.skipped)).toEqual([
+      `a copy of a stats fd of process ${vmm.pid}, which is read from there`,
+      `a copy of a stats fd of process ${vmm.pid}, which is read from there`,
+    ]);
+  });
+
+  it('reports a VMM with VMs but no stats fds once, with what to do', async () => {
+    const vmm = await startVmm(['--no-stats']);
+    try {
+      const { scan, reports } = newScan();
+      await scan.refresh();
+      await scan.refresh();
+      const expected = `process ${vmm.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`;
+      expect(reports.filter((r) => r.includes(`process ${vmm.pid} `))).toEqual([expected]);
+      expect(scan.scanned().find((p) => p.pid === vmm.pid)).toMatchObject({ vmFds: 1, statsFds: [], problems: [expected] });
+      expect(shape(scan.sources(), vmm.pid)).toEqual([]);
+    } finally {
+      await vmm.stop();
+    }
+  });
+
+  it('as an unprivileged user, reports a VMM it cannot look into once, with what to do', async () => {
+    const vmm = await standInVmm(['--vcpus', '1', '--title', 'qemu-stand-in']);
+    const fixture = unprivilegedCopy('scan-unprivileged.mjs');
+    const [setpriv, ...asNobody] = AS_NOBODY;
+    const result = spawnSync(setpriv!, [...asNobody, process.execPath, fixture, String(vmm.pid)], { cwd: '/', encoding: 'utf8', timeout: 60_000 });
+    expect(result.status, result.stderr).toBe(0);
+    const { reports, scanned } = JSON.parse(result.stdout) as { reports: string[]; scanned: ScannedProcess[] };
+    const expected = `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead (handoff --pid ${vmm.pid})`;
+    expect(reports).toEqual([expected]);
+    expect(scanned).toEqual([{ pid: vmm.pid, executable: 'qemu-stand-in', vmName: null, vmFds: 0, statsFds: [], problems: [expected] }]);
+  });
+});
+
+describeKvm('kvm-stats-otel list', () => {
+  function list(...args: string[]) {
+    const result = spawnSync(process.execPath, [BIN, 'list', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(result.status, result.stderr).toBe(0);
+    return result.stdout;
+  }
+
+  it('lists each VMM with its stats fds and how they are read, as JSON and as a table', async () => {
+    const vmm = await standInVmm(['--vcpus', '2', '-name', 'guest=listed']);
+    const fds = await vmm.send('');
+    const noStats = await startVmm(['--no-stats']);
+    try {
+      const { processes } = JSON.parse(list('--json')) as { processes: ScannedProcess[] };
+      const origin = (key: string) => `pidfd_getfd from process ${vmm.pid} fd ${fds[key]}`;
+      expect(processes.find((p) => p.pid === vmm.pid)).toEqual({
+        pid: vmm.pid,
+        executable: 'node',
+        vmName: 'listed',
+        vmFds: 1,
+        statsFds: [
+          { fd: fds.vm, target: 'vm', vcpu: null, id: `kvm-${vmm.pid}`, origin: origin('vm'), skipped: null, sameAs: null },
+          { fd: fds['vcpu-0'], target: 'vcpu', vcpu: 0, id: `kvm-${vmm.pid}/vcpu-0`, origin: origin('vcpu-0'), skipped: null, sameAs: null },
+          { fd: fds['vcpu-1'], target: 'vcpu', vcpu: 1, id: `kvm-${vmm.pid}/vcpu-1`, origin: origin('vcpu-1'), skipped: null, sameAs: null },
+        ],
+        problems: [],
+      });
+      expect(processes.find((p) => p.pid === noStats.pid)!.problems).toEqual([expect.stringContaining('but no stats fds: QEMU before 8.1 keeps none open')]);
+      // The listing process's own copies are not listed as a VMM.
+      const table = list();
+      expect(table).toContain(`pid ${vmm.pid}  node  vm listed  1 VM fd(s)\n`);
+      expect(table).toMatch(new RegExp(`^ {2}fd ${fds['vcpu-1']} +vCPU 1 +kvm-${vmm.pid}/vcpu-1 +pidfd_getfd from process ${vmm.pid} fd ${fds['vcpu-1']}$`, 'm'));
+      expect(table).toMatch(new RegExp(`^pid ${noStats.pid}  node  1 VM fd\\(s\\)\\n {2}! process ${noStats.pid} holds 1 KVM VM\\(s\\) but no stats fds`, 'm'));
+    } finally {
+      await noStats.stop();
+    }
+  });
+});
