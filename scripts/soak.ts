@@ -81,7 +81,8 @@ const counting = {
   shutdown: () => exporter.shutdown(),
   selectAggregationTemporality: exporter.selectAggregationTemporality?.bind(exporter),
 };
-const producer = new KvmStatsProducer({ sources: () => vms.flatMap((vm) => vm.sources) });
+// As the agent runs it: points reused in place (its outputs serialize while exporting).
+const producer = new KvmStatsProducer({ sources: () => vms.flatMap((vm) => vm.sources), reuseDataPoints: true });
 const reader = new PeriodicExportingMetricReader({ exporter: counting, exportIntervalMillis: intervalMs, exportTimeoutMillis: intervalMs, metricProducers: [producer] });
 const provider = new MeterProvider({ readers: [reader] });
 
