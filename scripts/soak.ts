@@ -19,19 +19,36 @@ import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { VmFleet } from '../src/sources/fleet.js';
 
-const { values: flags } = parseArgs({
-  options: {
-    minutes: { type: 'string', default: '30' },
-    vms: { type: 'string', default: '100' },
-    vcpus: { type: 'string', default: '4' },
-    hz: { type: 'string', default: '10' },
-    'churn-seconds': { type: 'string', default: '5' },
-    'churn-vms': { type: 'string', default: '5' },
-    'sample-seconds': { type: 'string', default: '60' },
-    json: { type: 'boolean', default: false },
-  },
-});
-const number = (name: keyof typeof flags): number => {
+const USAGE =
+  'usage: npm run soak -- [--minutes 30] [--vms 100] [--vcpus 4] [--hz 10] [--churn-seconds 5] [--churn-vms 5] [--sample-seconds 60] [--json]\n';
+let parsed: ReturnType<typeof parseSoakArgs>;
+function parseSoakArgs() {
+  return parseArgs({
+    options: {
+      minutes: { type: 'string', default: '30' },
+      vms: { type: 'string', default: '100' },
+      vcpus: { type: 'string', default: '4' },
+      hz: { type: 'string', default: '10' },
+      'churn-seconds': { type: 'string', default: '5' },
+      'churn-vms': { type: 'string', default: '5' },
+      'sample-seconds': { type: 'string', default: '60' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+}
+try {
+  parsed = parseSoakArgs();
+} catch (error) {
+  process.stderr.write(`soak: ${(error as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
+const flags = parsed.values;
+if (flags.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const number = (name: 'minutes' | 'vms' | 'vcpus' | 'hz' | 'churn-seconds' | 'churn-vms' | 'sample-seconds'): number => {
   const value = Number(flags[name]);
   if (!(value > 0)) {
     process.stderr.write(`soak: --${name} must be a positive number, not ${JSON.stringify(flags[name])}\n`);
@@ -148,19 +165,22 @@ await provider.shutdown();
 for (const vm of vms) vm.close();
 sink.close();
 
-// Warm-up is the first fifth of the run (at least one sample); growth compares the average of
-// the last three samples with the first sample after warm-up.
+// Warm-up is the first fifth of the run (at least one sample). After it, the first and the last
+// third of the samples are compared: the heap by its median, RSS by its floor (its peaks are
+// transient network and GC buffers), open fds exactly. A leak raises all three thirds' worth.
 const warm = samples.slice(Math.max(1, Math.floor(samples.length / 5)));
-const first = warm[0]!;
-const last = warm.slice(-3);
-const average = (key: keyof Sample): number => last.reduce((sum, s) => sum + s[key], 0) / last.length;
+const third = Math.max(1, Math.floor(warm.length / 3));
+const [early, late] = [warm.slice(0, third), warm.slice(-third)];
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const round = (value: number): number => Math.round(value * 100) / 100;
 const growth = {
-  rssMiB: Math.round((average('rssMiB') - first.rssMiB) * 100) / 100,
-  heapUsedMiB: Math.round((average('heapUsedMiB') - first.heapUsedMiB) * 100) / 100,
-  fds: average('fds') - first.fds,
+  heapUsedMiB: round(median(late.map((s) => s.heapUsedMiB)) - median(early.map((s) => s.heapUsedMiB))),
+  rssFloorMiB: round(Math.min(...late.map((s) => s.rssMiB)) - Math.min(...early.map((s) => s.rssMiB))),
+  fds: Math.max(...late.map((s) => s.fds)) - Math.max(...early.map((s) => s.fds)),
 };
-// Allowances: GC and allocator noise, not a trend (a leak of 1 KiB per VM made would exceed it).
-const grew = growth.heapUsedMiB > 2 || growth.rssMiB > 16 || growth.fds !== 0;
+// Allowances: GC and allocator noise, not a trend (a leak of 1 KiB per VM made, or per export,
+// would exceed them within minutes).
+const grew = growth.heapUsedMiB > 2 || growth.rssFloorMiB > 16 || growth.fds !== 0;
 const verdict = { minutes, statsFds: vmCount * fdsPerVm, intervalMs, vmsMade: serial, exportsOk, exportsFailed, growth, grew };
 process.stdout.write(flags.json ? `${JSON.stringify({ samples, verdict })}\n` : `after warm-up: ${JSON.stringify(growth)} -> ${grew ? 'GREW' : 'steady'}\n`);
 process.exit(grew ? 1 : 0);

@@ -5,7 +5,9 @@
  * - KvmStatsProducer, an sdk-metrics MetricProducer (every stat, histograms included);
  * - observeKvmStats, observable instruments on any Meter (counters and gauges).
  * Sources of stats fds: a VM made here (DemoVm), another process's (openProcessStats), a saved
- * image (openImageSource), or any fd you hold (StatsFile.open + statsSource).
+ * image (openImageSource), or any fd you hold (StatsFile.open + statsSource); providers keep a
+ * changing set open (ScanProvider: every VMM on the host; HandoverProvider: fds handed over on
+ * a Unix socket), and sourcesOf(providers) feeds them to the producer.
  */
 export { KvmStatsProducer, type KvmStatsProducerOptions, type SourceSet } from './otel/producer.js';
 export { KvmStatsInstruments, observeKvmStats, type KvmStatsInstrumentsOptions } from './otel/instruments.js';
@@ -15,6 +17,16 @@ export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';
 export { closeSources, statsSource, type StatsOwner, type StatsSource } from './sources/source.js';
+export {
+  DemoProvider,
+  ImageProvider,
+  ProcessProvider,
+  sourcesOf,
+  type ProblemReporter,
+  type SourceProvider,
+} from './sources/provider.js';
+export { ScanProvider, type ScanProviderOptions } from './sources/scan.js';
+export { HandoverProvider, type HandoverProviderOptions } from './sources/handover.js';
 export { StatsFile, StatsReadError, type StatsFileOptions } from './stats/stats-file.js';
 export {
   LIMITS,

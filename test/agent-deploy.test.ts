@@ -35,9 +35,14 @@ function agentAsNobody(dir: string, caps: string[], sourceArgs: string[]): Promi
     { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const run: Run = { code: null, stdout: '', stderr: '' };
+  let stopping = false;
   child.stdout.on('data', (chunk: Buffer) => {
     run.stdout += chunk.toString();
-    if (/^kvm\.vcpu\.exits/m.test(run.stdout)) child.kill('SIGTERM');
+    // One SIGTERM: a second one would make the agent exit at once, by the signal.
+    if (!stopping && /^kvm\.vcpu\.exits/m.test(run.stdout)) {
+      stopping = true;
+      child.kill('SIGTERM');
+    }
   });
   child.stderr.on('data', (chunk: Buffer) => (run.stderr += chunk.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);

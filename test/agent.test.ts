@@ -62,6 +62,9 @@ describe('agent: bad flags and variables', () => {
       [['--demo'], { OTEL_METRIC_EXPORT_INTERVAL: 'soon' }, /^kvm-stats-otel: OTEL_METRIC_EXPORT_INTERVAL="soon" is not valid: /],
       [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS="no-equals-sign" is not valid/],
       [['--demo', '--interval', '1000', '--export-timeout', '5000'], {}, /export timeout \(5000 ms\) must not be longer than the export interval \(1000 ms\)/],
+      [['--demo', '--include', 'vcpu:exits,exits'], {}, /^kvm-stats-otel: option '--include <patterns>' argument 'vcpu:exits,exits' is invalid\. include pattern "exits" is not TARGET:STAT: TARGET is vm or vcpu/],
+      [['--demo', '--exclude', 'kvm.vcpu.exits'], {}, /exclude pattern "kvm\.vcpu\.exits" is not TARGET:STAT \(write vcpu:exits: patterns name the kernel's stat, not the metric\)/],
+      [['--demo', '--vcpu-aggregation', 'host'], {}, /argument 'host' is invalid\. Allowed choices are none, vm/],
       [[], {}, /say what to read: --demo, --pid PID, --file IMAGE, --scan or --listen PATH/],
     ];
     for (const [args, env, message] of cases) {
@@ -259,6 +262,33 @@ describeKvm('agent on a demo VM (real KVM)', () => {
     }
     await agent.waitForLog(new RegExp(`process ${vmm.pid} \\(node\\) exited: closed its 2 stats fds`), 30_000);
     expect(await agent.stop('SIGTERM')).toBe(0);
+  });
+
+  it('--include, --exclude and --vcpu-aggregation vm: exactly the chosen stats, one series per VM, a typo said once', async () => {
+    collector = await LocalCollector.start();
+    agent = startAgentProcess([
+      '--demo', '3', '--endpoint', collector.endpoint, '--interval', '300',
+      '--include', 'vcpu:exits,vcpu:halt_*', '--include', 'vcpu:blocking,vcpu:exitz', '--exclude', 'vcpu:*_hist,vm:*', '--vcpu-aggregation', 'vm',
+    ]);
+    const requests = await collector.waitForRequests(3, 30_000);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const kvm = (request: MetricsRequest) => metricsOf(request).filter((m) => m.scope === 'kvm-stats-otel').map((m) => m.metric);
+    const names = kvm(requests[1]!).map((m) => m.name).sort();
+    expect(names).toContain('kvm.vcpu.exits');
+    expect(names).toContain('kvm.vcpu.halt_wait_ns');
+    for (const name of names) expect(name).toMatch(/^kvm\.vcpu\.(exits|blocking|halt_(?!.*_hist$).*)$/);
+    const exits = requests.map((r) => kvm(r).find((m) => m.name === 'kvm.vcpu.exits')!.sum!.dataPoints);
+    for (const points of exits) {
+      expect(points).toHaveLength(1);
+      expect(Object.keys(points[0]!.attributes).sort()).toEqual(['kvm.vm.name', 'process.pid']);
+    }
+    // The demo guest runs on 3 vCPUs: the VM's sum grows.
+    expect(pointValue(exits[2]![0]!)).toBeGreaterThan(pointValue(exits[0]![0]!));
+    expect(kvm(requests[1]!).find((m) => m.name === 'kvm.vcpu.blocking')!.unit).toBe('{vcpu}');
+    const typo = logLines(agent.stderr()).filter((l) => l.msg.includes('vcpu:exitz'));
+    expect(typo).toEqual([
+      expect.objectContaining({ level: 'warn', component: 'opentelemetry', msg: expect.stringMatching(/KVM stat include pattern vcpu:exitz matches none of the \d+ vCPU stats of this kernel, so it selects nothing/) }),
+    ]);
   });
 
   it('npm start: the agent on a demo VM printing to the console, first saying how to point it at real things', async () => {

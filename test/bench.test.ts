@@ -33,12 +33,16 @@ function fdTargets(): string[] {
 const count = (targets: string[], pattern: RegExp): number => targets.filter((t) => pattern.test(t)).length;
 
 const KEYS = [
+  'aggregatedCollectMs',
+  'aggregatedPoints',
+  'aggregatedSerializeProtoMs',
   'allocatedBytesPerCycle',
   'collectMs',
   'collectOverFloor',
   'collectPerVmMs',
   'fds',
   'floorMs',
+  'points',
   'qmpPerVmMs',
   'retainedBytesPerFd',
   'serializeJsonMs',
@@ -91,7 +95,7 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     expect(lines.map((line) => line.fds)).toEqual([5, 10]);
     for (const line of lines) {
       expect(Object.keys(line).sort()).toEqual(KEYS);
-      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle']) {
+      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs']) {
         expect(line[key], key).toBeGreaterThan(0);
       }
       expect(line.collectOverFloor).toBeCloseTo(line.collectMs! / line.floorMs!, 9);
@@ -101,6 +105,12 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
       if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);
       else expect(line.qmpPerVmMs).toBeNull();
     }
+    // Data points per collection: a VM's and 4 vCPUs' per VM, or a VM's and one summed vCPU's.
+    const [five, ten] = lines;
+    expect([ten!.points, ten!.aggregatedPoints]).toEqual([2 * five!.points!, 2 * five!.aggregatedPoints!]);
+    const perVcpu = (five!.points! - five!.aggregatedPoints!) / 3;
+    expect(Number.isInteger(perVcpu) && perVcpu > 0).toBe(true);
+    expect(five!.aggregatedPoints! - perVcpu).toBeGreaterThan(0); // the VM's own
   });
 
   it('prints a Markdown table, says why QMP was not measured, and reuses or renews data points on request', () => {

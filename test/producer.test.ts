@@ -34,6 +34,7 @@ import { KvmStatsProducer } from '../src/otel/producer.js';
 import { type StatsSource, closeSources, statsSource } from '../src/sources/source.js';
 import { StatsFile } from '../src/stats/stats-file.js';
 import { type DescSpec, buildImage, writeImage } from './helpers/image.js';
+import { content } from './helpers/vcpu-images.js';
 
 interface Values {
   exits: number;
@@ -289,19 +290,6 @@ describe('observable instruments on any Meter', () => {
 });
 
 describe('KvmStatsProducer with reuseDataPoints', () => {
-  /** What a result says, times left out: every metric, and each point's attributes and value. */
-  function content(rm: ResourceMetrics) {
-    return rm.scopeMetrics
-      .flatMap((s) => s.metrics)
-      .map((m) => ({
-        descriptor: m.descriptor,
-        type: m.dataPointType,
-        temporality: m.aggregationTemporality,
-        points: (m.dataPoints as { attributes: Attributes; value: unknown }[]).map((p) => ({ attributes: p.attributes, value: structuredClone(p.value) })),
-      }))
-      .sort((a, b) => a.descriptor.name.localeCompare(b.descriptor.name));
-  }
-
   const steps: Values[] = [
     START,
     { ...START, exits: 150, pages: 6, wait: [1, 3, 0, 3], waitNs: 60, linear: [5, 1, 1] },

@@ -6,9 +6,10 @@
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
-import { KvmStatsProducer } from '../src/otel/producer.js';
+import type { ListedSeries } from '../src/cli/list.js';
+import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
 import { type ScannedProcess, ScanProvider } from '../src/sources/scan.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -225,6 +226,36 @@ describeKvm('kvm-stats-otel list', () => {
       expect(table).toMatch(new RegExp(`^pid ${noStats.pid}  node  1 VM fd\\(s\\)\\n {2}! process ${noStats.pid} holds 1 KVM VM\\(s\\) but no stats fds`, 'm'));
     } finally {
       await noStats.stop();
+    }
+  });
+
+  it('counts the data points and Prometheus series each VMM and the host export, as a producer with the same flags makes them', async () => {
+    const vmm = await standInVmm(['--vcpus', '3', '-name', 'guest=counted']);
+    const { scan } = newScan();
+    await scan.refresh();
+    const sources = scan.sources().filter((s) => s.pid === vmm.pid);
+    expect(sources).toHaveLength(4);
+    const cases: [string[], Partial<KvmStatsProducerOptions>][] = [
+      [[], {}],
+      [['--exclude', 'vcpu:*_hist,vm:pages_*', '--vcpu-aggregation', 'vm'], { exclude: ['vcpu:*_hist', 'vm:pages_*'], vcpuAggregation: 'vm' }],
+    ];
+    for (const [args, options] of cases) {
+      const { series } = JSON.parse(list('--json', ...args)) as { series: ListedSeries };
+      const { resourceMetrics, errors } = await new KvmStatsProducer({ sources, ...options }).collect();
+      expect(errors).toEqual([]);
+      const metrics = resourceMetrics.scopeMetrics.flatMap((s) => s.metrics);
+      const dataPoints = metrics.reduce((n, m) => n + m.dataPoints.length, 0);
+      const prometheusSeries = metrics.reduce(
+        (n, m) => n + m.dataPoints.reduce((k, p) => k + (typeof p.value === 'number' ? 1 : (p.value as Histogram).buckets.counts.length + 1 + (p.value.sum === undefined ? 0 : 1)), 0),
+        0,
+      );
+      expect(series.processes.find((p) => p.pid === vmm.pid), args.join(' ')).toEqual({
+        pid: vmm.pid, dataPoints, prometheusSeries, vmFds: 1, vcpuFds: 3, vcpuGroups: options.vcpuAggregation === 'vm' ? 1 : null,
+      });
+      expect(series.host.dataPoints).toBeGreaterThanOrEqual(dataPoints);
+      const table = list(...args);
+      expect(table).toMatch(new RegExp(`^ {2}fd \\d+ +vCPU 2 .*\\n {2}exports ${dataPoints.toLocaleString('en-US')} data points \\(${prometheusSeries.toLocaleString('en-US')} Prometheus series\\) per collection$`, 'm'));
+      expect(table).toMatch(/^the host: [\d,]+ data points \([\d,]+ Prometheus series\) per collection from \d+ stats fds /m);
     }
   });
 });

@@ -54,6 +54,9 @@ export async function startAgent(config: AgentConfig, log: Logger): Promise<Agen
           sources,
           temporality: output === 'prometheus' ? undefined : producerTemporality(config.temporality),
           units: config.units,
+          include: config.include,
+          exclude: config.exclude,
+          vcpuAggregation: config.vcpuAggregation,
           // Every output serializes while it exports (OTLP, Prometheus, console), so a result
           // need not outlive the next collection: reused points cost a fraction of the CPU.
           reuseDataPoints: true,

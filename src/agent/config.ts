@@ -5,7 +5,9 @@
  * A bad value, from a flag or a variable, is a UsageError naming it (exit code 2).
  */
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type VcpuAggregation, VCPU_AGGREGATIONS } from '../otel/aggregation.js';
 import type { UnitMode } from '../otel/mapping.js';
+import { StatSelection } from '../otel/selection.js';
 import { UsageError } from '../cli/errors.js';
 import { collect } from '../cli/options.js';
 import type { SourceOptions } from './sources.js';
@@ -35,6 +37,10 @@ export interface AgentConfig {
   /** How often providers look for new fds (--scan, --listen, --pid); default the export interval. */
   readonly rescanIntervalMillis: number;
   readonly units: UnitMode;
+  /** Stat patterns (TARGET:STAT), see StatSelection; empty: every stat. */
+  readonly include: readonly string[];
+  readonly exclude: readonly string[];
+  readonly vcpuAggregation: VcpuAggregation;
   readonly serviceName: string;
   readonly resourceAttributes: Readonly<Record<string, string>>;
   readonly logLevel: LogLevel;
@@ -224,6 +230,33 @@ export function unitsOption(): Option {
   return new Option('--units <mode>', 'exact keeps integers (ns, KiBy); base converts to s and By').choices(['exact', 'base']).default('exact');
 }
 
+/** A comma-separated list of TARGET:STAT patterns; repeatable, the lists add up. */
+function patternsOption(kind: 'include' | 'exclude') {
+  return (text: string, previous: string[] | undefined): string[] => {
+    const patterns = text.split(',').map((item) => item.trim()).filter(Boolean);
+    try {
+      // Checked now, so that a bad pattern is a usage error before anything opens.
+      new StatSelection({ [kind]: patterns });
+    } catch (error) {
+      throw new InvalidArgumentError((error as Error).message);
+    }
+    return [...(previous ?? []), ...patterns];
+  };
+}
+
+/** --include, --exclude and --vcpu-aggregation: what the agent exports, and what schema and
+ * list count. */
+export function addSelectionOptions(command: Command): Command {
+  return command
+    .option('--include <patterns>', 'export only these stats of their target, TARGET:STAT with * and ?, comma-separated, repeatable (e.g. vcpu:exits,vcpu:halt_*); default every stat', patternsOption('include'))
+    .option('--exclude <patterns>', 'do not export these stats, TARGET:STAT with * and ?, after --include (e.g. vcpu:*_hist)', patternsOption('exclude'))
+    .addOption(
+      new Option('--vcpu-aggregation <mode>', 'none: a series per vCPU; vm: one per VM, vCPU values summed (gauges also as .max, booleans as the count of vCPUs set)')
+        .choices(VCPU_AGGREGATIONS)
+        .default('none'),
+    );
+}
+
 /** Adds the output and configuration flags to the agent command. */
 export function addConfigOptions(command: Command): Command {
   for (const s of Object.values(SETTINGS) as Setting<unknown>[]) {
@@ -232,6 +265,7 @@ export function addConfigOptions(command: Command): Command {
     // --header repeats: each flag adds its pairs.
     command.addOption(s.key === 'header' ? option.argParser(collect(flagParser(keyValueList))) : option.argParser(flagParser(s.parse)));
   }
+  addSelectionOptions(command);
   return command
     .option('--otlp', 'push OTLP even when --prometheus or --console is given without an endpoint')
     .option('--prometheus <[host:]port>', 'serve a Prometheus scrape endpoint at /metrics, beside or instead of OTLP', flagParser(prometheusAddress))
@@ -258,6 +292,9 @@ export interface AgentFlags extends SourceOptions {
   prometheus?: { host: string | undefined; port: number };
   console?: boolean;
   units: UnitMode;
+  include?: string[];
+  exclude?: string[];
+  vcpuAggregation?: VcpuAggregation;
   logLevel: LogLevel;
 }
 
@@ -325,6 +362,9 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
     exportIntervalMillis: interval,
     exportTimeoutMillis: exportTimeout,
     units: flags.units,
+    include: flags.include ?? [],
+    exclude: flags.exclude ?? [],
+    vcpuAggregation: flags.vcpuAggregation ?? 'none',
     serviceName: pick(flags.serviceName, SETTINGS.serviceName) ?? resourceAttributes['service.name'] ?? DEFAULT_SERVICE_NAME,
     resourceAttributes,
     logLevel: flags.logLevel,

@@ -26,6 +26,10 @@ const COLUMNS = [
   'retained B/fd (+ data B/fd)',
   'RSS B/fd',
   'allocated B/collect',
+  'points / collect',
+  'VM-summed: points',
+  'VM-summed: collect() ms',
+  'VM-summed: collect + protobuf ms',
 ];
 
 export function tableHeader(): string {
@@ -48,6 +52,10 @@ export function tableRow(result: SizeResult): string {
     `${bytes(line.retainedBytesPerFd)} (+ ${bytes(result.dataBytesPerFd)})`,
     bytes(result.rssBytesPerFd),
     bytes(line.allocatedBytesPerCycle),
+    bytes(line.points),
+    bytes(line.aggregatedPoints),
+    spread(result.aggregated.collect),
+    spread(result.aggregated.collectProto, 1),
   ];
   return `| ${cells.join(' | ')} |\n`;
 }

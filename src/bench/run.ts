@@ -1,11 +1,14 @@
 /**
  * The benchmark of the collection path, per number of stats fds, all in one process and one run
  * so that the ratios compare like with like: the pread floor, KvmStatsProducer.collect(), collect
- * plus OTLP serialization, memory per fd and allocation per collection; and, once per run, QMP
- * query-stats per VM on real QEMU guests.
+ * plus OTLP serialization, memory per fd and allocation per collection; the same with vCPU
+ * series summed per VM (vcpuAggregation 'vm'), and the data points each makes; and, once per
+ * run, QMP query-stats per VM on real QEMU guests.
  */
 import { cpus, loadavg, release } from 'node:os';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import type { VcpuAggregation } from '../otel/aggregation.js';
 import { pread } from '../native/libc.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from '../sources/fleet.js';
@@ -32,6 +35,10 @@ export interface SizeResult {
   /** collect() and then the OTLP JSON / protobuf serialization of its result. */
   readonly collectJson: Summary;
   readonly collectProto: Summary;
+  /** Data points of one collection. */
+  readonly points: number;
+  /** The same with vCPU series summed per VM. */
+  readonly aggregated: { readonly points: number; readonly collect: Summary; readonly collectProto: Summary };
   readonly qmp: QmpResult;
   /** Heap and buffers kept per fd after warm-up, without the data buffers (see dataBytesPerFd). */
   readonly retainedBytesPerFd: number;
@@ -54,6 +61,10 @@ export interface BenchLine {
   collectPerVmMs: number;
   retainedBytesPerFd: number;
   allocatedBytesPerCycle: number;
+  points: number;
+  aggregatedPoints: number;
+  aggregatedCollectMs: number;
+  aggregatedSerializeProtoMs: number;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
@@ -69,6 +80,10 @@ export function benchLine(result: SizeResult): BenchLine {
     collectPerVmMs: result.collect.median / result.vms,
     retainedBytesPerFd: result.retainedBytesPerFd,
     allocatedBytesPerCycle: result.allocatedBytesPerCycle,
+    points: result.points,
+    aggregatedPoints: result.aggregated.points,
+    aggregatedCollectMs: result.aggregated.collect.median,
+    aggregatedSerializeProtoMs: result.aggregated.collectProto.median,
   };
 }
 
@@ -91,9 +106,9 @@ class Subject {
   readonly #fleet: VmFleet;
   readonly #buffer: Uint8Array;
 
-  constructor(fleet: VmFleet, reuseDataPoints: boolean) {
+  constructor(fleet: VmFleet, reuseDataPoints: boolean, vcpuAggregation: VcpuAggregation = 'none') {
     this.#fleet = fleet;
-    this.producer = new KvmStatsProducer({ sources: fleet.sources, reuseDataPoints });
+    this.producer = new KvmStatsProducer({ sources: fleet.sources, reuseDataPoints, vcpuAggregation });
     this.#buffer = new Uint8Array(Math.max(...fleet.sources.map((s) => s.file.table.dataSize)));
   }
 
@@ -118,10 +133,19 @@ class Subject {
   collectJson = async (): Promise<Uint8Array | undefined> => JsonMetricsSerializer.serializeRequest(await this.collect());
   collectProto = async (): Promise<Uint8Array | undefined> => ProtobufMetricsSerializer.serializeRequest(await this.collect());
 
+  /** Data points of one collection. */
+  async points(): Promise<number> {
+    return pointsOf(await this.collect());
+  }
+
   /** Bytes of the data buffers: each file's data block and the producer's previous values. */
   get dataBytes(): number {
     return this.#fleet.sources.reduce((sum, { file }) => sum + 2 * file.table.dataSize, 0);
   }
+}
+
+function pointsOf(metrics: ResourceMetrics): number {
+  return metrics.scopeMetrics.reduce((sum, scope) => sum + scope.metrics.reduce((n, metric) => n + metric.dataPoints.length, 0), 0);
 }
 
 /** JIT-compiles the collection and serialization paths on a single VM, so that their code and
@@ -130,10 +154,12 @@ async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
   const fleet = VmFleet.create({ vms: 1, vcpus, namePrefix: 'bench-warm-up' });
   try {
     const subject = new Subject(fleet, reuseDataPoints);
+    const aggregated = new Subject(fleet, reuseDataPoints, 'vm');
     for (let i = 0; i < WARM_UP_COLLECTIONS; i++) {
       subject.floor();
       await subject.collectJson();
       await subject.collectProto();
+      await aggregated.collectProto();
     }
   } finally {
     fleet.close();
@@ -151,6 +177,12 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     const allocatedBytesPerCycle = await allocatedPerRun(options.iterations ?? ALLOCATION_COLLECTIONS, subject.collect);
     const [floor, collect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect]);
     const [collectJson, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.collectJson, subject.collectProto]);
+    // Made after the memory was measured, so that its state is not counted, and timed on its
+    // own, so that neither producer runs with the other's state in the CPU's cache.
+    const aggregated = new Subject(fleet, options.reuseDataPoints, 'vm');
+    await aggregated.collectTimes(WARM_UP_COLLECTIONS);
+    const [, aggregatedCollect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, aggregated.collect]);
+    const [aggregatedProto] = await sample(iterationsFor(options, 11, 3000), [aggregated.collectProto]);
     const dataBytes = subject.dataBytes;
     return {
       fds,
@@ -159,6 +191,8 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       collect: summarize(collect!),
       collectJson: summarize(collectJson!),
       collectProto: summarize(collectProto!),
+      points: await subject.points(),
+      aggregated: { points: await aggregated.points(), collect: summarize(aggregatedCollect!), collectProto: summarize(aggregatedProto!) },
       qmp,
       retainedBytesPerFd: (after.heapAndBuffers - before.heapAndBuffers - dataBytes) / fds,
       dataBytesPerFd: dataBytes / fds,

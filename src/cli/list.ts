@@ -1,25 +1,71 @@
-/** `kvm-stats-otel list`: what a scan of /proc finds, per VMM process, and why anything is not read. */
+/**
+ * `kvm-stats-otel list`: what a scan of /proc finds, per VMM process, and why anything is not
+ * read; and the series the agent would export per collection for it, under the same selection
+ * and aggregation flags.
+ */
 import { Command } from 'commander';
+import { addSelectionOptions } from '../agent/config.js';
+import type { VcpuAggregation } from '../otel/aggregation.js';
+import { StatSelection } from '../otel/selection.js';
+import { type ExportOptions, type HostSeries, hostSeries } from '../otel/series.js';
 import { type ScannedProcess, ScanProvider } from '../sources/scan.js';
+import type { StatsSource } from '../sources/source.js';
+import { selectionText } from './schema.js';
 
-export function listCommand(): Command {
-  return new Command('list')
-    .description('find every process that holds KVM VMs or stats fds, and say how each stats fd is read (same uid or CAP_SYS_PTRACE)')
-    .option('--json', 'print one JSON document')
-    .action(async (options: { json?: boolean }) => {
-      const scan = new ScanProvider();
-      try {
-        await scan.refresh();
-        const processes = scan.scanned();
-        process.stdout.write(options.json ? `${JSON.stringify({ processes })}\n` : renderList(processes));
-      } finally {
-        await scan.close();
-      }
-    });
+interface ListOptions {
+  json?: boolean;
+  include?: string[];
+  exclude?: string[];
+  vcpuAggregation: VcpuAggregation;
 }
 
-/** The readable form: one block per process, one line per stats fd, then its problems. */
-export function renderList(processes: readonly ScannedProcess[]): string {
+/** The series per collection: of the host, and of each process read. */
+export interface ListedSeries {
+  selection: { include: string[]; exclude: string[]; vcpuAggregation: VcpuAggregation };
+  host: HostSeries;
+  processes: (HostSeries & { pid: number })[];
+}
+
+export function listCommand(): Command {
+  const command = new Command('list')
+    .description('find every process that holds KVM VMs or stats fds, say how each stats fd is read (same uid or CAP_SYS_PTRACE), and count the series they export')
+    .option('--json', 'print one JSON document');
+  addSelectionOptions(command);
+  return command.action(async (options: ListOptions) => {
+    const scan = new ScanProvider();
+    try {
+      await scan.refresh();
+      const processes = scan.scanned();
+      const selection = new StatSelection(options);
+      const series = seriesOf(scan.sources(), { selection, vcpuAggregation: options.vcpuAggregation, units: 'exact' });
+      process.stdout.write(options.json ? `${JSON.stringify({ processes, series })}\n` : renderList(processes, series));
+    } finally {
+      await scan.close();
+    }
+  });
+}
+
+/** The series of `sources` per collection, for the host and per owning process. */
+export function seriesOf(sources: readonly StatsSource[], options: ExportOptions): ListedSeries {
+  const byPid = new Map<number, StatsSource[]>();
+  for (const source of sources) {
+    const pid = source.pid ?? 0;
+    byPid.set(pid, [...(byPid.get(pid) ?? []), source]);
+  }
+  return {
+    selection: { include: [...options.selection.include], exclude: [...options.selection.exclude], vcpuAggregation: options.vcpuAggregation },
+    host: hostSeries(sources, options),
+    processes: [...byPid].map(([pid, list]) => ({ pid, ...hostSeries(list, options) })),
+  };
+}
+
+function seriesText(series: HostSeries): string {
+  return `${series.dataPoints.toLocaleString('en-US')} data points (${series.prometheusSeries.toLocaleString('en-US')} Prometheus series) per collection`;
+}
+
+/** The readable form: one block per process, one line per stats fd, then its problems; then
+ * what the host exports. */
+export function renderList(processes: readonly ScannedProcess[], series?: ListedSeries): string {
   if (processes.length === 0) return 'no process that this user can look into holds KVM VMs or stats fds\n';
   const lines: string[] = [];
   for (const vmm of processes) {
@@ -35,6 +81,17 @@ export function renderList(processes: readonly ScannedProcess[]): string {
     }
     if (same.length > 0) lines.push(`  ${same.length} more stats fd(s) not read: each has the id of one above (one series per id; --json lists them)`);
     for (const problem of vmm.problems) lines.push(`  ! ${problem}`);
+    const exported = series?.processes.find((p) => p.pid === vmm.pid);
+    if (exported) lines.push(`  exports ${seriesText(exported)}`);
+  }
+  if (series) {
+    const { host } = series;
+    const vms = host.vcpuGroups !== null ? ` summed into ${host.vcpuGroups} VM(s)` : '';
+    lines.push(
+      '',
+      `the host: ${seriesText(host)} from ${host.vmFds + host.vcpuFds} stats fds (${host.vmFds} of VMs, ${host.vcpuFds} of vCPUs${vms});`,
+      `  exported: ${selectionText(series.selection)}; kvm-stats-otel schema shows which stats`,
+    );
   }
   return `${lines.join('\n')}\n`;
 }

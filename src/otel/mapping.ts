@@ -179,3 +179,36 @@ export function mapTable(table: DescriptorTable, target: StatsTarget, units: Uni
   }
   return mapping;
 }
+
+/** Suffix of the metric that carries a gauge's largest per-vCPU value under VM aggregation. */
+export const MAX_SUFFIX = '.max';
+
+/** One metric a vCPU stat becomes when vCPU series are summed per VM, and how it is computed:
+ * `sum` over the VM's vCPUs (a boolean's 0/1 sums to the count of vCPUs with it set), or `max`. */
+export interface VmAggregateMapping {
+  readonly mapping: MetricMapping;
+  readonly aggregate: 'sum' | 'max';
+}
+
+/**
+ * What a vCPU stat becomes under `vcpuAggregation: 'vm'`, one series per VM as the kernel's
+ * debugfs shows them: counters and histogram buckets summed; a boolean as the number of vCPUs
+ * for which it is set (unit {vcpu}); any other gauge twice, summed under its own name and as
+ * the largest vCPU's value under the name plus ".max".
+ */
+export function vmAggregateMappings(metric: MetricMapping): VmAggregateMapping[] {
+  const summed = (text: string, changes: Partial<MetricMapping> = {}): MetricMapping => ({ ...metric, ...changes, description: `${metric.description} ${text}` });
+  if (metric.kind !== 'gauge') {
+    const what = metric.kind === 'histogram' ? 'Buckets, count and sum added up' : 'Summed';
+    return [{ mapping: summed(`${what} over the VM's vCPUs (one series per VM).`), aggregate: 'sum' }];
+  }
+  if (metric.stat.unit === 'boolean') {
+    const counted = summed('Exported per VM as the number of its vCPUs for which it is set.', { unit: '{vcpu}', scale: 1, multiplier: 1, divisor: 1, integer: true });
+    return [{ mapping: counted, aggregate: 'sum' }];
+  }
+  const max = `${metric.name}${MAX_SUFFIX}`;
+  return [
+    { mapping: summed(`Summed over the VM's vCPUs (one series per VM); the largest vCPU's value is ${max}.`), aggregate: 'sum' },
+    { mapping: { ...metric, name: max, description: `${metric.description} The largest value of one of the VM's vCPUs (one series per VM); the sum is ${metric.name}.` }, aggregate: 'max' },
+  ];
+}
