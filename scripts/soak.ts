@@ -2,7 +2,8 @@
  * Soak: the agent's collection and export path (KvmStatsProducer on a PeriodicExportingMetricReader
  * with the OTLP/HTTP protobuf exporter) over 500 stats fds at 10 Hz, for 30 minutes by default,
  * while VMs come and go, into an OTLP sink on loopback. Every sample (after a forced GC) records
- * RSS, heap, array buffers and open fds; at the end it says whether anything grew after warm-up.
+ * RSS (as it is, and once free C heap pages are handed back), heap, array buffers and open fds;
+ * at the end it says whether anything grew after warm-up.
  *
  *   npm run soak -- [--minutes 30] [--vms 100] [--vcpus 4] [--hz 10] [--churn-seconds 5]
  *                   [--churn-vms 5] [--sample-seconds 60] [--json]
@@ -16,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import { trimMallocHeap } from '../src/native/libc.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { VmFleet } from '../src/sources/fleet.js';
 
@@ -111,6 +113,8 @@ const churn = setInterval(() => {
 interface Sample {
   minute: number;
   rssMiB: number;
+  /** RSS once the C heap's free pages went back to the kernel: the memory in use. */
+  rssTrimmedMiB: number;
   heapUsedMiB: number;
   arrayBuffersMiB: number;
   fds: number;
@@ -126,9 +130,11 @@ const start = Date.now();
 function sample(): Sample {
   gc!();
   const memory = process.memoryUsage();
+  trimMallocHeap();
   return {
     minute: Math.round(((Date.now() - start) / 60_000) * 10) / 10,
     rssMiB: mib(memory.rss),
+    rssTrimmedMiB: mib(process.memoryUsage.rss()),
     heapUsedMiB: mib(memory.heapUsed),
     arrayBuffersMiB: mib(memory.arrayBuffers),
     fds: readdirSync('/proc/self/fd').length,
@@ -144,7 +150,7 @@ const samples: Sample[] = [];
 const print = (s: Sample): void => {
   if (!flags.json) {
     process.stdout.write(
-      `${String(s.minute).padStart(6)} min  rss ${s.rssMiB.toFixed(1).padStart(7)} MiB  heap ${s.heapUsedMiB.toFixed(1).padStart(6)} MiB  buffers ${s.arrayBuffersMiB.toFixed(1).padStart(5)} MiB  fds ${s.fds}  exports ${s.exportsOk} ok ${s.exportsFailed} failed  VMs made ${s.vmsMade}\n`,
+      `${String(s.minute).padStart(6)} min  rss ${s.rssMiB.toFixed(1).padStart(6)} MiB (trimmed ${s.rssTrimmedMiB.toFixed(1).padStart(6)})  heap ${s.heapUsedMiB.toFixed(1).padStart(6)} MiB  buffers ${s.arrayBuffersMiB.toFixed(1).padStart(5)} MiB  fds ${s.fds}  exports ${s.exportsOk} ok ${s.exportsFailed} failed  VMs made ${s.vmsMade}\n`,
     );
   }
 };
@@ -166,8 +172,8 @@ for (const vm of vms) vm.close();
 sink.close();
 
 // Warm-up is the first fifth of the run (at least one sample). After it, the first and the last
-// third of the samples are compared: the heap by its median, RSS by its floor (its peaks are
-// transient network and GC buffers), open fds exactly. A leak raises all three thirds' worth.
+// third of the samples are compared: the heap by its median, RSS (trimmed) by its floor (its
+// peaks are transient network and GC buffers), open fds exactly. A leak raises all three.
 const warm = samples.slice(Math.max(1, Math.floor(samples.length / 5)));
 const third = Math.max(1, Math.floor(warm.length / 3));
 const [early, late] = [warm.slice(0, third), warm.slice(-third)];
@@ -175,7 +181,7 @@ const median = (values: number[]): number => [...values].sort((a, b) => a - b)[M
 const round = (value: number): number => Math.round(value * 100) / 100;
 const growth = {
   heapUsedMiB: round(median(late.map((s) => s.heapUsedMiB)) - median(early.map((s) => s.heapUsedMiB))),
-  rssFloorMiB: round(Math.min(...late.map((s) => s.rssMiB)) - Math.min(...early.map((s) => s.rssMiB))),
+  rssFloorMiB: round(Math.min(...late.map((s) => s.rssTrimmedMiB)) - Math.min(...early.map((s) => s.rssTrimmedMiB))),
   fds: Math.max(...late.map((s) => s.fds)) - Math.max(...early.map((s) => s.fds)),
 };
 // Allowances: GC and allocator noise, not a trend (a leak of 1 KiB per VM made, or per export,

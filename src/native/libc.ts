@@ -41,6 +41,7 @@ const c = {
   poll: libc.func('poll', 'int', ['void *', 'unsigned long', 'int']),
   mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
   munmap: libc.func('munmap', 'int', ['void *', 'size_t']),
+  mallocTrim: libc.func('malloc_trim', 'int', ['size_t']),
 };
 
 /** open(2) with O_CLOEXEC always set; `call` names the operation in errors. */
@@ -126,6 +127,12 @@ export function readableNow(fds: readonly number[]): boolean[] {
   if ((c.poll(pollfds, fds.length, 0) as number) < 0) throw new NativeError('poll', koffi.errno());
   // POLLIN, or POLLHUP/POLLERR/POLLNVAL: anything but silence means there is nothing to wait for.
   return fds.map((_, i) => pollfds.readInt16LE(i * size + fieldOffset(POLLFD, 'revents')) !== 0);
+}
+
+/** Gives the C heap's free pages back to the kernel, so that RSS measures memory in use (the
+ * soak compares it over time; glibc otherwise keeps freed pages as long as it likes). */
+export function trimMallocHeap(): void {
+  c.mallocTrim(0);
 }
 
 /** A shared mapping: anonymous memory, or an fd's pages (the vCPU's kvm_run). */
