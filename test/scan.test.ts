@@ -3,13 +3,16 @@
  * KVM VM in another process), through the whole lifecycle: found, read once, new VMs and
  * hot-plugged vCPUs, fds the VMM closes or replaces, the VMM exiting, and what cannot be read.
  */
-import { spawnSync } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
 import type { ListedSeries } from '../src/cli/list.js';
 import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
+import { processExiting } from '../src/sources/proc.js';
 import { type ScannedProcess, ScanProvider } from '../src/sources/scan.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -68,6 +71,24 @@ function points(rm: ResourceMetrics, name: string) {
   const metric = rm.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === name);
   return (metric?.dataPoints ?? []) as { attributes: Record<string, unknown>; value: number }[];
 }
+
+it('processExiting: false for a running process, true for one that exited (a zombie) or is gone', async () => {
+  // The background sleep exits, and its parent (now the exec'd sleep 30) never reaps it.
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const [chunk] = (await once(parent.stdout!, 'data')) as [Buffer];
+    const zombie = Number(chunk.toString().trim());
+    for (let i = 0; i < 200 && !/\) Z /.test(readFileSync(`/proc/${zombie}/stat`, 'latin1')); i++) await sleep(10);
+    expect(readFileSync(`/proc/${zombie}/stat`, 'latin1')).toMatch(/\) Z /);
+    expect(processExiting(zombie)).toBe(true);
+    expect(processExiting(parent.pid!)).toBe(false);
+    expect(processExiting(process.pid)).toBe(false);
+  } finally {
+    parent.kill('SIGKILL');
+    await once(parent, 'exit');
+  }
+  expect(processExiting(parent.pid!)).toBe(true);
+});
 
 describeKvm('ScanProvider on real KVM', () => {
   it('finds a VMM\'s VM and vCPU stats fds, names them from its command line, and exports them', async () => {

@@ -222,3 +222,7 @@ export function fieldOffset(struct: StructLayout, name: string): number {
 
 /** Clock ticks per second in /proc/PID/stat (USER_HZ; sysconf(_SC_CLK_TCK)). */
 export const USER_HZ = 100;
+
+/** The "exiting" bit of a task's flags (field 9 of /proc/PID/stat). Kernel-internal
+ * (include/linux/sched.h), so no header has it: its test watches a process that exits. */
+export const PF_EXITING = 0x4;

@@ -4,7 +4,7 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
-import { USER_HZ } from '../abi/kvm.js';
+import { PF_EXITING, USER_HZ } from '../abi/kvm.js';
 
 function readText(path: string): string | undefined {
   try {
@@ -29,6 +29,15 @@ export function processStartTicks(pid: number): number | undefined {
   // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
   const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]); // field 22, starttime
   return Number.isFinite(startTicks) ? startTicks : undefined;
+}
+
+/** Whether the process is exiting or gone. Its fds are closed a moment before its pidfd says
+ * it exited, so a scan in between sees a VMM without stats fds: this tells an exit apart. */
+export function processExiting(pid: number): boolean {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (!stat) return true;
+  const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]); // field 9, flags
+  return (flags & PF_EXITING) !== 0;
 }
 
 /**

@@ -18,7 +18,7 @@ import { NativeError } from '../native/errors.js';
 import { pidfdGetfd, sameOpenFile } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
 import { WatchedProcess, exitedOf, isStatsLink, noStatsProblem, vcpuIdOfStatsLink } from './pid.js';
-import { type FdLink, commandLine, executableName, fdLinks, processOfThread, processStartTicks, processStartTimeMs, vmNameFromCommandLine } from './proc.js';
+import { type FdLink, commandLine, executableName, fdLinks, processExiting, processOfThread, processStartTicks, processStartTimeMs, vmNameFromCommandLine } from './proc.js';
 import type { ProblemReporter, SourceProvider } from './provider.js';
 import { type StatsSource, closeSources, statsSource } from './source.js';
 
@@ -161,13 +161,15 @@ export class ScanProvider implements SourceProvider {
 
   #reap(): void {
     if (this.#processes.size === 0) return;
-    for (const exited of exitedOf(this.#processes.values())) {
-      const count = exited.sourceCount;
-      exited.close();
-      this.#processes.delete(exited.pid);
-      this.#changed = true;
-      if (count > 0) this.#report(`process ${exited.pid} (${exited.executable ?? 'unknown'}) exited: closed its ${count} stats fds`);
-    }
+    for (const exited of exitedOf(this.#processes.values())) this.#dropExited(exited);
+  }
+
+  #dropExited(exited: TrackedProcess): void {
+    const count = exited.sourceCount;
+    exited.close();
+    this.#processes.delete(exited.pid);
+    this.#changed = true;
+    if (count > 0) this.#report(`process ${exited.pid} (${exited.executable ?? 'unknown'}) exited: closed its ${count} stats fds`);
   }
 
   /** Says `problem` about `pid` unless it was said before about this process. */
@@ -195,6 +197,11 @@ export class ScanProvider implements SourceProvider {
     const statsLinks = links.filter((link) => isStatsLink(link.target));
     const vmFds = links.filter((link) => link.target === ANON_INODE_VM).length;
     let tracked = this.#processes.get(pid);
+    if (tracked && statsLinks.length === 0 && processExiting(pid)) {
+      // Its fds went with the process: an exit (its pidfd says so a moment later), not VMs closed.
+      this.#dropExited(tracked);
+      return undefined;
+    }
     const problems: string[] = [];
     if (statsLinks.length === 0 && !tracked) {
       if (vmFds === 0) return undefined;
