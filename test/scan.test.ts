@@ -5,14 +5,15 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
 import type { ListedSeries } from '../src/cli/list.js';
 import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
-import { processExiting } from '../src/sources/proc.js';
+import { isStatsLink } from '../src/sources/pid.js';
+import { fdLinks, processExiting } from '../src/sources/proc.js';
 import { type ScannedProcess, ScanProvider } from '../src/sources/scan.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -55,16 +56,7 @@ function shape(sources: readonly StatsSource[], pid: number): [string, number | 
  */
 function openStatsFds(sources: readonly StatsSource[]): number {
   const fds = new Set(sources.map((s) => s.file.fd));
-  let count = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
-    if (!fds.has(Number(fd))) continue;
-    try {
-      if (/^anon_inode:kvm-(vm|vcpu)-stats/.test(readlinkSync(`/proc/self/fd/${fd}`))) count++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return count;
+  return fdLinks('self').filter((link) => fds.has(link.fd) && isStatsLink(link.target)).length;
 }
 
 function points(rm: ResourceMetrics, name: string) {

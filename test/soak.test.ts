@@ -8,11 +8,12 @@ import { expect, it } from 'vitest';
 import { describeKvm } from './helpers/kvm.js';
 import { ROOT } from './helpers/processes.js';
 
-const SOAK = [process.execPath, '--expose-gc', '--import', 'tsx', join(ROOT, 'scripts', 'soak.ts')];
+/** node ARGS..., as `npm run soak` runs it. */
+const SOAK = ['--expose-gc', '--import', 'tsx', join(ROOT, 'scripts', 'soak.ts')];
 
 function runSoak(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(SOAK[0]!, [...SOAK.slice(1), ...args], { cwd: ROOT });
+    const child = spawn(process.execPath, [...SOAK, ...args], { cwd: ROOT });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk));
@@ -23,10 +24,10 @@ function runSoak(args: string[]): Promise<{ code: number | null; stdout: string;
 }
 
 it('soak: --help exits 0, a bad flag exits 2 with one line and the usage', () => {
-  const help = spawnSync(SOAK[0]!, [...SOAK.slice(1), '--help'], { encoding: 'utf8' });
+  const help = spawnSync(process.execPath, [...SOAK, '--help'], { encoding: 'utf8' });
   expect(help.status).toBe(0);
   expect(help.stdout).toMatch(/^usage: npm run soak -- \[--minutes 30\]/);
-  const bad = spawnSync(SOAK[0]!, [...SOAK.slice(1), '--minutes', 'soon'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [...SOAK, '--minutes', 'soon'], { encoding: 'utf8' });
   expect(bad.status).toBe(2);
   expect(bad.stderr).toBe('soak: --minutes must be a positive number, not "soon"\n');
 });

@@ -21,23 +21,27 @@ export function processOfThread(tid: number): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-/** When the process started, in clock ticks since boot: with the pid, it names one process
- * for the life of the system (pids are reused, start times are not). */
-export function processStartTicks(pid: number): number | undefined {
+/** Field `n` (1-based, as proc(5) numbers them, from 3 on) of /proc/PID/stat; undefined for a
+ * process that is gone. */
+function statField(pid: number, n: number): number | undefined {
   const stat = readText(`/proc/${pid}/stat`);
   if (!stat) return undefined;
   // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-  const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]); // field 22, starttime
-  return Number.isFinite(startTicks) ? startTicks : undefined;
+  const value = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[n - 3]);
+  return Number.isFinite(value) ? value : undefined;
+}
+
+/** When the process started, in clock ticks since boot: with the pid, it names one process
+ * for the life of the system (pids are reused, start times are not). */
+export function processStartTicks(pid: number): number | undefined {
+  return statField(pid, 22); // starttime
 }
 
 /** Whether the process is exiting or gone. Its fds are closed a moment before its pidfd says
  * it exited, so a scan in between sees a VMM without stats fds: this tells an exit apart. */
 export function processExiting(pid: number): boolean {
-  const stat = readText(`/proc/${pid}/stat`);
-  if (!stat) return true;
-  const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]); // field 9, flags
-  return (flags & PF_EXITING) !== 0;
+  const flags = statField(pid, 9); // flags
+  return flags === undefined || (flags & PF_EXITING) !== 0;
 }
 
 /**
