@@ -240,5 +240,5 @@ describe('image reader properties', () => {
     );
     // Nothing allocates beyond the reader's limits (1 MiB of data, ~272 KiB of descriptors), plus slack.
     expect(peakArrayBuffers).toBeLessThan(64 * 1024 * 1024);
-  });
+  }, 300_000);
 });

@@ -23,6 +23,9 @@ export interface QemuGuestOptions {
   /** Extra environment, e.g. LD_PRELOAD of the stats helper. */
   readonly env?: Record<string, string>;
   readonly binary?: string;
+  /** `-cpu MODEL`; default: QEMU's own default model, which runs on Intel and AMD hosts alike
+   * (`host` and `max` abort on some AMD hosts when QEMU 7.2 sets MSR 0x10a). */
+  readonly cpu?: string;
   /** How long to wait for QMP to come up; default 10 s. */
   readonly timeoutMs?: number;
 }
@@ -49,7 +52,7 @@ export class QemuGuest {
     const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-qemu-'));
     const qmpPath = join(dir, 'qmp.sock');
     const args = [
-      '-enable-kvm', '-cpu', 'host', '-smp', `${options.vcpus ?? 2},maxcpus=${options.maxVcpus ?? options.vcpus ?? 2}`, '-m', String(options.memoryMiB ?? 64),
+      '-enable-kvm', ...(options.cpu ? ['-cpu', options.cpu] : []), '-smp', `${options.vcpus ?? 2},maxcpus=${options.maxVcpus ?? options.vcpus ?? 2}`, '-m', String(options.memoryMiB ?? 64),
       '-nodefaults', '-no-user-config', '-display', 'none',
       '-name', `guest=${options.name ?? 'kvm-stats-test'}`,
       '-qmp', `unix:${qmpPath},server=on,wait=off`,
