@@ -6,7 +6,8 @@ import { type DiagLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { StatSelection } from '../src/otel/selection.js';
+import { StatSelection, globMatches } from '../src/otel/selection.js';
+import fc from 'fast-check';
 import { DemoVm } from '../src/sources/demo.js';
 import { closeSources } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -60,6 +61,40 @@ describe('StatSelection', () => {
       'include pattern "kvm.vcpu.exits" is not TARGET:STAT (write vcpu:exits: patterns name the kernel\'s stat, not the metric)',
     );
     expect(() => new KvmStatsProducer({ sources: [], exclude: ['*'] })).toThrow(/^exclude pattern "\*" is not TARGET:STAT/);
+  });
+});
+
+describe('glob matching', () => {
+  // The reference: the regular expression the glob means (slow on some patterns, exact on all).
+  const reference = (glob: string, name: string) => new RegExp(`^${glob.replace(/\*+/g, '.*').replace(/\?/g, '.')}$`).test(name);
+
+  it('agrees with the regular expression a glob means, on every pattern and name', () => {
+    const glob = fc.stringMatching(/^[ab_*?]{0,12}$/);
+    const name = fc.stringMatching(/^[ab_]{0,16}$/);
+    fc.assert(fc.property(glob, name, (g, n) => globMatches(g, n) === reference(g, n)), { numRuns: 20_000 });
+  });
+
+  it('matches pathological patterns in bounded work: stars that made a regular expression spin', () => {
+    const name = 'halt_poll_success_hist_and_some_more_letters_a';
+    const started = process.hrtime.bigint();
+    // 12 stars made the agent spin at 194% CPU; 40 alternating stars and letters is worse for a backtracker.
+    const cases: [string, boolean][] = [
+      [`vcpu:${'*'.repeat(12)}x`, true], // ends in x
+      [`vcpu:${'*a'.repeat(40)}x`, false], // the name has 3 a's, not 40
+      [`vcpu:${'*?'.repeat(20)}x`, true], // 47 characters, at least 21 needed
+      [`vcpu:${'*?'.repeat(60)}x`, false], // at least 61 needed
+    ];
+    for (const [pattern, matchesWithX] of cases) {
+      const selection = new StatSelection({ include: [pattern] });
+      expect(selection.selects('vcpu', name)).toBe(false);
+      expect(selection.selects('vcpu', `${name}x`)).toBe(matchesWithX);
+    }
+    // Generous: well under a millisecond each here; a backtracker takes seconds to hours.
+    expect(Number(process.hrtime.bigint() - started) / 1e6).toBeLessThan(500);
+  });
+
+  it('refuses a pattern longer than any stat name could need, in one line', () => {
+    expect(() => new StatSelection({ include: [`vcpu:${'*'.repeat(300)}`] })).toThrow(/^include pattern of 305 characters is longer than 256/);
   });
 });
 

@@ -26,15 +26,50 @@ interface StatPattern {
   readonly text: string;
   readonly kind: 'include' | 'exclude';
   readonly target: StatsTarget;
-  readonly regex: RegExp;
+  /** The STAT part, runs of `*` folded into one. */
+  readonly glob: string;
 }
 
 const PATTERN = /^(vm|vcpu):([A-Za-z0-9_*?]+)$/;
+/** Longer than any kernel stat name can be (name_size is 48 today); a bound on matching work. */
+const MAX_PATTERN_LENGTH = 256;
+
+/**
+ * Whether `name` matches `glob` (`*` any run, `?` one character). The greedy scan with one
+ * backtrack point costs at most |glob| x |name| steps whatever the pattern: a regular expression
+ * built from `*a*a*a...` backtracks exponentially in V8, and a pattern comes from outside.
+ */
+export function globMatches(glob: string, name: string): boolean {
+  let g = 0;
+  let n = 0;
+  let star = -1;
+  let resume = 0;
+  while (n < name.length) {
+    const c = glob.charCodeAt(g);
+    if (g < glob.length && (c === 63 /* ? */ || c === name.charCodeAt(n))) {
+      g++;
+      n++;
+    } else if (g < glob.length && c === 42 /* * */) {
+      star = g++;
+      resume = n;
+    } else if (star >= 0) {
+      g = star + 1;
+      n = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (g < glob.length && glob.charCodeAt(g) === 42) g++;
+  return g === glob.length;
+}
 const TARGET_WORDS: Record<StatsTarget, string> = { vm: 'VM', vcpu: 'vCPU' };
 const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
 
 /** `vcpu:halt_*` as a pattern; throws a RangeError that says what a pattern looks like. */
 function parsePattern(text: string, kind: StatPattern['kind']): StatPattern {
+  if (text.length > MAX_PATTERN_LENGTH) {
+    throw new RangeError(`${kind} pattern of ${text.length} characters is longer than ${MAX_PATTERN_LENGTH}: a kernel stat name is at most 47 characters`);
+  }
   const match = PATTERN.exec(text.trim());
   if (!match) {
     const hint = /^kvm\.(vm|vcpu)\./.test(text.trim()) ? ` (write ${text.trim().replace(/^kvm\.(vm|vcpu)\./, '$1:')}: patterns name the kernel's stat, not the metric)` : '';
@@ -42,9 +77,7 @@ function parsePattern(text: string, kind: StatPattern['kind']): StatPattern {
       `${kind} pattern ${JSON.stringify(text)} is not TARGET:STAT${hint}: TARGET is vm or vcpu, STAT the kernel's stat name with * and ? (e.g. vcpu:halt_*; kvm-stats-otel schema lists the stats)`,
     );
   }
-  // Only letters, digits, _, * and ? get here: nothing else needs escaping.
-  const source = match[2]!.replace(/\*/g, '.*').replace(/\?/g, '.');
-  return { text: text.trim(), kind, target: match[1] as StatsTarget, regex: new RegExp(`^${source}$`) };
+  return { text: text.trim(), kind, target: match[1] as StatsTarget, glob: match[2]!.replace(/\*+/g, '*') };
 }
 
 /** Patterns already reported as matching nothing, per table. */
@@ -75,8 +108,8 @@ export class StatSelection {
     let included: boolean | undefined;
     for (const p of this.#patterns) {
       if (p.target !== target) continue;
-      if (p.kind === 'exclude' && p.regex.test(name)) return false;
-      if (p.kind === 'include') included ||= p.regex.test(name);
+      if (p.kind === 'exclude' && globMatches(p.glob, name)) return false;
+      if (p.kind === 'include') included ||= globMatches(p.glob, name);
     }
     return included ?? true;
   }
@@ -95,7 +128,7 @@ export class StatSelection {
   }
 
   #unmatched(table: DescriptorTable, target: StatsTarget): StatPattern[] {
-    return this.#patterns.filter((p) => p.target === target && !table.stats.some((stat) => p.regex.test(stat.name)));
+    return this.#patterns.filter((p) => p.target === target && !table.stats.some((stat) => globMatches(p.glob, stat.name)));
   }
 
   #reportUnmatched(table: DescriptorTable, target: StatsTarget): void {
