@@ -2,8 +2,8 @@
  * The command line as users run it: the built `bin`, its JSON and table output, saved images,
  * and its exit codes.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -96,6 +96,25 @@ describe('exit codes and errors', () => {
     const result = run('read', '--file', bad);
     expect(result.code).toBe(1);
     expect(result.stderr).toBe('kvm-stats-otel: invalid KVM stats image: descriptor[0] (a).offset is 4, not 8-byte aligned\n');
+  });
+
+  it('refuses what is not a regular file at once, saying what it is: a FIFO (no writer), a directory, /proc/self/mem', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-fifo-'));
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    // Without O_NONBLOCK, open() of a FIFO waits for a writer forever: spawnSync's timeout would end it.
+    const started = Date.now();
+    const onFifo = run('read', '--file', fifo);
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(onFifo.code).toBe(1);
+    expect(onFifo.stderr).toBe(`kvm-stats-otel: invalid KVM stats image: file ${fifo} is a FIFO, not a saved stats image (a regular file)\n`);
+    expect(run('read', '--file', dir).stderr).toBe(`kvm-stats-otel: invalid KVM stats image: file ${dir} is a directory, not a saved stats image (a regular file)\n`);
+    expect(run('read', '--file', '/proc/self/mem').stderr).toBe('kvm-stats-otel: invalid KVM stats image: file /proc/self/mem cannot be read as a stats image: pread failed with EIO\n');
+    // The agent opens its images the same way: it exits with the same line instead of hanging.
+    const agent = run('agent', '--file', fifo, '--console', '--log-level', 'error');
+    expect(agent.code).not.toBe(0);
+    expect(agent.stderr).toContain(`${fifo} is a FIFO, not a saved stats image`);
+    rmSync(dir, { recursive: true });
   });
 
   it('exits 0 for --help and --version', () => {

@@ -140,6 +140,7 @@ export const KVM_EXIT_HLT = 5;
 
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
+export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;

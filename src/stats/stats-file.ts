@@ -3,7 +3,9 @@
  * checked once at open; after that every read() is one pread of the data block into a buffer
  * allocated once, like the kernel's own read path (virt/kvm/binary_stats.c) in reverse.
  */
-import { KVM_STATS_HEADER, O_RDONLY } from '../abi/kvm.js';
+import { type Stats, fstatSync } from 'node:fs';
+import { KVM_STATS_HEADER, O_NONBLOCK, O_RDONLY } from '../abi/kvm.js';
+import { NativeError } from '../native/errors.js';
 import { closeFd, closeOnThrow, openPath, pread } from '../native/libc.js';
 import {
   type DescriptorTable,
@@ -28,6 +30,16 @@ export class StatsReadError extends Error {
     super(message, options);
     this.name = 'StatsReadError';
   }
+}
+
+function fileKind(stat: Stats): string {
+  if (stat.isFile()) return 'regular file';
+  if (stat.isDirectory()) return 'directory';
+  if (stat.isFIFO()) return 'FIFO';
+  if (stat.isSocket()) return 'socket';
+  if (stat.isCharacterDevice()) return 'character device';
+  if (stat.isBlockDevice()) return 'block device';
+  return 'special file';
 }
 
 function readExactly(fd: number, length: number, position: number, field: string): Uint8Array {
@@ -99,9 +111,21 @@ export class StatsFile implements StatsId {
     return owned ? closeOnThrow(fd, parse) : parse();
   }
 
-  /** Opens a regular file holding a saved stats image (see image()). */
+  /** Opens a regular file holding a saved stats image (see image()). O_NONBLOCK: a FIFO would
+   * otherwise block open() until a writer comes; what is not a regular file is refused. */
   static openImage(path: string): StatsFile {
-    return StatsFile.open(openPath(path, O_RDONLY), { owned: true });
+    const fd = openPath(path, O_RDONLY | O_NONBLOCK);
+    closeOnThrow(fd, () => {
+      const kind = fileKind(fstatSync(fd));
+      if (kind !== 'regular file') throw new StatsImageError('file', `${path} is a ${kind}, not a saved stats image (a regular file)`);
+    });
+    try {
+      return StatsFile.open(fd, { owned: true });
+    } catch (error) {
+      // A regular file the kernel will not read (/proc/self/mem gives EIO): say what the input is.
+      if (error instanceof NativeError) throw new StatsImageError('file', `${path} cannot be read as a stats image: ${error.call} failed with ${error.code}`);
+      throw error;
+    }
   }
 
   /** The fd; -1 once closed. */
