@@ -191,7 +191,7 @@ describe('image reader properties', () => {
       }),
       { numRuns: VALID_RUNS },
     );
-  });
+  }, 300_000);
 
   it(`gives a valid result or a StatsImageError for ${MUTATION_RUNS} mutated images, within its limits`, () => {
     let accepted = 0;
