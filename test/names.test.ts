@@ -74,6 +74,14 @@ describe('metric names in each unit mode', () => {
     expect(chain.map((s) => metricNames(chain, 'vm', 'base').get(s))).toEqual(['kvm.vm.a', 'kvm.vm.a_ns', 'kvm.vm.a_ns_us']);
   });
 
+  it('counts the NAME.max a vCPU gauge becomes under VM aggregation among the names', () => {
+    // lat_ns -> lat, whose kvm.vcpu.lat.max would be kvm_vcpu_lat_max_seconds, as lat_max_ns -> lat_max is.
+    const table = [ns('lat_ns', { type: 'instant' }), ns('lat_max_ns', { type: 'instant' })];
+    expect(table.map((s) => metricNames(table, 'vcpu', 'base').get(s))).toEqual(['kvm.vcpu.lat_ns', 'kvm.vcpu.lat_max_ns']);
+    // The VM fd has no aggregation: both go.
+    expect(table.map((s) => metricNames(table, 'vm', 'base').get(s))).toEqual(['kvm.vm.lat', 'kvm.vm.lat_max']);
+  });
+
   it('a histogram and its companion counter keep distinct names and the sum still comes from the counter', () => {
     const table = [ns('halt_wait_ns'), ns('halt_wait_hist', { type: 'log2-histogram', size: 32 })];
     const { metrics } = mapTable({ nameSize: 48, stats: table, skipped: [], dataSize: 8 * 33 }, 'vcpu', 'base');

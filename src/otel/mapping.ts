@@ -265,8 +265,13 @@ function resolveNames(stats: readonly StatDescriptor[], target: StatsTarget, uni
       claim(`otel:${name}`, stat);
       const { unit } = unitFor(stat, units);
       const kind = metricKind(stat);
-      // Every series a histogram could write, its _sum included, whether or not it has one.
-      for (const series of prometheusNames({ name, kind, unit, sumFrom: stat }, true).series) claim(`prometheus:${series}`, stat);
+      // Every series a histogram could write, its _sum included, whether or not it has one; and
+      // the NAME.max a vCPU gauge also becomes under VM aggregation.
+      const claimed = [name, ...(target === 'vcpu' && kind === 'gauge' && stat.unit !== 'boolean' ? [name + MAX_SUFFIX] : [])];
+      for (const each of claimed) {
+        if (each !== name) claim(`otel:${each}`, stat);
+        for (const series of prometheusNames({ name: each, kind, unit, sumFrom: stat }, true).series) claim(`prometheus:${series}`, stat);
+      }
     }
     const revert = new Set<StatDescriptor>();
     for (const list of owners.values()) {
