@@ -12,6 +12,8 @@
 export { KvmStatsProducer, type KvmStatsProducerOptions, type SourceSet } from './otel/producer.js';
 export { KvmStatsInstruments, observeKvmStats, type KvmStatsInstrumentsOptions } from './otel/instruments.js';
 export { histogramBounds, mapStat, mapTable, type MetricKind, type MetricMapping, type TableMapping, type UnitMode } from './otel/mapping.js';
+export { prometheusNames, statNames, type PrometheusNames, type StatNames } from './otel/mapping.js';
+export { statMeaning } from './otel/meanings.js';
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';

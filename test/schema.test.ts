@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
 import type { Schema } from '../src/cli/schema.js';
+import { statMeaning } from '../src/otel/meanings.js';
 import { BIN } from '../examples/local-collector/collector.js';
 import { buildImage, writeImage } from './helpers/image.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -41,7 +42,7 @@ describe('schema --file', () => {
       name: 'halt_wait_hist', type: 'log2-histogram', unit: 'seconds', base: 10, exponent: -9, size: 10, bucketSize: 0, exported: true,
       otel: {
         name: 'kvm.vcpu.halt_wait_hist', kind: 'histogram', unit: 'ns', bounds: [0, 1, 3, 7, 15, 31, 63, 127, 255], sumFrom: 'halt_wait_ns',
-        description: 'KVM vCPU stat halt_wait_hist: log2 histogram, unit seconds, base 10, exponent -9. Sum from halt_wait_ns.',
+        description: `KVM vCPU stat halt_wait_hist: log2 histogram, unit seconds, base 10, exponent -9. ${statMeaning('vcpu', 'halt_wait_hist')} Sum from halt_wait_ns.`,
       },
     });
     expect(table!.stats[2]!.otel.sumFrom).toBeNull();

@@ -4,14 +4,17 @@
  * descriptor table; the producer and the instruments only apply it.
  */
 import type { DescriptorTable, StatDescriptor, StatsTarget, StatUnit } from '../stats/descriptors.js';
+import { statMeaning } from './meanings.js';
 import { METRIC_PREFIX } from './semconv.js';
 
 export type MetricKind = 'sum' | 'gauge' | 'histogram';
 
 /**
  * `exact` keeps the kernel's integers and puts the exponent in the unit ("ns", "KiBy");
- * combinations without such a unit are converted to the base unit. `base` converts every value
- * to the base unit ("s", "By"), as doubles where the exponent demands it.
+ * combinations without such a unit are converted to the base unit. Names are the kernel's,
+ * verbatim. `base` converts every value to the base unit ("s", "By"), as doubles where the
+ * exponent demands it, and drops a unit suffix from the kernel's name (halt_wait_ns becomes
+ * kvm.vcpu.halt_wait, unit s), so the name does not contradict the unit.
  */
 export type UnitMode = 'exact' | 'base';
 
@@ -126,11 +129,182 @@ export function sumCompanion(histogram: StatDescriptor, stats: readonly StatDesc
   return matches.length === 1 ? matches[0] : undefined;
 }
 
+/**
+ * Unit suffixes the kernel's names may end in, by the stat's unit: dropped from the name in base
+ * units only where the descriptor's unit agrees (a "none" stat named *_ms is not a time). The
+ * kernel's sets (generic, x86, arm64, s390, powerpc) use only `_ns` today; the rest are the
+ * spellings its STATS_DESC_* time, size and cycle macros would invite.
+ */
+export const NAME_UNIT_SUFFIXES: Readonly<Record<StatUnit, readonly string[]>> = {
+  none: [],
+  boolean: [],
+  seconds: ['_ns', '_nsec', '_us', '_usec', '_ms', '_msec', '_sec', '_secs', '_seconds'],
+  bytes: ['_bytes', '_byte', '_kb', '_kib', '_mb', '_mib', '_gb', '_gib'],
+  cycles: ['_cycles', '_cycle'],
+};
+
+/** The kernel's name without a unit suffix that matches its unit, or undefined when it has none. */
+export function nameWithoutUnit(stat: StatDescriptor): string | undefined {
+  const suffix = NAME_UNIT_SUFFIXES[stat.unit].find((s) => stat.name.endsWith(s) && stat.name.length > s.length);
+  return suffix ? stat.name.slice(0, -suffix.length) : undefined;
+}
+
+/** Prometheus words for the UCUM units this mapping produces (the OpenTelemetry specification's
+ * Prometheus compatibility rules: abbreviations become full words). */
+const PROMETHEUS_UNIT_WORDS: Readonly<Record<string, string>> = {
+  s: 'seconds',
+  ms: 'milliseconds',
+  us: 'microseconds',
+  ns: 'nanoseconds',
+  By: 'bytes',
+  KiBy: 'kibibytes',
+  MiBy: 'mebibytes',
+  GiBy: 'gibibytes',
+  kBy: 'kilobytes',
+  MBy: 'megabytes',
+  GBy: 'gigabytes',
+  // The specification turns "1" into "ratio"; the kernel's "none" and boolean stats are counts
+  // and states (pages_4k, exits, blocking), never ratios, so "1" adds no suffix here.
+  '1': '',
+};
+
+/** Characters Prometheus does not allow become `_`, runs of `_` one, as
+ * @opentelemetry/exporter-prometheus (0.223) sanitizes metric names. */
+export function prometheusSanitize(name: string): string {
+  const sanitized = name.replace(/[^a-z0-9_]/gi, '_').replace(/_{2,}/g, '_');
+  return /^[0-9]/.test(sanitized) ? `_${sanitized}` : sanitized;
+}
+
+/**
+ * The unit word a Prometheus name carries for an OpenTelemetry unit: full words for
+ * abbreviations, nothing for annotations in braces ({cycle}, {vcpu}: a count is unitless in
+ * Prometheus) and for "1", "a/b" as "a_per_b".
+ */
+export function prometheusUnitSuffix(unit: string): string {
+  const known = PROMETHEUS_UNIT_WORDS[unit];
+  if (known !== undefined) return known;
+  const bare = unit.replace(/\{[^}]*\}/g, '').trim();
+  if (bare === '') return '';
+  return bare
+    .split('/')
+    .map((part) => PROMETHEUS_UNIT_WORDS[part] ?? prometheusSanitize(part).replace(/^_+|_+$/g, ''))
+    .filter((part) => part !== '')
+    .join('_per_');
+}
+
+/** How a metric is named in Prometheus text: the name on its HELP/TYPE lines and its series. */
+export interface PrometheusNames {
+  /** The metric family's name as on its HELP, UNIT and TYPE lines (a counter's ends in _total). */
+  readonly name: string;
+  /** Every series name it writes: the name; or a histogram's _bucket, _sum (only with a sum) and _count. */
+  readonly series: readonly string[];
+}
+
+/**
+ * The Prometheus names of a metric. Without `unitSuffix`, as @opentelemetry/exporter-prometheus
+ * 0.223 names them: sanitized, and `_total` on monotonic sums. With it, as the OpenTelemetry
+ * specification's Prometheus compatibility rules say: the unit's word is added unless the name
+ * already has it as a word, before `_total` (kvm.vcpu.halt_wait, unit s, a sum:
+ * kvm_vcpu_halt_wait_seconds_total).
+ */
+export function prometheusNames(
+  metric: Pick<MetricMapping, 'name' | 'kind' | 'unit'> & { readonly sumFrom?: StatDescriptor | undefined },
+  unitSuffix: boolean,
+): PrometheusNames {
+  let name = prometheusSanitize(metric.name);
+  const counter = metric.kind === 'sum';
+  if (unitSuffix) {
+    if (counter && name.endsWith('_total')) name = name.slice(0, -'_total'.length);
+    const word = prometheusUnitSuffix(metric.unit);
+    // "Unless the name already contains the unit": as whole words (halt_wait_seconds has it, halt_waits does not).
+    if (word !== '' && !`_${name}_`.includes(`_${word}_`)) name += `_${word}`;
+  }
+  if (counter && !name.endsWith('_total')) name += '_total';
+  if (metric.kind !== 'histogram') return { name, series: [name] };
+  return { name, series: [`${name}_bucket`, ...(metric.sumFrom ? [`${name}_sum`] : []), `${name}_count`] };
+}
+
+/**
+ * The metric name of every stat of a table in a unit mode. Exact: the prefix plus the kernel's
+ * name. Base: the unit suffix goes where the stat has one, unless that would make its metric name,
+ * or one of its Prometheus series, the same as another stat's; then the colliding stats keep their
+ * kernel names (repeated until no collision is left that dropping a suffix caused).
+ */
+export function metricNames(stats: readonly StatDescriptor[], target: StatsTarget, units: UnitMode): ReadonlyMap<StatDescriptor, string> {
+  const key = `${target}/${units}`;
+  let byMode = namesCache.get(stats);
+  if (!byMode) namesCache.set(stats, (byMode = new Map()));
+  let names = byMode.get(key);
+  if (!names) byMode.set(key, (names = resolveNames(stats, target, units)));
+  return names;
+}
+
+/** Names worked out once per list of stats (a table's), target and mode. */
+const namesCache = new WeakMap<readonly StatDescriptor[], Map<string, ReadonlyMap<StatDescriptor, string>>>();
+
+function resolveNames(stats: readonly StatDescriptor[], target: StatsTarget, units: UnitMode): Map<StatDescriptor, string> {
+  const names = new Map<StatDescriptor, string>(stats.map((stat) => [stat, METRIC_PREFIX[target] + stat.name]));
+  if (units === 'exact') return names;
+  const stripped = new Set<StatDescriptor>();
+  for (const stat of stats) {
+    const short = nameWithoutUnit(stat);
+    if (short !== undefined) {
+      names.set(stat, METRIC_PREFIX[target] + short);
+      stripped.add(stat);
+    }
+  }
+  for (;;) {
+    const owners = new Map<string, StatDescriptor[]>();
+    const claim = (key: string, stat: StatDescriptor) => {
+      const list = owners.get(key);
+      if (list) list.push(stat);
+      else owners.set(key, [stat]);
+    };
+    for (const stat of stats) {
+      const name = names.get(stat)!;
+      claim(`otel:${name}`, stat);
+      const { unit } = unitFor(stat, units);
+      const kind = metricKind(stat);
+      // Every series a histogram could write, its _sum included, whether or not it has one; and
+      // the NAME.max a vCPU gauge also becomes under VM aggregation.
+      const claimed = [name, ...(target === 'vcpu' && kind === 'gauge' && stat.unit !== 'boolean' ? [name + MAX_SUFFIX] : [])];
+      for (const each of claimed) {
+        if (each !== name) claim(`otel:${each}`, stat);
+        for (const series of prometheusNames({ name: each, kind, unit, sumFrom: stat }, true).series) claim(`prometheus:${series}`, stat);
+      }
+    }
+    const revert = new Set<StatDescriptor>();
+    for (const list of owners.values()) {
+      if (list.length > 1) for (const stat of list) if (stripped.has(stat)) revert.add(stat);
+    }
+    if (revert.size === 0) return names;
+    for (const stat of revert) {
+      names.set(stat, METRIC_PREFIX[target] + stat.name);
+      stripped.delete(stat);
+    }
+  }
+}
+
+/** What a stat is called in a unit mode: its metric name and its Prometheus names (unit suffixes
+ * in base mode, as the agent's Prometheus output writes them then; none in exact mode). */
+export interface StatNames {
+  readonly otel: string;
+  readonly prometheus: PrometheusNames;
+}
+
+/** The names of `stat` of a table (`stats`, for collisions and the histogram sum) in a unit mode. */
+export function statNames(stat: StatDescriptor, target: StatsTarget, units: UnitMode, stats: readonly StatDescriptor[] = [stat]): StatNames {
+  const metric = mapStat(stat, target, units, stats);
+  return { otel: metric.name, prometheus: prometheusNames(metric, units === 'base') };
+}
+
 function describe(stat: StatDescriptor, target: StatsTarget, unit: string, scale: number, sumFrom: StatDescriptor | undefined): string {
+  const meaning = statMeaning(target, stat.name);
   const words = [
     `KVM ${target === 'vm' ? 'VM' : 'vCPU'} stat ${stat.name}: ${TYPE_WORDS[stat.type]}`,
     stat.type === 'linear-histogram' ? ` (bucket size ${stat.bucketSize})` : '',
     `, ${UNIT_WORDS[stat.unit]}, base ${stat.base}, exponent ${stat.exponent}.`,
+    meaning ? ` ${meaning}` : '',
   ];
   if (scale !== 1) words.push(` Values converted to ${unit} (multiplied by ${stat.base}^${stat.exponent}).`);
   if (isHistogram(stat)) {
@@ -150,9 +324,10 @@ export function mapStat(
   const divisor = scale >= 1 ? 1 : stat.base ** -stat.exponent;
   const kind = metricKind(stat);
   const sumFrom = kind === 'histogram' ? sumCompanion(stat, stats) : undefined;
+  const name = units === 'exact' ? METRIC_PREFIX[target] + stat.name : metricNames(stats.includes(stat) ? stats : [...stats, stat], target, units).get(stat)!;
   return {
     stat,
-    name: METRIC_PREFIX[target] + stat.name,
+    name,
     kind,
     unit,
     description: describe(stat, target, unit, scale, sumFrom),

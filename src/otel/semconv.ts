@@ -10,7 +10,8 @@ export const ATTR_KVM_VCPU_ID = 'kvm.vcpu.id';
 /** The guest's name, where the VMM gives one (QEMU's -name). */
 export const ATTR_KVM_VM_NAME = 'kvm.vm.name';
 
-/** Metric names are this prefix plus the kernel's stat name, verbatim. */
+/** Metric names are this prefix plus the kernel's stat name: verbatim in exact units, without a
+ * unit suffix that agrees with the stat's unit in base units (mapping.ts, metricNames). */
 export const METRIC_PREFIX = { vm: 'kvm.vm.', vcpu: 'kvm.vcpu.' } as const;
 
 /** The instrumentation scope of everything the producer and the instruments emit. */
