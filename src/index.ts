@@ -1,6 +1,9 @@
 /**
  * kvm-stats-otel: KVM binary statistics (KVM_GET_STATS_FD) as OpenTelemetry metrics.
  *
+ * The integration surface, and nothing below it: test/api.test.ts lists every name, so that a
+ * change here is a deliberate one.
+ *
  * Two ways into an SDK, one read path:
  * - KvmStatsProducer, an sdk-metrics MetricProducer (every stat, histograms included);
  * - observeKvmStats, observable instruments on any Meter (counters and gauges).
@@ -9,16 +12,22 @@
  * changing set open (ScanProvider: every VMM on the host; HandoverProvider: fds handed over on
  * a Unix socket), and sourcesOf(providers) feeds them to the producer.
  */
+
+// The two ways in, and the options they take.
 export { KvmStatsProducer, type KvmStatsProducerOptions, type SourceSet } from './otel/producer.js';
-export { KvmStatsInstruments, observeKvmStats, type KvmStatsInstrumentsOptions } from './otel/instruments.js';
-export { histogramBounds, mapStat, mapTable, type MetricKind, type MetricMapping, type TableMapping, type UnitMode } from './otel/mapping.js';
-export { prometheusNames, statNames, type PrometheusNames, type StatNames } from './otel/mapping.js';
-export { statMeaning } from './otel/meanings.js';
+// The class is what observeKvmStats returns (instrumentNames, close); it is made only there.
+export { observeKvmStats, type KvmStatsInstruments, type KvmStatsInstrumentsOptions } from './otel/instruments.js';
+export type { UnitMode } from './otel/mapping.js';
+export type { VcpuAggregation } from './otel/aggregation.js';
+// Names a View or a query filters on.
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
+
+// Sources: one open stats fd and who owns it.
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';
-export { closeSources, statsSource, type StatsOwner, type StatsSource } from './sources/source.js';
+export { closeSources, statsSource, type SourceAttributes, type StatsOwner, type StatsSource } from './sources/source.js';
+// Providers: a set of sources kept in step with the host.
 export {
   DemoProvider,
   ImageProvider,
@@ -29,9 +38,10 @@ export {
 } from './sources/provider.js';
 export { ScanProvider, type ScanProviderOptions } from './sources/scan.js';
 export { HandoverProvider, type HandoverProviderOptions } from './sources/handover.js';
+
+// Reading any stats fd you hold, and what it describes.
 export { StatsFile, StatsReadError, type StatsFileOptions } from './stats/stats-file.js';
 export {
-  LIMITS,
   StatsImageError,
   type DescriptorTable,
   type SkippedStat,
@@ -42,5 +52,5 @@ export {
   type StatType,
   type StatUnit,
 } from './stats/descriptors.js';
-export { Kvm, VcpuFd, VmFd } from './native/kvm.js';
+// Errors from the kernel carry the errno.
 export { NativeError } from './native/errors.js';
