@@ -162,6 +162,7 @@ describeKvm('libvirt', () => {
   const daemons: Daemon[] = [];
   const domains: string[] = [];
   const agents: AgentProcess[] = [];
+  const copies: string[] = [];
   let statesBefore: Set<string> | undefined;
   let kvmBefore: { mode: number; gid: number } | undefined;
   let collector: LocalCollector | undefined;
@@ -362,7 +363,7 @@ ${commandline}</domain>
       const added = [...statePaths()].filter((path) => !statesBefore!.has(path)).sort((a, b) => b.length - a.length);
       await attempt('removing what libvirt wrote', () => added.forEach((path) => rmSync(path, { recursive: true, force: true })));
     }
-    rmSync(tmp, { recursive: true, force: true });
+    for (const path of [tmp, ...copies]) rmSync(path, { recursive: true, force: true });
     expect(problems).toEqual([]);
   }, 120_000);
 
@@ -437,9 +438,13 @@ ${commandline}</domain>
     await define(domain);
     mkdirSync(listenDir, { mode: 0o755 });
     chownSync(listenDir, 65534, qemuGid);
-    const installed = packageCopy();
     const [setpriv, ...asNobody] = AS_NOBODY;
-    const args = [...asNobody.map((a) => a.replace('--regid=65534', `--regid=${qemuGid}`)), process.execPath, join(installed, 'dist', 'cli', 'main.js')];
+    const asAgent = asNobody.map((a) => a.replace('--regid=65534', `--regid=${qemuGid}`));
+    // The checkout itself when that user can run it, else a world-readable copy (CI clones under /root).
+    const inPlace = spawnSync(setpriv!, [...asAgent, process.execPath, BIN, '--version'], { cwd: '/', timeout: 30_000 }).status === 0;
+    const installed = inPlace ? ROOT : packageCopy();
+    if (!inPlace) copies.push(installed);
+    const args = [...asAgent, process.execPath, join(installed, 'dist', 'cli', 'main.js')];
     const listening = unprivilegedAgent(setpriv!, [...args, 'agent', '--listen', listenSocket, '--console', '--interval', '500', '--log-level', 'warn']);
     agents.push(listening);
     try {
