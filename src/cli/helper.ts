@@ -1,5 +1,5 @@
 /**
- * `kvm-stats-otel helper build|path`: the preload helper (native/kvm-stats-preload.c) compiled
+ * `kvm-stats-otel helper build|path|wrapper`: the preload helper (native/kvm-stats-preload.c) compiled
  * with the system C compiler into a cache folder. The file name carries a hash of the source and
  * the compile command, so a changed source or compiler builds a new file and an old one is never
  * loaded by mistake.
@@ -8,9 +8,11 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { findExecutable, writePreloadWrapper } from '../sources/preload-wrapper.js';
+import { UsageError } from './errors.js';
 
 /** The environment variable that tells the helper where the hand-over receiver listens. */
 export const PRELOAD_SOCKET_ENV = 'KVM_STATS_OTEL_SOCKET';
@@ -112,5 +114,26 @@ export function helperCommand(): Command {
       process.stdout.write(`${buildPreloadHelper(options.dir)}\n`);
     }),
   );
+  helper.addCommand(wrapperCommand(dirOption));
   return helper;
+}
+
+/** `helper wrapper PATH`: an `<emulator>` script for libvirt (src/sources/preload-wrapper.ts). */
+function wrapperCommand(dirOption: (command: Command) => Command): Command {
+  const defaultEmulator = process.arch === 'arm64' ? 'qemu-system-aarch64' : 'qemu-system-x86_64';
+  return dirOption(
+    new Command('wrapper')
+      .description('write an emulator wrapper (a libvirt <emulator>) that runs QEMU with the helper preloaded, building the helper first if needed')
+      .argument('<path>', 'where to write the wrapper script')
+      .option('--emulator <path>', 'the QEMU to exec (a name is looked up on PATH now)', defaultEmulator)
+      .option('--socket <path>', `also set ${PRELOAD_SOCKET_ENV}, so the helper hands the stats fds to agent --listen PATH`),
+  ).action((path: string, options: { dir?: string; emulator: string; socket?: string }) => {
+    const emulator = findExecutable(options.emulator);
+    if (emulator === undefined) throw new UsageError(`--emulator ${options.emulator} is not an absolute path or an executable on PATH`);
+    if (options.socket !== undefined && !isAbsolute(options.socket)) throw new UsageError(`--socket ${options.socket} is not an absolute path`);
+    buildPreloadHelper(options.dir);
+    const preload = join(resolve(options.dir ?? defaultHelperDir()), PRELOAD_LINK_NAME);
+    writePreloadWrapper(resolve(path), { preload, emulator, env: options.socket === undefined ? {} : { [PRELOAD_SOCKET_ENV]: options.socket } });
+    process.stdout.write(`${resolve(path)}\n`);
+  });
 }
