@@ -26,7 +26,7 @@ export {
   type SourceProvider,
 } from './sources/provider.js';
 export { ScanProvider, type ScanProviderOptions } from './sources/scan.js';
-export { HandoverProvider, type HandoverProviderOptions } from './sources/handover.js';
+export { HandoverProvider, type HandoverProviderOptions } from './sources/handover-receiver.js';
 export { StatsFile, StatsReadError, type StatsFileOptions } from './stats/stats-file.js';
 export {
   LIMITS,

@@ -3,7 +3,8 @@
  * checked once at open; after that every read() is one pread of the data block into a buffer
  * allocated once, like the kernel's own read path (virt/kvm/binary_stats.c) in reverse.
  */
-import { KVM_STATS_HEADER, O_RDONLY } from '../abi/kvm.js';
+import { KVM_STATS_HEADER } from '../abi/kvm.js';
+import { O_RDONLY } from '../abi/linux.js';
 import { closeFd, closeOnThrow, openPath, pread } from '../native/libc.js';
 import {
   type DescriptorTable,
