@@ -22,6 +22,8 @@ export {
   ImageProvider,
   ProcessProvider,
   sourcesOf,
+  type Problem,
+  type ProblemKind,
   type ProblemReporter,
   type SourceProvider,
 } from './sources/provider.js';

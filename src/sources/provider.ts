@@ -5,7 +5,7 @@
  */
 import { DemoVm, type DemoVmOptions } from './demo.js';
 import { openImageSource } from './image.js';
-import { HeldProcesses, exitedProblem } from './held-process.js';
+import { type HeldProcess, HeldProcesses, exitedProblem } from './held-process.js';
 import { openProcessStats } from './pid.js';
 import type { ProblemReporter } from './problem.js';
 import { type StatsSource, closeSources } from './source.js';
@@ -75,7 +75,7 @@ export class ProcessProvider implements SourceProvider {
     const found = openProcessStats(this.pid);
     found.problems.forEach(this.report);
     if (found.sources.length === 0) return;
-    let held;
+    let held: HeldProcess;
     try {
       held = this.#held.add(this.pid);
     } catch {
