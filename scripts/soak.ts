@@ -19,7 +19,7 @@ import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { trimMallocHeap } from '../src/native/libc.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { VmFleet } from '../src/sources/fleet.js';
+import { VmFleet } from '../src/bench/fleet.js';
 
 const USAGE =
   'usage: npm run soak -- [--minutes 30] [--vms 100] [--vcpus 4] [--hz 10] [--churn-seconds 5] [--churn-vms 5] [--sample-seconds 60] [--json]\n';

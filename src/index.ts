@@ -33,11 +33,13 @@ export {
   ImageProvider,
   ProcessProvider,
   sourcesOf,
+  type Problem,
+  type ProblemKind,
   type ProblemReporter,
   type SourceProvider,
 } from './sources/provider.js';
 export { ScanProvider, type ScanProviderOptions } from './sources/scan.js';
-export { HandoverProvider, type HandoverProviderOptions } from './sources/handover.js';
+export { HandoverProvider, type HandoverProviderOptions } from './sources/handover-receiver.js';
 
 // Reading any stats fd you hold, and what it describes.
 export { StatsFile, StatsReadError, type StatsFileOptions } from './stats/stats-file.js';

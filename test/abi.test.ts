@@ -1,14 +1,16 @@
 /**
- * src/abi/kvm.ts against the system's headers: every constant and struct layout is compiled
- * with the C compiler against <linux/kvm.h> (and libc's headers for the rest), so the single
- * definition can never drift from what the kernel ships.
+ * src/abi/ against the system's headers: every constant and struct layout of kvm.ts and
+ * linux.ts is compiled with the C compiler against <linux/kvm.h> and libc's headers, so the
+ * single definition can never drift from what the kernel ships.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import * as abi from '../src/abi/kvm.js';
+import * as kvm from '../src/abi/kvm.js';
+import type { StructLayout } from '../src/abi/layout.js';
+import * as linux from '../src/abi/linux.js';
 
 const KVM_H = '/usr/include/linux/kvm.h';
 
@@ -18,8 +20,9 @@ const C_EXPRESSIONS: Record<string, string> = { USER_HZ: 'sysconf(_SC_CLK_TCK)',
 /** Kernel-internal constants no header has; each is checked by behaviour where it is used. */
 const NOT_IN_HEADERS = new Set(['PF_EXITING']);
 
+const abi = { ...kvm, ...linux };
 const constants = Object.entries(abi).filter((entry): entry is [string, number] => typeof entry[1] === 'number' && !NOT_IN_HEADERS.has(entry[0]));
-const layouts = Object.values(abi).filter((value): value is abi.StructLayout => typeof value === 'object' && value !== null && 'cName' in value);
+const layouts = Object.values(abi).filter((value): value is StructLayout => typeof value === 'object' && value !== null && 'cName' in value);
 
 function compileAndRun(): Map<string, string> {
   const dir = mkdtempSync(join(tmpdir(), 'kvm-abi-'));
@@ -80,7 +83,7 @@ describe('the kernel ABI module', () => {
   });
 
   it('lists the stats structs completely and in the header\'s field order', () => {
-    for (const layout of [abi.KVM_STATS_HEADER, abi.KVM_STATS_DESC]) {
+    for (const layout of [kvm.KVM_STATS_HEADER, kvm.KVM_STATS_DESC]) {
       const body = new RegExp(`${layout.cName.replace(' ', '\\s+')}\\s*\\{([^}]*)\\}`).exec(header)?.[1];
       expect(body, `${layout.cName} in ${KVM_H}`).toBeDefined();
       // Members are `type name;`, `type name[];` or __DECLARE_FLEX_ARRAY(type, name).
@@ -105,7 +108,14 @@ describe('the kernel ABI module', () => {
     for (const name of ['KVM_GET_STATS_FD', 'KVM_CAP_BINARY_STATS_FD']) expect(defined.has(name)).toBe(true);
   });
 
-  it('keeps every constant of the kernel ABI in that one module', () => {
+  it('checks both modules: the KVM one holds only KVM, the Linux one none of it', () => {
+    const names = (module: object): string[] => Object.keys(module).filter((name) => name !== 'default');
+    expect(names(linux).filter((name) => name.startsWith('KVM_') || name.startsWith('ANON_INODE_'))).toEqual([]);
+    expect(names(kvm).filter((name) => !/^(KVM_|ANON_INODE_)/.test(name))).toEqual([]);
+    for (const name of ['AF_UNIX', 'SCM_RIGHTS', 'POLLIN', 'USER_HZ', 'PF_EXITING', 'O_RDONLY']) expect(names(linux)).toContain(name);
+  });
+
+  it('keeps every constant of the KVM ABI in that one module', () => {
     // No other file in src/ spells an ioctl number or a stats flag.
     const grep = spawnSync('grep', ['-rnE', '0x[0-9a-fA-F]*ae[0-9a-fA-F]{2}\\b|KVM_STATS_(TYPE|UNIT|BASE)_[A-Z]+ *=|anon_inode:', 'src', '--exclude=kvm.ts'], {
       encoding: 'utf8',

@@ -46,6 +46,8 @@ const TYPES = [
   'KvmStatsInstruments',
   'KvmStatsInstrumentsOptions',
   'KvmStatsProducerOptions',
+  'Problem',
+  'ProblemKind',
   'ProblemReporter',
   'ProcessStats',
   'ScanProviderOptions',

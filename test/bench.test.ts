@@ -7,8 +7,8 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { VmFleet } from '../src/sources/fleet.js';
-import { qemuAvailable } from '../src/sources/qemu.js';
+import { VmFleet } from '../src/bench/fleet.js';
+import { qemuAvailable } from '../src/bench/qemu.js';
 import { describeKvm } from './helpers/kvm.js';
 import { ROOT } from './helpers/processes.js';
 

@@ -11,12 +11,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Kvm, type VcpuFd, type VmFd } from '../src/native/kvm.js';
-import { O_RDWR } from '../src/abi/kvm.js';
+import { O_RDWR } from '../src/abi/linux.js';
 import { closeFd, openPath } from '../src/native/libc.js';
 import { fdLinks } from '../src/sources/proc.js';
 import { MessageBuffer, connectSeqpacket, listenSeqpacket } from '../src/native/socket.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { HANDOVER_LIMITS, HandoverProvider, parseHandoverHeader } from '../src/sources/handover.js';
+import { HANDOVER_LIMITS, HandoverPathError, HandoverProvider, parseHandoverHeader } from '../src/sources/handover-receiver.js';
+import type { Problem } from '../src/sources/problem.js';
+import { errorText } from '../src/cli/hints.js';
 import { buildImage, writeImage } from './helpers/image.js';
 import { describeKvm } from './helpers/kvm.js';
 import { AS_NOBODY, JsonLineChild, ROOT, packageCopy, startVmm, unprivilegedCopy } from './helpers/processes.js';
@@ -45,9 +47,9 @@ afterEach(async () => {
   for (const provider of providers.splice(0)) await provider.close();
 });
 
-function newProvider(path = socketPath(), options: { fdsPerSender?: number } = {}): { provider: HandoverProvider; reports: string[]; path: string } {
-  const reports: string[] = [];
-  const provider = new HandoverProvider(path, { ...options, report: (line) => reports.push(line) });
+function newProvider(path = socketPath(), options: { fdsPerSender?: number } = {}): { provider: HandoverProvider; reports: Problem[]; path: string } {
+  const reports: Problem[] = [];
+  const provider = new HandoverProvider(path, { ...options, report: (problem) => reports.push(problem) });
   providers.push(provider);
   return { provider, reports, path };
 }
@@ -87,13 +89,18 @@ describe('the hand-over socket', () => {
     const { provider } = newProvider(path);
     await provider.refresh();
     expect(statSync(path).mode & 0o777).toBe(0o660);
-    await expect(newProvider(path).provider.refresh()).rejects.toThrow(`another receiver listens on ${path}: stop it or pick another path for --listen`);
+    const inUse = await newProvider(path).provider.refresh().catch((error: Error) => error);
+    expect(inUse).toBeInstanceOf(HandoverPathError);
+    expect(inUse).toMatchObject({ path, code: 'EADDRINUSE', message: `another receiver listens on ${path}: stop it or pick another path` });
+    expect(errorText(inUse as Error)).toBe(`another receiver listens on ${path}: stop it or pick another path for --listen`);
     await provider.close();
     expect(existsSync(path)).toBe(false);
 
     const file = socketPath();
     writeFileSync(file, 'not a socket');
-    await expect(newProvider(file).provider.refresh()).rejects.toThrow(`${file} exists and is not a socket: remove it or pick another path for --listen`);
+    const notSocket = await newProvider(file).provider.refresh().catch((error: Error) => error);
+    expect(notSocket).toMatchObject({ path: file, code: 'EEXIST', message: `${file} exists and is not a socket: remove it or pick another path` });
+    expect(errorText(notSocket as Error)).toBe(`${file} exists and is not a socket: remove it or pick another path for --listen`);
     const long = `/tmp/${'x'.repeat(120)}`;
     await expect(newProvider(long).provider.refresh()).rejects.toThrow(/is 125 bytes: a Unix socket path must be 1 to 107 bytes; pick a shorter one$/);
   });
@@ -131,7 +138,7 @@ describeKvm('HandoverProvider on real KVM', () => {
       await vmm.stop();
       expect(provider.sources()).toEqual([]); // one call: the exit is seen through the VMM's pidfd
       expect(sources.every((s) => s.file.closed)).toBe(true);
-      expect(reports).toEqual([`process ${vmm.pid} exited: closed its 3 handed-over stats fds`]);
+      expect(reports).toEqual([{ kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} exited: closed its 3 handed-over stats fds` }]);
     } finally {
       await vmm.stop();
     }
@@ -164,7 +171,8 @@ describeKvm('HandoverProvider on real KVM', () => {
       send(path, '{"vcpus":[0,1,2,3]}', vcpuStats);
       expect(provider.sources().map((s) => s.file.vcpuId)).toEqual([0, 1, 2]);
       const on = `hand-over on ${path} ${who}`;
-      expect(reports).toEqual([
+      expect(reports.map(({ kind, pid }) => ({ kind, pid }))).toEqual(Array.from(reports, () => ({ kind: 'refused', pid: process.pid })));
+      expect(reports.map((problem) => problem.message)).toEqual([
         `${on}: an fd that is ${image}, not a KVM stats fd; fd closed`,
         `${on}: the header is not JSON; closed 1 fd(s)`,
         `${on}: an fd claimed as vCPU 3 that is kvm-${process.pid}; fd closed`,
@@ -212,7 +220,8 @@ describeKvm('HandoverProvider on real KVM', () => {
       send(path, '{}', [kvm.fd]);
       expect(provider.sources()).toEqual([]);
       // Said once per sender and kind of problem: the pipe stands for every fd that is not a stats fd.
-      expect(reports).toEqual([
+      expect(reports.every((problem) => problem.kind === 'refused' && problem.pid === process.pid)).toBe(true);
+      expect(reports.map((problem) => problem.message)).toEqual([
         `${on}: an fd that is ${pipeLink.target}, not a KVM stats fd; fd closed`,
         `${on}: more than 64 fds in one message; closed 64 fd(s)`,
         `${on}: the header is not JSON; closed 1 fd(s)`,
@@ -242,7 +251,7 @@ describeKvm('HandoverProvider on real KVM', () => {
       const nowhere = run('handoff', '--pid', String(vmm.pid), '--to', '/nonexistent/agent.sock');
       expect(nowhere).toMatchObject({
         code: 1,
-        stderr: 'kvm-stats-otel: connect /nonexistent/agent.sock failed with ENOENT: nothing listens there: start the receiver (agent --listen PATH) first or check the path\n',
+        stderr: 'kvm-stats-otel: connect /nonexistent/agent.sock failed with ENOENT: nothing listens there: check the path or start the receiver (agent --listen PATH)\n',
       });
     } finally {
       await vmm.stop();
@@ -260,7 +269,7 @@ describeKvm('HandoverProvider on real KVM', () => {
       exits: { attributes: Record<string, unknown>; value: number }[];
       errors: number;
       statsFdsHeld: number;
-      reports: string[];
+      reports: Problem[];
     };
     const { child: receiver, first } = await JsonLineChild.start<Answer & { uid: number }>([setpriv!, ...asNobody, process.execPath, fixture, path], 'handover receiver', { cwd: '/' });
     const vmm = await startVmm(['--vcpus', '2', '-name', 'guest=unprivileged']);
@@ -280,7 +289,7 @@ describeKvm('HandoverProvider on real KVM', () => {
 
       await vmm.stop();
       const after = await receiver.request();
-      expect(after).toMatchObject({ sources: [], exits: [], statsFdsHeld: 0, reports: [`process ${vmm.pid} exited: closed its 3 handed-over stats fds`] });
+      expect(after).toMatchObject({ sources: [], exits: [], statsFdsHeld: 0, reports: [{ kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} exited: closed its 3 handed-over stats fds` }] });
     } finally {
       await vmm.stop();
       await receiver.stop();

@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { VmFleet } from '../src/sources/fleet.js';
-import { HandoverProvider } from '../src/sources/handover.js';
+import { VmFleet } from '../src/bench/fleet.js';
+import { HandoverProvider } from '../src/sources/handover-receiver.js';
+import type { Problem } from '../src/sources/problem.js';
 import { sourcesOf } from '../src/sources/provider.js';
-import { isStatsLink } from '../src/sources/pid.js';
-import { fdLinks } from '../src/sources/proc.js';
+import { fdLinks, isStatsLink } from '../src/sources/proc.js';
 import { ScanProvider } from '../src/sources/scan.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -47,9 +47,9 @@ describeKvm(`fd hygiene over ${CYCLES} VM lifetimes (real KVM, scan and hand-ove
 
   it('leaves the fd count where it started, and no copy outlives its VMM by more than one collection', async () => {
     const baseline = openFdCount();
-    const reports: string[] = [];
-    scan = new ScanProvider({ report: (line) => reports.push(line) });
-    handover = new HandoverProvider(socket, { report: (line) => reports.push(line) });
+    const reports: Problem[] = [];
+    scan = new ScanProvider({ report: (problem) => reports.push(problem) });
+    handover = new HandoverProvider(socket, { report: (problem) => reports.push(problem) });
     await handover.refresh();
     let own: VmFleet | undefined;
     const providers = [scan, handover];
@@ -92,8 +92,8 @@ describeKvm(`fd hygiene over ${CYCLES} VM lifetimes (real KVM, scan and hand-ove
     await handover.close();
     expect(openFdCount()).toBe(baseline);
     // About this test's VMMs, only their exits were reported (other tests' VMMs may run meanwhile).
-    const about = (line: string): boolean => vmmPids.some((pid) => line.includes(`process ${pid} `));
-    expect(reports.filter((line) => about(line) && !/exited: closed its \d+ (handed-over )?stats fds$/.test(line))).toEqual([]);
-    expect(reports.filter(about)).toHaveLength(2 * CYCLES);
+    const about = reports.filter((problem) => problem.pid !== undefined && vmmPids.includes(problem.pid));
+    expect(about.filter((problem) => problem.kind !== 'exited')).toEqual([]);
+    expect(about).toHaveLength(2 * CYCLES);
   });
 });

@@ -17,6 +17,8 @@ import { KvmStatsProducer } from '../src/otel/producer.js';
 import { DemoVm } from '../src/sources/demo.js';
 import { openProcessStats } from '../src/sources/pid.js';
 import { ProcessProvider } from '../src/sources/provider.js';
+import { errorText } from '../src/cli/hints.js';
+import type { Problem } from '../src/sources/problem.js';
 import { fdLinks } from '../src/sources/proc.js';
 import { closeSources } from '../src/sources/source.js';
 import { StatsFile } from '../src/stats/stats-file.js';
@@ -190,8 +192,10 @@ describeKvm('errors name the call, the errno and what to do (real KVM)', () => {
         expect(error).toBeInstanceOf(NativeError);
         expect((error as NativeError).code).toBe('EIO');
         expect((error as Error).message).toBe(
-          'KVM_GET_STATS_FD failed with EIO: only the process that created the VM can do this; copy the stats fds the VMM holds instead (read --pid)',
+          'KVM_GET_STATS_FD failed with EIO: only the process that created the VM can do this; copy the stats fds the VMM holds instead',
         );
+        // The command line says which flag copies them.
+        expect(errorText(error as Error)).toBe(`${(error as Error).message} (read --pid)`);
       } finally {
         copy.close();
       }
@@ -244,14 +248,14 @@ describeKvm('copying the stats fds of another process (real KVM)', () => {
   it('ProcessProvider (--pid) lets go of every copy at the first collection after the VMM exits', async () => {
     const fdsBefore = openFdCount();
     const vmm = await startVmm(['--vcpus', '2']);
-    const reports: string[] = [];
-    const provider = new ProcessProvider(vmm.pid, (line) => reports.push(line));
+    const reports: Problem[] = [];
+    const provider = new ProcessProvider(vmm.pid, (problem) => reports.push(problem));
     try {
       await provider.refresh();
       expect(provider.sources()).toHaveLength(3);
       await vmm.stop();
       expect(provider.sources()).toEqual([]);
-      expect(reports).toEqual([`process ${vmm.pid} exited: closed its 3 stats fds`]);
+      expect(reports).toEqual([{ kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} exited: closed its 3 stats fds` }]);
       expect(openFdCount()).toBe(fdsBefore);
     } finally {
       await provider.close();
@@ -263,12 +267,16 @@ describeKvm('copying the stats fds of another process (real KVM)', () => {
     const vmm = await startVmm(['--no-stats']);
     try {
       expect(openProcessStats(vmm.pid).problems).toEqual([
-        `process ${vmm.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
+        {
+          kind: 'no-stats-fds',
+          pid: vmm.pid,
+          message: `process ${vmm.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
+        },
       ]);
     } finally {
       await vmm.stop();
     }
-    expect(openProcessStats(process.pid).problems).toEqual([`process ${process.pid} holds no KVM stats fds: is it a VMM running a KVM guest?`]);
+    expect(openProcessStats(process.pid).problems).toEqual([{ kind: 'no-stats-fds', pid: process.pid, message: `process ${process.pid} holds no KVM stats fds: is it a VMM running a KVM guest?` }]);
     expect(() => openProcessStats(4_194_304 + 1)).toThrow(/does not exist: check the pid/);
   });
 });

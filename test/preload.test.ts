@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/cli/helper.js';
 import { closeFd } from '../src/native/libc.js';
 import { listenSeqpacket } from '../src/native/socket.js';
-import { HandoverProvider } from '../src/sources/handover.js';
+import { HandoverProvider } from '../src/sources/handover-receiver.js';
+import type { Problem } from '../src/sources/problem.js';
 import { describeKvm } from './helpers/kvm.js';
 import { FIXTURES, JsonLineChild, ROOT } from './helpers/processes.js';
 
@@ -106,12 +107,12 @@ describeKvm('the preload helper in a process that makes VMs', () => {
 
   describe('with KVM_STATS_OTEL_SOCKET', () => {
     let provider: HandoverProvider;
-    const reports: string[] = [];
+    const reports: Problem[] = [];
     afterAll(() => provider.close());
 
     it('hands each new stats fd to the receiver, which drops them when the process exits', async () => {
       const path = join(mkdtempSync(join(tmpdir(), 'kvm-preload-')), 'agent.sock');
-      provider = new HandoverProvider(path, { report: (line) => reports.push(line) });
+      provider = new HandoverProvider(path, { report: (problem) => reports.push(problem) });
       await provider.refresh();
       const { child, first } = await JsonLineChild.start<ProbeResult>([probe, String(THREADS)], 'preload probe', {
         env: { ...process.env, LD_PRELOAD: helper, [PRELOAD_SOCKET_ENV]: path },
@@ -129,7 +130,7 @@ describeKvm('the preload helper in a process that makes VMs', () => {
         await child.stop();
         expect(provider.sources()).toEqual([]);
         expect(sources.every((s) => s.file.closed)).toBe(true);
-        expect(reports).toEqual([`process ${child.pid} exited: closed its 10 handed-over stats fds`]);
+        expect(reports).toEqual([{ kind: 'exited', pid: child.pid, message: `process ${child.pid} exited: closed its 10 handed-over stats fds` }]);
       } finally {
         await child.stop();
       }

@@ -11,8 +11,9 @@ import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/cli/helper.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { HandoverProvider } from '../src/sources/handover.js';
-import { QemuGuest, type QemuGuestOptions, qemuAvailable } from '../src/sources/qemu.js';
+import { HandoverProvider } from '../src/sources/handover-receiver.js';
+import type { Problem } from '../src/sources/problem.js';
+import { QemuGuest, type QemuGuestOptions, qemuAvailable } from '../src/bench/qemu.js';
 import { ScanProvider } from '../src/sources/scan.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -45,25 +46,31 @@ describeKvm('QEMU with and without the preload helper', () => {
 
   it('without the helper, QEMU 7.2 holds no stats fds, and the scan says what to do', async () => {
     const guest = await start({ vcpus: 1, name: 'plain' });
-    const reports: string[] = [];
-    const scan = new ScanProvider({ report: (line) => reports.push(line) });
+    const reports: Problem[] = [];
+    const scan = new ScanProvider({ report: (problem) => reports.push(problem) });
     cleanup.push(() => scan.close());
     await scan.refresh();
     expect(shape(scan.sources(), guest.pid)).toEqual([]);
     const found = scan.scanned().find((p) => p.pid === guest.pid);
     expect(found).toMatchObject({ executable: 'qemu-system-x86_64', vmName: 'plain', vmFds: 1, statsFds: [] });
-    expect(found!.problems).toEqual([expect.stringMatching(/holds 1 KVM VM\(s\) but no stats fds: QEMU before 8\.1 keeps none open; start the VMM with the preload helper/)]);
-    expect(reports.filter((r) => r.includes(`process ${guest.pid} `))).toEqual(found!.problems);
+    expect(found!.problems).toEqual([
+      {
+        kind: 'no-stats-fds',
+        pid: guest.pid,
+        message: `process ${guest.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
+      },
+    ]);
+    expect(reports.filter((r) => r.pid === guest.pid)).toEqual(found!.problems);
   });
 
   it('with the helper, the scan and the hand-over read its VM and vCPUs, hot-plugged ones too, and close them after QMP quit', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'kvm-qemu-')), 'agent.sock');
-    const reports: string[] = [];
-    const handover = new HandoverProvider(path, { report: (line) => reports.push(line) });
+    const reports: Problem[] = [];
+    const handover = new HandoverProvider(path, { report: (problem) => reports.push(problem) });
     cleanup.push(() => handover.close());
     await handover.refresh();
     const guest = await start({ vcpus: 2, maxVcpus: 3, name: 'preloaded', env: { LD_PRELOAD: helper, [PRELOAD_SOCKET_ENV]: path } });
-    const scan = new ScanProvider({ report: (line) => reports.push(line) });
+    const scan = new ScanProvider({ report: (problem) => reports.push(problem) });
     cleanup.push(() => scan.close());
 
     await scan.refresh();
@@ -95,8 +102,8 @@ describeKvm('QEMU with and without the preload helper', () => {
     expect(handover.sources()).toEqual([]);
     expect(copies.every((s) => s.file.closed)).toBe(true);
     expect(reports).toEqual([
-      `process ${guest.pid} (qemu-system-x86_64) exited: closed its 4 stats fds`,
-      `process ${guest.pid} exited: closed its 4 handed-over stats fds`,
+      { kind: 'exited', pid: guest.pid, message: `process ${guest.pid} (qemu-system-x86_64) exited: closed its 4 stats fds` },
+      { kind: 'exited', pid: guest.pid, message: `process ${guest.pid} exited: closed its 4 handed-over stats fds` },
     ]);
   });
 });

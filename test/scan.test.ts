@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
-import type { ListedSeries } from '../src/cli/list.js';
+import { problemText } from '../src/cli/hints.js';
+import type { ListedProcess, ListedSeries } from '../src/cli/list.js';
 import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
-import { isStatsLink } from '../src/sources/pid.js';
-import { fdLinks, processExiting } from '../src/sources/proc.js';
+import type { Problem } from '../src/sources/problem.js';
+import { fdLinks, isStatsLink, processExiting } from '../src/sources/proc.js';
 import { type ScannedProcess, ScanProvider } from '../src/sources/scan.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -38,9 +39,9 @@ afterEach(async () => {
   for (const scan of scans.splice(0)) await scan.close();
 });
 
-function newScan(): { scan: ScanProvider; reports: string[] } {
-  const reports: string[] = [];
-  const scan = new ScanProvider({ report: (line) => reports.push(line) });
+function newScan(): { scan: ScanProvider; reports: Problem[] } {
+  const reports: Problem[] = [];
+  const scan = new ScanProvider({ report: (problem) => reports.push(problem) });
   scans.push(scan);
   return { scan, reports };
 }
@@ -101,7 +102,7 @@ describeKvm('ScanProvider on real KVM', () => {
     expect(points(resourceMetrics, 'kvm.vm.remote_tlb_flush')).toHaveLength(1);
     const listed = scan.scanned().find((p) => p.pid === vmm.pid)!;
     expect(listed).toMatchObject({ executable: 'node', vmName: 'scan01', vmFds: 1, problems: [] });
-    expect(reports.filter((r) => r.includes(`process ${vmm.pid} `))).toEqual([]);
+    expect(reports.filter((r) => r.pid === vmm.pid)).toEqual([]);
   });
 
   it('never copies a known fd again, and adds hot-plugged vCPUs and new VMs at the next refresh', async () => {
@@ -165,7 +166,7 @@ describeKvm('ScanProvider on real KVM', () => {
     expect(shape(scan.sources(), vmm.pid)).toEqual([]);
     expect(copies.every((s) => s.file.closed)).toBe(true);
     expect(openStatsFds(copies)).toBe(0);
-    expect(reports).toContain(`process ${vmm.pid} (node) exited: closed its 3 stats fds`);
+    expect(reports.filter((r) => r.pid === vmm.pid)).toEqual([{ kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} (node) exited: closed its 3 stats fds` }]);
   });
 
   it('skips a reader\'s copies (another agent) and reads the VMM itself', async () => {
@@ -188,8 +189,12 @@ describeKvm('ScanProvider on real KVM', () => {
       const { scan, reports } = newScan();
       await scan.refresh();
       await scan.refresh();
-      const expected = `process ${vmm.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`;
-      expect(reports.filter((r) => r.includes(`process ${vmm.pid} `))).toEqual([expected]);
+      const expected: Problem = {
+        kind: 'no-stats-fds',
+        pid: vmm.pid,
+        message: `process ${vmm.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
+      };
+      expect(reports.filter((r) => r.pid === vmm.pid)).toEqual([expected]);
       expect(scan.scanned().find((p) => p.pid === vmm.pid)).toMatchObject({ vmFds: 1, statsFds: [], problems: [expected] });
       expect(shape(scan.sources(), vmm.pid)).toEqual([]);
     } finally {
@@ -203,10 +208,17 @@ describeKvm('ScanProvider on real KVM', () => {
     const [setpriv, ...asNobody] = AS_NOBODY;
     const result = spawnSync(setpriv!, [...asNobody, process.execPath, fixture, String(vmm.pid)], { cwd: '/', encoding: 'utf8', timeout: 60_000 });
     expect(result.status, result.stderr).toBe(0);
-    const { reports, scanned } = JSON.parse(result.stdout) as { reports: string[]; scanned: ScannedProcess[] };
-    const expected = `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead (handoff --pid ${vmm.pid})`;
+    const { reports, scanned } = JSON.parse(result.stdout) as { reports: Problem[]; scanned: ScannedProcess[] };
+    const expected: Problem = {
+      kind: 'no-access',
+      pid: vmm.pid,
+      code: 'EACCES',
+      message: `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
+    };
     expect(reports).toEqual([expected]);
     expect(scanned).toEqual([{ pid: vmm.pid, executable: 'qemu-stand-in', vmName: null, vmFds: 0, statsFds: [], problems: [expected] }]);
+    // The command line says which flag gives the fds over.
+    expect(problemText(expected)).toBe(`${expected.message} (handoff --pid ${vmm.pid})`);
   });
 });
 
@@ -222,7 +234,7 @@ describeKvm('kvm-stats-otel list', () => {
     const fds = await vmm.send('');
     const noStats = await startVmm(['--no-stats']);
     try {
-      const { processes } = JSON.parse(list('--json')) as { processes: ScannedProcess[] };
+      const { processes } = JSON.parse(list('--json')) as { processes: ListedProcess[] };
       const origin = (key: string) => `pidfd_getfd from process ${vmm.pid} fd ${fds[key]}`;
       expect(processes.find((p) => p.pid === vmm.pid)).toEqual({
         pid: vmm.pid,

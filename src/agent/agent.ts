@@ -7,8 +7,8 @@ import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk
 import { KvmStatsProducer } from '../otel/producer.js';
 import { AGENT_SCOPE_NAME } from '../otel/semconv.js';
 import { SCOPE_VERSION } from '../otel/version.js';
-import { isStatsLink, isVmLink } from '../sources/pid.js';
-import { fdLinks } from '../sources/proc.js';
+import { fdLinks, isStatsLink, isVmLink } from '../sources/proc.js';
+import type { Problem } from '../sources/problem.js';
 import { type SourceProvider, sourcesOf } from '../sources/provider.js';
 import type { StatsSource } from '../sources/source.js';
 import type { AgentConfig } from './config.js';
@@ -38,8 +38,10 @@ function timeout(ms: number): { promise: Promise<'timeout'>; cancel(): void } {
   return { promise, cancel: () => clearTimeout(timer) };
 }
 
-export async function startAgent(config: AgentConfig, log: Logger): Promise<Agent> {
-  const providers = providersFor(config.sources, (problem) => log.warn(problem));
+/** One log line per problem: its kind and process as fields, its text as `describe` words it
+ * (the CLI adds which flag helps). */
+export async function startAgent(config: AgentConfig, log: Logger, describe: (problem: Problem) => string = (problem) => problem.message): Promise<Agent> {
+  const providers = providersFor(config.sources, (problem) => log.warn({ kind: problem.kind, processPid: problem.pid, code: problem.code }, describe(problem)));
   await openProviders(providers);
   const sources = sourcesOf(providers);
   let meterProvider: MeterProvider | undefined;

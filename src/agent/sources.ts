@@ -6,7 +6,7 @@
 import { type Command, Option } from 'commander';
 import { integerOption, collect, pidOption } from '../cli/options.js';
 import { DEMO_MAX_VCPUS } from '../sources/demo.js';
-import { HandoverProvider } from '../sources/handover.js';
+import { HandoverProvider } from '../sources/handover-receiver.js';
 import { DemoProvider, ImageProvider, ProcessProvider, type ProblemReporter, type SourceProvider } from '../sources/provider.js';
 import { ScanProvider } from '../sources/scan.js';
 import { UsageError } from '../cli/errors.js';

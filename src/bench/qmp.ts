@@ -3,7 +3,7 @@
  * each vCPU's stats fd, reads them and answers in JSON. Measured per VM (one query for the VM
  * target, one for all its vCPUs) on real, idle QEMU guests.
  */
-import { QemuGuest, qemuAvailable } from '../sources/qemu.js';
+import { QemuGuest, qemuAvailable } from './qemu.js';
 import { type Iterations, type Summary, sample, summarize } from './samples.js';
 
 export interface QmpOptions {

@@ -11,7 +11,7 @@ import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { pread } from '../native/libc.js';
 import { KvmStatsProducer } from '../otel/producer.js';
-import { VmFleet } from '../sources/fleet.js';
+import { VmFleet } from './fleet.js';
 import { allocatedPerRun, retainedMemory } from './memory.js';
 import { type QmpResult, measureQmp } from './qmp.js';
 import { type Iterations, type Summary, sample, summarize } from './samples.js';

@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KvmStatsProducer } from '../otel/producer.js';
-import { VmFleet } from '../sources/fleet.js';
+import { VmFleet } from './fleet.js';
 import { type Summary, summarize } from './samples.js';
 
 export interface SustainedOptions {

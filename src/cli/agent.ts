@@ -8,6 +8,7 @@ import { startAgent } from '../agent/agent.js';
 import { type AgentConfig, type AgentFlags, addConfigOptions, resolveConfig } from '../agent/config.js';
 import { createLogger, routeDiagnostics } from '../agent/log.js';
 import { addSourceOptions } from '../agent/sources.js';
+import { problemText } from './hints.js';
 
 /** What --console prints first: what runs, and how to point it at real things. */
 export function banner(config: AgentConfig): string {
@@ -54,7 +55,7 @@ async function run(flags: AgentFlags): Promise<void> {
     log.warn(`${again} again: exiting without waiting for the last export`);
     process.exit(1);
   });
-  const agent = await startAgent(config, log);
+  const agent = await startAgent(config, log, problemText);
   const received = await signal;
   log.info({ signal: received }, `${received}: one last collection and export, then exit`);
   await agent.stop();

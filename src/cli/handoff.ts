@@ -1,8 +1,9 @@
 /** `kvm-stats-otel handoff`: the privileged one-shot that gives a VMM's stats fds to an unprivileged receiver. */
 import { Command, InvalidArgumentError } from 'commander';
-import { encodeHandoverHeader, handOffProcessStats } from '../sources/handoff.js';
+import { encodeHandoverHeader, handOffProcessStats } from '../sources/handover-sender.js';
 import type { SourceAttributes } from '../sources/source.js';
 import { UsageError } from './errors.js';
+import { reportToStderr } from './hints.js';
 import { collect, integerOption, pidOption } from './options.js';
 
 interface HandoffOptions {
@@ -36,7 +37,7 @@ export function handoffCommand(): Command {
         throw new UsageError((error as Error).message);
       }
       const result = await handOffProcessStats(options.pid, options.to, { vmName: options.name, attributes, timeoutMs: options.timeout });
-      for (const problem of result.problems) process.stderr.write(`kvm-stats-otel: ${problem}\n`);
+      result.problems.forEach(reportToStderr);
       const vm = result.vmName !== undefined ? `vm ${result.vmName}: ` : '';
       process.stdout.write(`handed over ${result.sent.length} stats fds of process ${options.pid} (${vm}${result.sent.join(', ')}) to ${options.to}\n`);
     });

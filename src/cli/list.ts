@@ -10,6 +10,7 @@ import { StatSelection } from '../otel/selection.js';
 import { type ExportOptions, type HostSeries, hostSeries } from '../otel/series.js';
 import { type ScannedProcess, ScanProvider } from '../sources/scan.js';
 import type { StatsSource } from '../sources/source.js';
+import { problemText } from './hints.js';
 import { selectionText } from './schema.js';
 
 interface ListOptions {
@@ -18,6 +19,9 @@ interface ListOptions {
   exclude?: string[];
   vcpuAggregation: VcpuAggregation;
 }
+
+/** A process as `list` prints it: its problems as lines, with the flags that help. */
+export type ListedProcess = Omit<ScannedProcess, 'problems'> & { readonly problems: readonly string[] };
 
 /** The series per collection: of the host, and of each process read. */
 export interface ListedSeries {
@@ -35,7 +39,7 @@ export function listCommand(): Command {
     const scan = new ScanProvider();
     try {
       await scan.refresh();
-      const processes = scan.scanned();
+      const processes = scan.scanned().map((found): ListedProcess => ({ ...found, problems: found.problems.map(problemText) }));
       const selection = new StatSelection(options);
       const series = seriesOf(scan.sources(), { selection, vcpuAggregation: options.vcpuAggregation, units: 'exact' });
       process.stdout.write(options.json ? `${JSON.stringify({ processes, series })}\n` : renderList(processes, series));
@@ -65,7 +69,7 @@ function seriesText(series: HostSeries): string {
 
 /** The readable form: one block per process, one line per stats fd, then its problems; then
  * what the host exports. */
-export function renderList(processes: readonly ScannedProcess[], series?: ListedSeries): string {
+export function renderList(processes: readonly ListedProcess[], series?: ListedSeries): string {
   if (processes.length === 0) return 'no process that this user can look into holds KVM VMs or stats fds\n';
   const lines: string[] = [];
   for (const vmm of processes) {

@@ -10,6 +10,7 @@ import { benchCommand } from './bench.js';
 import { UsageError } from './errors.js';
 import { handoffCommand } from './handoff.js';
 import { helperCommand } from './helper.js';
+import { errorText } from './hints.js';
 import { listCommand } from './list.js';
 import { readCommand } from './read.js';
 import { schemaCommand } from './schema.js';
@@ -48,7 +49,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     const verbose = argv.includes('--verbose');
-    const message = verbose ? ((error as Error).stack ?? String(error)) : (error as Error).message;
+    const message = verbose ? ((error as Error).stack ?? String(error)) : errorText(error as Error);
     process.stderr.write(`kvm-stats-otel: ${message}\n`);
     return error instanceof UsageError || error instanceof RangeError ? EXIT_USAGE : EXIT_RUNTIME;
   }

@@ -12,6 +12,7 @@ import { sourcesOf } from '../sources/provider.js';
 import type { StatsSource } from '../sources/source.js';
 import { integerOption } from './options.js';
 import { type SourceReport, renderTable, reportSource } from './report.js';
+import { reportToStderr } from './hints.js';
 
 interface ReadOptions extends SourceOptions {
   vcpus?: number;
@@ -35,7 +36,7 @@ export function readCommand(): Command {
 
 async function read(options: ReadOptions): Promise<void> {
   if (options.vcpus !== undefined && options.demo !== undefined) options.demo = options.vcpus;
-  const providers = providersFor(options, (problem) => void process.stderr.write(`kvm-stats-otel: ${problem}\n`));
+  const providers = providersFor(options, reportToStderr);
   await openProviders(providers);
   try {
     if (options.demo !== undefined) await sleep(options.wait);

@@ -15,6 +15,7 @@ import { type ExportOptions, type HostSeries, type SeriesCount, hostSeries, seri
 import { sourcesOf } from '../sources/provider.js';
 import type { StatsSource } from '../sources/source.js';
 import { type StatReport, reportSource } from './report.js';
+import { reportToStderr } from './hints.js';
 
 interface SchemaOptions extends SourceOptions {
   format: 'markdown' | 'json';
@@ -196,7 +197,7 @@ export function schemaCommand(): Command {
     .addOption(unitsOption());
   addSelectionOptions(command);
   return command.action(async (options: SchemaOptions) => {
-    const providers = providersFor(options, (problem) => void process.stderr.write(`kvm-stats-otel: ${problem}\n`));
+    const providers = providersFor(options, reportToStderr);
     await openProviders(providers);
     try {
       const sources = sourcesOf(providers)();

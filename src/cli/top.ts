@@ -12,6 +12,7 @@ import { KvmStatsProducer } from '../otel/producer.js';
 import { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX } from '../otel/semconv.js';
 import { sourcesOf } from '../sources/provider.js';
 import { integerOption } from './options.js';
+import { reportToStderr } from './hints.js';
 
 interface TopOptions extends SourceOptions {
   interval: number;
@@ -102,7 +103,7 @@ export function screenLines(groups: readonly RateGroup[], intervalSeconds: numbe
 const ESC = '\x1b[';
 
 async function top(options: TopOptions): Promise<void> {
-  const providers = providersFor(options, (problem) => void process.stderr.write(`kvm-stats-otel: ${problem}\n`));
+  const providers = providersFor(options, reportToStderr);
   await openProviders(providers);
   const terminal = process.stdout.isTTY === true;
   let stop: () => void = () => undefined;

@@ -1,5 +1,6 @@
 /**
- * Errors from native calls: which call failed, the errno name, and what the user can do.
+ * Errors from native calls: which call failed, the errno name, and what is needed. The hints
+ * name no command-line flag: a CLI adds its own from `call` and `code`.
  */
 import { constants } from 'node:os';
 
@@ -20,7 +21,7 @@ const HINTS: readonly [call: string, code: string, hint: string][] = [
   ['open /dev/kvm', 'EPERM', 'run as root or join the kvm group'],
   ['open', 'ENOENT', 'check the path'],
   ['open', 'EACCES', 'check the file permissions or run as a user that can read it'],
-  ['KVM_GET_STATS_FD', 'EIO', 'only the process that created the VM can do this; copy the stats fds the VMM holds instead (read --pid)'],
+  ['KVM_GET_STATS_FD', 'EIO', 'only the process that created the VM can do this; copy the stats fds the VMM holds instead'],
   ['KVM_GET_STATS_FD', 'ENOTTY', 'this kernel has no binary stats: Linux 5.14 or newer is needed'],
   ['KVM_GET_STATS_FD', 'EINVAL', 'this kernel has no binary stats: Linux 5.14 or newer is needed'],
   ['KVM_CREATE_VM', 'EIO', 'the process that opened /dev/kvm must create the VM itself'],
@@ -43,12 +44,12 @@ const HINTS: readonly [call: string, code: string, hint: string][] = [
   ['*', 'EPERM', 'operation not permitted: run as root or with the needed capability'],
 ];
 
-function hintFor(call: string, code: string): string {
+function hintFor(call: string, code: string): string | undefined {
   for (const [hintCall, hintCode, hint] of HINTS) {
     if (hintCode !== code) continue;
     if (hintCall === '*' || hintCall === call || call.startsWith(`${hintCall} `)) return hint;
   }
-  return 'unexpected failure from the kernel; run with --verbose and report it';
+  return undefined;
 }
 
 /** A failed system call, carrying errno like rust-vmm's errors do. */
@@ -56,13 +57,17 @@ export class NativeError extends Error {
   readonly call: string;
   readonly errno: number;
   readonly code: string;
+  /** No hint knows this call and errno: a failure nobody expected, worth a report. */
+  readonly unexpected: boolean;
 
   constructor(call: string, errno: number, hint?: string) {
     const code = errnoName(errno);
-    super(`${call} failed with ${code}: ${hint ?? hintFor(call, code)}`);
+    const known = hint ?? hintFor(call, code);
+    super(`${call} failed with ${code}: ${known ?? 'unexpected failure from the kernel; report it'}`);
     this.name = 'NativeError';
     this.call = call;
     this.errno = errno;
     this.code = code;
+    this.unexpected = known === undefined;
   }
 }

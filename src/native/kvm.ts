@@ -3,6 +3,7 @@
  * Every fd is close-on-exec: the kernel creates VM, vCPU and stats fds with O_CLOEXEC and
  * /dev/kvm is opened with it.
  */
+import { fieldOffset } from '../abi/layout.js';
 import {
   KVM_API_VERSION,
   KVM_CAP_BINARY_STATS_FD,
@@ -18,9 +19,8 @@ import {
   KVM_SET_SREGS,
   KVM_SET_USER_MEMORY_REGION,
   KVM_USERSPACE_MEMORY_REGION,
-  O_RDWR,
-  fieldOffset,
 } from '../abi/kvm.js';
+import { O_RDWR } from '../abi/linux.js';
 import { closeFd, closeOnThrow, ioctl, ioctlStruct, openPath } from './libc.js';
 
 export const DEFAULT_KVM_PATH = '/dev/kvm';

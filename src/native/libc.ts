@@ -3,6 +3,7 @@
  * a NativeError naming the call; nothing here knows about stats images or OpenTelemetry.
  */
 import koffi from 'koffi';
+import { fieldOffset } from '../abi/layout.js';
 import {
   MAP_ANONYMOUS,
   MAP_SHARED,
@@ -16,8 +17,7 @@ import {
   __NR_kcmp,
   __NR_pidfd_getfd,
   __NR_pidfd_open,
-  fieldOffset,
-} from '../abi/kvm.js';
+} from '../abi/linux.js';
 import { NativeError } from './errors.js';
 
 function loadLibc(): ReturnType<typeof koffi.load> {

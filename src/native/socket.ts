@@ -5,6 +5,7 @@
  */
 import { chmodSync } from 'node:fs';
 import koffi from 'koffi';
+import { fieldOffset } from '../abi/layout.js';
 import {
   AF_UNIX,
   CMSGHDR,
@@ -24,8 +25,7 @@ import {
   SOMAXCONN,
   SO_PEERCRED,
   UCRED,
-  fieldOffset,
-} from '../abi/kvm.js';
+} from '../abi/linux.js';
 import { NativeError, errnoName } from './errors.js';
 import { closeFd, closeOnThrow } from './libc.js';
 
@@ -50,9 +50,10 @@ const MAX_PATH_BYTES = SOCKADDR_UN.size - fieldOffset(SOCKADDR_UN, 'sun_path') -
 const cmsgAlign = (length: number): number => (length + 7) & ~7;
 const CMSG_DATA = fieldOffset(CMSGHDR, '__cmsg_data');
 
+/** What is needed, by errno name; the receiver is whoever listens on the path (a CLI names its flag). */
 const HINTS: Record<string, string> = {
-  ENOENT: 'nothing listens there: start the receiver (agent --listen PATH) first or check the path',
-  ECONNREFUSED: 'nothing listens there any more: restart the receiver (agent --listen PATH)',
+  ENOENT: 'nothing listens there: check the path or start the receiver',
+  ECONNREFUSED: 'nothing listens there any more: restart the receiver',
   EACCES: 'the socket admits only its owner and group (mode 0660): run as one of them',
   EADDRINUSE: 'another receiver listens on that path: stop it or pick another path',
 };

@@ -3,7 +3,8 @@
  * collection. The loop checks a shared control word between exits: run, pause or stop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { KVM_EXIT_HLT, KVM_EXIT_IO, KVM_REGS, KVM_RUN_LAYOUT, KVM_SREGS, fieldOffset } from '../abi/kvm.js';
+import { fieldOffset } from '../abi/layout.js';
+import { KVM_EXIT_HLT, KVM_EXIT_IO, KVM_REGS, KVM_RUN_LAYOUT, KVM_SREGS } from '../abi/kvm.js';
 import { Mapping } from '../native/libc.js';
 import { VcpuFd } from '../native/kvm.js';
 import { NativeError } from '../native/errors.js';

@@ -72,7 +72,7 @@ export class DemoVm {
   static async start(options: DemoVmOptions = {}): Promise<DemoVm> {
     const vcpuCount = options.vcpus ?? 2;
     if (!Number.isInteger(vcpuCount) || vcpuCount < 1 || vcpuCount > DEMO_MAX_VCPUS) {
-      throw new RangeError(`demo VM: --vcpus must be a whole number from 1 to ${DEMO_MAX_VCPUS}, not ${vcpuCount}`);
+      throw new RangeError(`demo VM: vcpus must be a whole number from 1 to ${DEMO_MAX_VCPUS}, not ${vcpuCount}`);
     }
     const name = options.name ?? 'demo';
     const kvm = Kvm.open(options.kvmPath);

@@ -4,7 +4,8 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename } from 'node:path';
-import { PF_EXITING, USER_HZ } from '../abi/kvm.js';
+import { ANON_INODE_VCPU_PREFIX, ANON_INODE_VCPU_STATS_PREFIX, ANON_INODE_VM, ANON_INODE_VM_STATS } from '../abi/kvm.js';
+import { PF_EXITING, USER_HZ } from '../abi/linux.js';
 
 function readText(path: string): string | undefined {
   try {
@@ -54,6 +55,21 @@ export function processStartTimeMs(pid: number): number | undefined {
   const btime = /^btime (\d+)$/m.exec(readText('/proc/stat') ?? '')?.[1];
   if (startTicks === undefined || btime === undefined) return undefined;
   return Number(btime) * 1000 + (startTicks * 1000) / USER_HZ;
+}
+
+/** Whether an fd link names a KVM stats fd, a VM's or a vCPU's. */
+export function isStatsLink(target: string): boolean {
+  return target === ANON_INODE_VM_STATS || target.startsWith(ANON_INODE_VCPU_STATS_PREFIX);
+}
+
+/** Whether an fd link names a KVM VM or vCPU fd. */
+export function isVmLink(target: string): boolean {
+  return target === ANON_INODE_VM || target.startsWith(ANON_INODE_VCPU_PREFIX);
+}
+
+/** The N of a vCPU stats fd's link (kvm-vcpu-stats:N), its vCPU id; undefined for a VM's stats fd. */
+export function vcpuIdOfStatsLink(target: string): number | undefined {
+  return target.startsWith(ANON_INODE_VCPU_STATS_PREFIX) ? Number(target.slice(ANON_INODE_VCPU_STATS_PREFIX.length)) : undefined;
 }
 
 export interface FdLink {

@@ -5,11 +5,12 @@
  */
 import { DemoVm, type DemoVmOptions } from './demo.js';
 import { openImageSource } from './image.js';
-import { WatchedProcess, exitedOf, openProcessStats } from './pid.js';
+import { type HeldProcess, HeldProcesses, exitedProblem } from './held-process.js';
+import { openProcessStats } from './pid.js';
+import type { ProblemReporter } from './problem.js';
 import { type StatsSource, closeSources } from './source.js';
 
-/** Called with one line (what went wrong and what to do) when something cannot be read. */
-export type ProblemReporter = (problem: string) => void;
+export type { Problem, ProblemKind, ProblemReporter } from './problem.js';
 
 export interface SourceProvider {
   /** What it reads, for logs: "demo VM (2 vCPUs)", "process 1234", "image a.kvmstats". */
@@ -57,8 +58,7 @@ export class DemoProvider implements SourceProvider {
 /** The stats fds one process holds, copied once; all closed when the process exits. */
 export class ProcessProvider implements SourceProvider {
   readonly description: string;
-  #sources: StatsSource[] = [];
-  #watched: WatchedProcess | undefined;
+  readonly #held: HeldProcesses;
   #opened = false;
 
   constructor(
@@ -66,6 +66,7 @@ export class ProcessProvider implements SourceProvider {
     private readonly report: ProblemReporter = () => undefined,
   ) {
     this.description = `process ${pid}`;
+    this.#held = new HeldProcesses({ report });
   }
 
   async refresh(): Promise<void> {
@@ -74,36 +75,27 @@ export class ProcessProvider implements SourceProvider {
     const found = openProcessStats(this.pid);
     found.problems.forEach(this.report);
     if (found.sources.length === 0) return;
+    let held: HeldProcess;
     try {
-      this.#watched = new WatchedProcess(this.pid);
+      held = this.#held.add(this.pid);
     } catch {
       // Gone already: its copies are closed at once.
-      this.report(`process ${this.pid} exited: closed its ${found.sources.length} stats fds`);
+      this.report(exitedProblem(this.pid, found.sources.length));
       closeSources(found.sources);
       return;
     }
-    this.#sources = found.sources;
+    found.sources.forEach((source, i) => held.hold(i, { source }));
   }
 
   /** Checked at every collection: a copied fd keeps the VM alive in the kernel, so let go as
    * soon as the VMM is gone. */
   sources(): readonly StatsSource[] {
-    if (this.#watched && exitedOf([this.#watched]).length > 0) {
-      this.report(`process ${this.pid} exited: closed its ${this.#sources.length} stats fds`);
-      this.#release();
-    }
-    return this.#sources;
+    this.#held.reap();
+    return this.#held.sources();
   }
 
   async close(): Promise<void> {
-    this.#release();
-  }
-
-  #release(): void {
-    closeSources(this.#sources);
-    this.#sources = [];
-    this.#watched?.close();
-    this.#watched = undefined;
+    this.#held.close();
   }
 }
 

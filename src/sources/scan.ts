@@ -15,12 +15,23 @@
 import { readdirSync } from 'node:fs';
 import { ANON_INODE_VM } from '../abi/kvm.js';
 import { NativeError } from '../native/errors.js';
-import { pidfdGetfd, sameOpenFile } from '../native/libc.js';
-import { StatsFile } from '../stats/stats-file.js';
-import { WatchedProcess, exitedOf, isStatsLink, noStatsProblem, vcpuIdOfStatsLink } from './pid.js';
-import { type FdLink, commandLine, executableName, fdLinks, processExiting, processOfThread, processStartTicks, processStartTimeMs, vmNameFromCommandLine } from './proc.js';
-import type { ProblemReporter, SourceProvider } from './provider.js';
-import { type StatsSource, closeSources, statsSource } from './source.js';
+import { sameOpenFile } from '../native/libc.js';
+import { type HeldProcess, HeldProcesses, copyStatsFd, noStatsFdsProblem } from './held-process.js';
+import { type Problem, type ProblemReporter, SaidOnce, errnoCode } from './problem.js';
+import {
+  type FdLink,
+  commandLine,
+  executableName,
+  fdLinks,
+  isStatsLink,
+  processExiting,
+  processStartTicks,
+  processStartTimeMs,
+  vcpuIdOfStatsLink,
+  vmNameFromCommandLine,
+} from './proc.js';
+import type { SourceProvider } from './provider.js';
+import { type StatsSource, statsSource } from './source.js';
 
 /** Program names of VMMs, to say which processes that cannot be looked into matter. */
 const VMM_NAME = /qemu|kvm|firecracker|cloud-hyperv|crosvm|libkrun|vmm/i;
@@ -50,7 +61,7 @@ export interface ScannedProcess {
   readonly vmFds: number;
   readonly statsFds: readonly ScannedStatsFd[];
   /** What could not be done for it, and what to do. */
-  readonly problems: readonly string[];
+  readonly problems: readonly Problem[];
 }
 
 interface TrackedFd {
@@ -63,61 +74,31 @@ interface TrackedFd {
   readonly sameAs?: number;
 }
 
-/** A VMM whose stats fds are tracked; closes its copies when closed. */
-class TrackedProcess extends WatchedProcess {
-  readonly executable: string | undefined;
-  readonly owner: { pid: number; vmName: string | undefined; startTimeMs: number | undefined };
-  readonly fds = new Map<number, TrackedFd>();
-
-  constructor(pid: number) {
-    super(pid);
-    this.executable = executableName(pid);
-    this.owner = { pid, vmName: vmNameFromCommandLine(commandLine(pid)), startTimeMs: processStartTimeMs(pid) };
-  }
-
-  get sourceCount(): number {
-    let count = 0;
-    for (const tracked of this.fds.values()) if (tracked.source) count++;
-    return count;
-  }
-
-  forget(tracked: TrackedFd): void {
-    if (tracked.source) closeSources([tracked.source]);
-    this.fds.delete(tracked.fd);
-  }
-
-  override close(): void {
-    for (const tracked of this.fds.values()) this.forget(tracked);
-    super.close();
-  }
-}
-
 export interface ScanProviderOptions {
-  /** Called once per process and problem, with one line saying what to do. */
+  /** Called once per process and problem. */
   readonly report?: ProblemReporter;
 }
 
 /** Every VMM's stats fds on this host, kept in step with /proc. */
 export class ScanProvider implements SourceProvider {
   readonly description = 'scan of /proc for KVM stats fds';
-  readonly #report: ProblemReporter;
-  readonly #processes = new Map<number, TrackedProcess>();
-  /** "pid:start ticks:what" of every problem said, so each is said once per process. */
-  readonly #reported = new Set<string>();
-  #sources: StatsSource[] = [];
-  #changed = false;
+  readonly #processes: HeldProcesses<TrackedFd>;
+  /** Keyed "pid:start ticks:what", so each problem is said once per process. */
+  readonly #said: SaidOnce;
   #kcmpWorks = true;
   #lastScan: ScannedProcess[] = [];
   #closed = false;
 
   constructor(options: ScanProviderOptions = {}) {
-    this.#report = options.report ?? (() => undefined);
+    const report = options.report ?? (() => undefined);
+    this.#processes = new HeldProcesses<TrackedFd>({ report, order: bySourceOrder });
+    this.#said = new SaidOnce(report);
   }
 
   /** Rescans /proc: new fds copied and read, fds the VMMs closed let go, exited VMMs dropped. */
   async refresh(): Promise<void> {
     if (this.#closed) throw new Error('internal: ScanProvider.refresh() after close()');
-    this.#reap();
+    this.#processes.reap();
     const scanned: ScannedProcess[] = [];
     const live = new Set<number>();
     for (const name of readdirSync('/proc')) {
@@ -130,20 +111,14 @@ export class ScanProvider implements SourceProvider {
       if (found) scanned.push(found);
     }
     // Processes that are gone cannot be reported again; forget what was said about them.
-    for (const key of this.#reported) if (!live.has(Number(key.slice(0, key.indexOf(':'))))) this.#reported.delete(key);
+    this.#said.forget((key) => !live.has(Number(key.slice(0, key.indexOf(':')))));
     this.#lastScan = scanned;
   }
 
   /** The sources open now; first closes those of VMMs that have exited. */
   sources(): readonly StatsSource[] {
-    this.#reap();
-    if (this.#changed) {
-      this.#changed = false;
-      this.#sources = [...this.#processes.values()]
-        .flatMap((tracked) => [...tracked.fds.values()].flatMap((fd) => (fd.source ? [fd.source] : [])))
-        .sort(bySourceOrder);
-    }
-    return this.#sources;
+    this.#processes.reap();
+    return this.#processes.sources();
   }
 
   /** What the last refresh() found, per process holding VMs or stats fds. */
@@ -153,31 +128,12 @@ export class ScanProvider implements SourceProvider {
 
   async close(): Promise<void> {
     this.#closed = true;
-    for (const tracked of this.#processes.values()) tracked.close();
-    this.#processes.clear();
-    this.#sources = [];
-    this.#changed = false;
+    this.#processes.close();
   }
 
-  #reap(): void {
-    if (this.#processes.size === 0) return;
-    for (const exited of exitedOf(this.#processes.values())) this.#dropExited(exited);
-  }
-
-  #dropExited(exited: TrackedProcess): void {
-    const count = exited.sourceCount;
-    exited.close();
-    this.#processes.delete(exited.pid);
-    this.#changed = true;
-    if (count > 0) this.#report(`process ${exited.pid} (${exited.executable ?? 'unknown'}) exited: closed its ${count} stats fds`);
-  }
-
-  /** Says `problem` about `pid` unless it was said before about this process. */
-  #reportOnce(pid: number, what: string, problem: string): void {
-    const key = `${pid}:${processStartTicks(pid) ?? '?'}:${what}`;
-    if (this.#reported.has(key)) return;
-    this.#reported.add(key);
-    this.#report(problem);
+  /** Says `problem` unless it was said before about this process. */
+  #reportOnce(what: string, problem: Problem & { pid: number }): void {
+    this.#said.say(`${problem.pid}:${processStartTicks(problem.pid) ?? '?'}:${what}`, problem);
   }
 
   #scanProcess(pid: number): ScannedProcess | undefined {
@@ -190,8 +146,13 @@ export class ScanProvider implements SourceProvider {
       const executable = executableName(pid);
       // Most processes of other users are not VMMs: only those that look like one matter.
       if (!executable || !VMM_NAME.test(executable)) return undefined;
-      const problem = `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead (handoff --pid ${pid})`;
-      this.#reportOnce(pid, 'denied', problem);
+      const problem: Problem & { pid: number } = {
+        kind: 'no-access',
+        pid,
+        code,
+        message: `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
+      };
+      this.#reportOnce('denied', problem);
       return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds: 0, statsFds: [], problems: [problem] };
     }
     const statsLinks = links.filter((link) => isStatsLink(link.target));
@@ -199,24 +160,23 @@ export class ScanProvider implements SourceProvider {
     let tracked = this.#processes.get(pid);
     if (tracked && statsLinks.length === 0 && processExiting(pid)) {
       // Its fds went with the process: an exit (its pidfd says so a moment later), not VMs closed.
-      this.#dropExited(tracked);
+      this.#processes.exited(tracked);
       return undefined;
     }
-    const problems: string[] = [];
+    const problems: Problem[] = [];
     if (statsLinks.length === 0 && !tracked) {
       if (vmFds === 0) return undefined;
-      const problem = noStatsProblem(pid, vmFds);
-      this.#reportOnce(pid, 'no stats', problem);
+      const problem = noStatsFdsProblem(pid, vmFds);
+      this.#reportOnce('no stats', { ...problem, pid });
       const executable = executableName(pid) ?? null;
       return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds, statsFds: [], problems: [problem] };
     }
     if (!tracked) {
       try {
-        tracked = new TrackedProcess(pid);
+        tracked = this.#processes.add(pid, executableName(pid));
       } catch {
         return undefined; // exited between listing its fds and opening its pidfd
       }
-      this.#processes.set(pid, tracked);
     }
     this.#update(tracked, statsLinks, problems);
     const scanned: ScannedProcess = {
@@ -235,35 +195,29 @@ export class ScanProvider implements SourceProvider {
       })),
       problems,
     };
-    if (tracked.fds.size === 0) {
-      tracked.close();
-      this.#processes.delete(pid);
-    }
+    if (tracked.fds.size === 0) this.#processes.drop(tracked);
     return scanned;
   }
 
   /** Brings the fds tracked for a process in step with the stats fds it holds now. */
-  #update(tracked: TrackedProcess, statsLinks: readonly FdLink[], problems: string[]): void {
+  #update(tracked: HeldProcess<TrackedFd>, statsLinks: readonly FdLink[], problems: Problem[]): void {
     const present = new Set<number>();
     for (const link of statsLinks) {
       present.add(link.fd);
       const known = tracked.fds.get(link.fd);
       if (known && known.link === link.target && this.#sameFile(tracked, known)) continue;
-      if (known) tracked.forget(known);
+      tracked.forget(link.fd);
       const copied = this.#copy(tracked, link, problems);
-      if (copied) tracked.fds.set(link.fd, copied);
-      this.#changed = true;
+      if (copied) tracked.hold(link.fd, copied);
     }
     for (const known of [...tracked.fds.values()]) {
-      if (present.has(known.fd)) continue;
       // The VMM closed it (a VM destroyed, a query-stats done): our copy would keep the VM alive.
-      tracked.forget(known);
-      this.#changed = true;
+      if (!present.has(known.fd)) tracked.forget(known.fd);
     }
   }
 
   /** Whether the VMM's fd is still the file our copy was made from. */
-  #sameFile(tracked: TrackedProcess, known: TrackedFd): boolean {
+  #sameFile(tracked: HeldProcess<TrackedFd>, known: TrackedFd): boolean {
     if (!known.source || !this.#kcmpWorks) return true;
     try {
       return sameOpenFile(process.pid, known.source.file.fd, tracked.pid, known.fd);
@@ -277,24 +231,26 @@ export class ScanProvider implements SourceProvider {
   }
 
   /** Copies and reads one stats fd; undefined when it is gone already. */
-  #copy(tracked: TrackedProcess, link: FdLink, problems: string[]): TrackedFd | undefined {
+  #copy(tracked: HeldProcess<TrackedFd>, link: FdLink, problems: Problem[]): TrackedFd | undefined {
     const { pid } = tracked;
-    let file: StatsFile;
+    let copied;
     try {
-      file = StatsFile.open(pidfdGetfd(tracked.pidfd, link.fd));
+      copied = copyStatsFd(tracked.pidfd, link.fd);
     } catch (error) {
-      const code = error instanceof NativeError ? error.code : undefined;
-      if (code === 'EBADF' || code === 'ESRCH') return undefined; // closed or exited meanwhile
-      const problem = `process ${pid} fd ${link.fd} (${link.target}): ${(error as Error).message}`;
+      const code = errnoCode(error);
+      const message = (error as Error).message;
+      const problem: Problem & { pid: number } = { kind: 'copy-failed', pid, ...(code ? { code } : {}), message: `process ${pid} fd ${link.fd} (${link.target}): ${message}` };
       problems.push(problem);
-      this.#reportOnce(pid, code ?? `fd ${link.fd}`, code ? `process ${pid}: ${(error as Error).message}` : problem);
-      return { fd: link.fd, link: link.target, skipped: (error as Error).message };
+      // A failed call (EPERM) fails alike for every fd of the process: said once for all of them.
+      this.#reportOnce(code ?? `fd ${link.fd}`, code ? { ...problem, message: `process ${pid}: ${message}` } : problem);
+      return { fd: link.fd, link: link.target, skipped: message };
     }
+    if (!copied) return undefined; // closed or exited meanwhile
+    const { file, creator } = copied;
     const skip = (reason: string, sameAs?: number): TrackedFd => {
       file.close();
       return { fd: link.fd, link: link.target, id: file.id, skipped: reason, ...(sameAs !== undefined ? { sameAs } : {}) };
     };
-    const creator = processOfThread(file.threadId);
     if (creator !== undefined && creator !== pid) {
       // A reader's copy (another agent, a hand-over receiver): the VMM itself is scanned.
       return skip(`a copy of a stats fd of process ${creator}, which is read from there`);

@@ -5,6 +5,7 @@
  * does not understand (a newer kernel's type, unit, base or flag) is skipped and reported.
  */
 import { endianness } from 'node:os';
+import { fieldOffset } from '../abi/layout.js';
 import {
   KVM_STATS_BASE_MASK,
   KVM_STATS_BASE_MAX,
@@ -29,7 +30,6 @@ import {
   KVM_STATS_UNIT_SECONDS,
   KVM_STATS_UNIT_SHIFT,
   KVM_STATS_VALUE_SIZE,
-  fieldOffset,
 } from '../abi/kvm.js';
 
 export type StatType = 'cumulative' | 'instant' | 'peak' | 'linear-histogram' | 'log2-histogram';

@@ -4,7 +4,8 @@
  * allocated once, like the kernel's own read path (virt/kvm/binary_stats.c) in reverse.
  */
 import { type Stats, fstatSync } from 'node:fs';
-import { KVM_STATS_HEADER, O_NONBLOCK, O_RDONLY } from '../abi/kvm.js';
+import { KVM_STATS_HEADER } from '../abi/kvm.js';
+import { O_NONBLOCK, O_RDONLY } from '../abi/linux.js';
 import { NativeError } from '../native/errors.js';
 import { closeFd, closeOnThrow, openPath, pread } from '../native/libc.js';
 import {

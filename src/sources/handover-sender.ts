@@ -6,8 +6,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { closeFd } from '../native/libc.js';
 import { MessageBuffer, connectSeqpacket } from '../native/socket.js';
-import { HANDOVER_LIMITS, type HandoverHeader, parseHandoverHeader } from './handover.js';
+import { HANDOVER_LIMITS, type HandoverHeader, parseHandoverHeader } from './handover-receiver.js';
 import { openProcessStats } from './pid.js';
+import type { Problem } from './problem.js';
 import { type SourceAttributes, type StatsSource, closeSources } from './source.js';
 
 export interface HandoffOptions {
@@ -23,7 +24,21 @@ export interface HandoffResult {
   readonly sent: string[];
   readonly vmName: string | undefined;
   /** Fds of the process that could not be copied or read, with what to do. */
-  readonly problems: string[];
+  readonly problems: Problem[];
+}
+
+/** The receiver did not take the fds within the timeout (HandoffOptions.timeoutMs). */
+export class HandoverTimeoutError extends Error {
+  readonly code = 'ETIMEDOUT';
+
+  constructor(
+    readonly path: string,
+    readonly timeoutMs: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HandoverTimeoutError';
+  }
 }
 
 /** The header's bytes, checked with the receiver's own rules so a bad one fails here, not there. */
@@ -40,7 +55,7 @@ export function encodeHandoverHeader(header: HandoverHeader): Buffer {
 export async function handOffProcessStats(pid: number, path: string, options: HandoffOptions = {}): Promise<HandoffResult> {
   const found = openProcessStats(pid);
   try {
-    if (found.sources.length === 0) throw new Error(found.problems.join('; ') || `process ${pid} holds no KVM stats fds`);
+    if (found.sources.length === 0) throw new Error(found.problems.map((problem) => problem.message).join('; ') || `process ${pid} holds no KVM stats fds`);
     const vmName = options.vmName ?? found.sources[0]!.vmName;
     const batches: StatsSource[][] = [];
     for (let i = 0; i < found.sources.length; i += HANDOVER_LIMITS.fdsPerMessage) {
@@ -71,7 +86,7 @@ export async function handOffProcessStats(pid: number, path: string, options: Ha
 async function sendAll(path: string, messages: readonly { bytes: Buffer; fds: number[] }[], timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const busy = async (what: string): Promise<void> => {
-    if (Date.now() > deadline) throw new Error(`the receiver on ${path} ${what} for ${timeoutMs} ms: is it collecting? raise --timeout or check it`);
+    if (Date.now() > deadline) throw new HandoverTimeoutError(path, timeoutMs, `the receiver on ${path} ${what} for ${timeoutMs} ms: is it collecting? raise the timeout or check it`);
     await sleep(20);
   };
   let socket = connectSeqpacket(path);

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { QmpClient } from './qmp.js';
+import { QmpClient } from './qmp-client.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 

@@ -9,7 +9,7 @@ import { NativeError } from '../native/errors.js';
 import { Kvm } from '../native/kvm.js';
 import { closeFd } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
-import { type StatsSource, closeSources, statsSource } from './source.js';
+import { type StatsSource, closeSources, statsSource } from '../sources/source.js';
 
 export interface VmFleetOptions {
   /** Number of VMs, at least 1. */

@@ -23,10 +23,11 @@ import {
   peerCredentials,
 } from '../native/socket.js';
 import { StatsFile } from '../stats/stats-file.js';
-import { WatchedProcess, exitedOf, isStatsLink } from './pid.js';
-import { commandLine, processOfThread, processStartTimeMs, vmNameFromCommandLine } from './proc.js';
-import type { ProblemReporter, SourceProvider } from './provider.js';
-import { type SourceAttributes, type StatsSource, closeSources, statsSource } from './source.js';
+import { type HeldFd, HeldProcesses } from './held-process.js';
+import { type ProblemReporter, SaidOnce } from './problem.js';
+import { commandLine, isStatsLink, processOfThread, vmNameFromCommandLine } from './proc.js';
+import type { SourceProvider } from './provider.js';
+import { type SourceAttributes, type StatsSource, statsSource } from './source.js';
 
 export const HANDOVER_LIMITS = {
   /** Bytes of JSON header in one message. */
@@ -108,21 +109,28 @@ interface Connection {
   readonly peer: PeerCredentials;
 }
 
-/** A VMM whose handed-over stats fds are held here. */
-class Owner extends WatchedProcess {
-  readonly sources: { readonly source: StatsSource; readonly uid: number; readonly key: string }[] = [];
+/** A handed-over stats fd, held for the VMM that owns it and charged to the sender's uid. */
+interface HandedFd extends HeldFd {
+  readonly source: StatsSource;
+  readonly uid: number;
+}
 
-  override close(): void {
-    closeSources(this.sources.map((held) => held.source));
-    this.sources.length = 0;
-    super.close();
+/** A listening path that is taken: by a live receiver (EADDRINUSE) or by a file that is not a socket (EEXIST). */
+export class HandoverPathError extends Error {
+  constructor(
+    readonly path: string,
+    readonly code: 'EADDRINUSE' | 'EEXIST',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HandoverPathError';
   }
 }
 
 export interface HandoverProviderOptions {
   /** File mode of the socket; default 0o660 (owner and group may hand over). */
   readonly mode?: number;
-  /** Called with one line per problem: a refused fd (once per sender and reason), an exited VMM. */
+  /** Called once per problem: a refused fd (once per sender and reason), an exited VMM. */
   readonly report?: ProblemReporter;
   /** Fds held at once per sender uid; default HANDOVER_LIMITS.fdsPerSender. */
   readonly fdsPerSender?: number;
@@ -133,22 +141,23 @@ export class HandoverProvider implements SourceProvider {
   readonly description: string;
   readonly path: string;
   readonly #mode: number;
-  readonly #report: ProblemReporter;
   readonly #fdsPerSender: number;
   readonly #connections = new Map<number, Connection>();
-  readonly #owners = new Map<number, Owner>();
+  /** The VMMs whose fds are held, keyed within each by the fd's id and VM name. */
+  readonly #owners: HeldProcesses<HandedFd>;
   readonly #heldByUid = new Map<number, number>();
-  readonly #reported = new Set<string>();
+  /** Keyed by sender and kind of problem. */
+  readonly #said: SaidOnce;
   #listenFd = -1;
   #buffer: MessageBuffer | undefined;
-  #sources: StatsSource[] = [];
-  #changed = false;
 
   constructor(path: string, options: HandoverProviderOptions = {}) {
     this.path = path;
     this.description = `hand-over socket ${path}`;
     this.#mode = options.mode ?? 0o660;
-    this.#report = options.report ?? (() => undefined);
+    const report = options.report ?? (() => undefined);
+    this.#owners = new HeldProcesses<HandedFd>({ report, noun: 'handed-over stats fds', release: (held) => this.#release(held.uid) });
+    this.#said = new SaidOnce(report);
     this.#fdsPerSender = options.fdsPerSender ?? HANDOVER_LIMITS.fdsPerSender;
   }
 
@@ -161,20 +170,14 @@ export class HandoverProvider implements SourceProvider {
   /** The sources held now: drops those of exited VMMs, takes new ones, without waiting. */
   sources(): readonly StatsSource[] {
     if (this.#listenFd >= 0) this.#drain();
-    if (this.#changed) {
-      this.#changed = false;
-      this.#sources = [...this.#owners.values()].flatMap((owner) => owner.sources.map((held) => held.source));
-    }
-    return this.#sources;
+    return this.#owners.sources();
   }
 
   async close(): Promise<void> {
     for (const connection of this.#connections.values()) closeFd(connection.fd);
     this.#connections.clear();
-    for (const owner of this.#owners.values()) owner.close();
-    this.#owners.clear();
+    this.#owners.close();
     this.#heldByUid.clear();
-    this.#sources = [];
     this.#buffer?.free();
     this.#buffer = undefined;
     if (this.#listenFd >= 0) {
@@ -191,7 +194,7 @@ export class HandoverProvider implements SourceProvider {
   }
 
   #drain(): void {
-    this.#reap();
+    this.#owners.reap();
     for (let fd = this.#accept(); fd !== undefined; fd = this.#accept()) {
       let peer: PeerCredentials;
       try {
@@ -233,25 +236,9 @@ export class HandoverProvider implements SourceProvider {
     try {
       return acceptConnection(this.#listenFd);
     } catch (error) {
-      const key = `accept:${(error as NativeError).code}`;
-      if (!this.#reported.has(key)) {
-        this.#reported.add(key);
-        this.#report(`accepting a hand-over connection on ${this.path} failed: ${(error as Error).message}`);
-      }
+      const code = (error as NativeError).code;
+      this.#said.say(`accept:${code}`, { kind: 'accept-failed', code, message: `accepting a hand-over connection on ${this.path} failed: ${(error as Error).message}` });
       return undefined;
-    }
-  }
-
-  /** Closes the sources of VMMs that have exited. */
-  #reap(): void {
-    if (this.#owners.size === 0) return;
-    for (const owner of exitedOf(this.#owners.values())) {
-      const count = owner.sources.length;
-      for (const held of owner.sources) this.#release(held.uid);
-      owner.close();
-      this.#owners.delete(owner.pid);
-      this.#changed = true;
-      this.#report(`process ${owner.pid} exited: closed its ${count} handed-over stats fds`);
     }
   }
 
@@ -310,26 +297,24 @@ export class HandoverProvider implements SourceProvider {
     const pid = processOfThread(file.threadId) ?? header.pid ?? peer.pid;
     const vmName = header.vmName ?? vmNameFromCommandLine(commandLine(pid));
     const key = `${file.id}\0${vmName ?? ''}`;
-    let owner = this.#owners.get(pid);
-    if (owner?.sources.some((held) => held.key === key)) {
+    let vmm = this.#owners.get(pid);
+    if (vmm?.fds.has(key)) {
       file.close(); // the same VM or vCPU again (the helper and a handoff both sent it): one series
       return undefined;
     }
-    if (!owner) {
+    if (!vmm) {
       try {
-        owner = new Owner(pid);
+        vmm = this.#owners.add(pid);
       } catch (error) {
         file.close();
         if (error instanceof NativeError && error.code === 'ESRCH') return undefined; // its VMM is gone already
         return { kind: 'pidfd', reason: `watching process ${pid} failed: ${(error as Error).message}` };
       }
-      this.#owners.set(pid, owner);
     }
     const origin = `hand-over from pid ${peer.pid} uid ${peer.uid}${header.sender ? ` (${header.sender})` : ''}`;
-    const source = statsSource(file, { pid, vmName, startTimeMs: processStartTimeMs(pid), attributes: header.attributes }, origin);
-    owner.sources.push({ source, uid: peer.uid, key });
+    const source = statsSource(file, { pid, vmName, startTimeMs: vmm.owner.startTimeMs, attributes: header.attributes }, origin);
+    vmm.hold(key, { source, uid: peer.uid });
     this.#heldByUid.set(peer.uid, (this.#heldByUid.get(peer.uid) ?? 0) + 1);
-    this.#changed = true;
     return undefined;
   }
 
@@ -339,13 +324,13 @@ export class HandoverProvider implements SourceProvider {
     else this.#heldByUid.delete(uid);
   }
 
-  /** Logs a refusal once per sender process and kind of problem (each header error is its own kind). */
+  /** Says a refusal once per sender process and kind of problem (each header error is its own kind). */
   #refuse(peer: PeerCredentials, kind: string, reason: string): void {
-    const key = `${peer.pid}:${peer.uid}:${kind}`;
-    if (this.#reported.has(key)) return;
-    if (this.#reported.size >= 10_000) this.#reported.clear(); // bounded: a flood may repeat a line, not grow memory
-    this.#reported.add(key);
-    this.#report(`hand-over on ${this.path} from pid ${peer.pid} uid ${peer.uid} gid ${peer.gid} refused: ${reason}`);
+    this.#said.say(`${peer.pid}:${peer.uid}:${kind}`, {
+      kind: 'refused',
+      pid: peer.pid,
+      message: `hand-over on ${this.path} from pid ${peer.pid} uid ${peer.uid} gid ${peer.gid} refused: ${reason}`,
+    });
   }
 }
 
@@ -360,7 +345,7 @@ function removeStaleSocket(path: string): void {
   } catch {
     return; // nothing there
   }
-  if (!isSocket) throw new Error(`${path} exists and is not a socket: remove it or pick another path for --listen`);
+  if (!isSocket) throw new HandoverPathError(path, 'EEXIST', `${path} exists and is not a socket: remove it or pick another path`);
   let fd: number | undefined;
   try {
     fd = connectSeqpacket(path);
@@ -372,5 +357,5 @@ function removeStaleSocket(path: string): void {
     throw error;
   }
   if (fd !== undefined) closeFd(fd);
-  throw new Error(`another receiver listens on ${path}: stop it or pick another path for --listen`);
+  throw new HandoverPathError(path, 'EADDRINUSE', `another receiver listens on ${path}: stop it or pick another path`);
 }

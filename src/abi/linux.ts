@@ -1,0 +1,96 @@
+/**
+ * The few non-KVM parts of the kernel ABI the native layer and /proc readers use: open and
+ * mmap flags, syscall numbers, Unix sockets with SCM_RIGHTS, poll(2), and /proc/PID/stat's
+ * units and flags. Same values and layouts on x86_64 and aarch64 (LP64) unless said. Checked
+ * against the libc headers by test/abi.test.ts, as ./kvm.ts is against <linux/kvm.h>.
+ */
+import { layout } from './layout.js';
+
+// ---------------------------------------------------------------------------------------------
+// Files, memory and processes.
+
+export const O_RDONLY = 0;
+export const O_RDWR = 2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const MAP_ANONYMOUS = 0x20;
+/** syscall numbers of pidfd_open and pidfd_getfd: the generic table, shared by x86_64 and aarch64. */
+export const __NR_pidfd_open = 434;
+export const __NR_pidfd_getfd = 438;
+
+/** kcmp(2), to tell whether two fds are the same open file: anon inodes share one inode
+ * number, so fstat cannot. Its number differs by architecture (x86_64 312, aarch64 272). */
+export const __NR_kcmp = process.arch === 'arm64' ? 272 : 312;
+export const KCMP_FILE = 0;
+
+// ---------------------------------------------------------------------------------------------
+// Unix sockets for the hand-over of stats fds (SCM_RIGHTS), and poll(2) for pidfds.
+// Same values and layouts on x86_64 and aarch64 (LP64).
+
+export const AF_UNIX = 1;
+export const SOCK_SEQPACKET = 5;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export const SO_PEERCRED = 17;
+export const MSG_TRUNC = 0x20;
+export const MSG_CTRUNC = 0x8;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+export const SOMAXCONN = 4096;
+export const POLLIN = 0x1;
+
+export const SOCKADDR_UN = layout('struct sockaddr_un', 110, true, [
+  ['sun_family', 0, 2],
+  ['sun_path', 2, 108],
+]);
+
+export const IOVEC = layout('struct iovec', 16, true, [
+  ['iov_base', 0, 8],
+  ['iov_len', 8, 8],
+]);
+
+export const MSGHDR = layout('struct msghdr', 56, false, [
+  ['msg_name', 0, 8],
+  ['msg_namelen', 8, 4],
+  ['msg_iov', 16, 8],
+  ['msg_iovlen', 24, 8],
+  ['msg_control', 32, 8],
+  ['msg_controllen', 40, 8],
+  ['msg_flags', 48, 4],
+]);
+
+/** A control message header; its data starts at __cmsg_data (CMSG_DATA), lengths align to 8. */
+export const CMSGHDR = layout('struct cmsghdr', 16, true, [
+  ['cmsg_len', 0, 8],
+  ['cmsg_level', 8, 4],
+  ['cmsg_type', 12, 4],
+  ['__cmsg_data', 16, 0], // flexible array member
+]);
+
+export const UCRED = layout('struct ucred', 12, true, [
+  ['pid', 0, 4],
+  ['uid', 4, 4],
+  ['gid', 8, 4],
+]);
+
+export const POLLFD = layout('struct pollfd', 8, true, [
+  ['fd', 0, 4],
+  ['events', 4, 2],
+  ['revents', 6, 2],
+]);
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/** Clock ticks per second in /proc/PID/stat (USER_HZ; sysconf(_SC_CLK_TCK)). */
+export const USER_HZ = 100;
+
+/** The "exiting" bit of a task's flags (field 9 of /proc/PID/stat). Kernel-internal
+ * (include/linux/sched.h), so no header has it: its test watches a process that exits. */
+export const PF_EXITING = 0x4;
