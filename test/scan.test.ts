@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
-import type { ListedSeries } from '../src/cli/list.js';
+import type { ListedSeries } from '../src/otel/series.js';
 import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
 import { isStatsLink } from '../src/sources/pid.js';
 import { fdLinks, processExiting } from '../src/sources/proc.js';
