@@ -2,8 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type AgentFlags, SETTINGS, keyValueList, resolveConfig, settingsTable } from '../src/agent/config.js';
-import { UsageError } from '../src/cli/errors.js';
+import { type AgentFlags, ConfigError, SETTINGS, keyValueList, resolveConfig } from '../src/agent/config.js';
+import { settingsTable } from '../src/cli/flags.js';
 import { ROOT } from './helpers/processes.js';
 
 const FLAGS: AgentFlags = { demo: 2, units: 'exact', logLevel: 'info' };
@@ -12,10 +12,10 @@ function usageError(run: () => unknown): string {
   try {
     run();
   } catch (error) {
-    expect(error).toBeInstanceOf(UsageError);
+    expect(error).toBeInstanceOf(ConfigError);
     return (error as Error).message;
   }
-  throw new Error('no UsageError');
+  throw new Error('no ConfigError');
 }
 
 describe('resolveConfig', () => {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, beforeAll, expect, it } from 'vitest';
-import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/cli/helper.js';
+import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/sources/preload.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { HandoverProvider } from '../src/sources/handover-receiver.js';
 import type { Problem } from '../src/sources/problem.js';

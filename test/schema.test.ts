@@ -5,7 +5,7 @@ import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
-import type { Schema } from '../src/cli/schema.js';
+import type { Schema } from '../src/otel/schema.js';
 import { statMeaning } from '../src/otel/meanings.js';
 import { BIN } from '../examples/local-collector/collector.js';
 import { buildImage, writeImage } from './helpers/image.js';

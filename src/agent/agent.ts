@@ -5,17 +5,17 @@
  */
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { KvmStatsProducer } from '../otel/producer.js';
-import { AGENT_SCOPE_NAME } from '../otel/semconv.js';
+import { AGENT_SCOPE_NAME } from './semconv.js';
 import { SCOPE_VERSION } from '../otel/version.js';
 import { fdLinks, isStatsLink, isVmLink } from '../sources/proc.js';
 import type { Problem } from '../sources/problem.js';
-import { type SourceProvider, sourcesOf } from '../sources/provider.js';
+import type { SourceProvider } from '../sources/provider.js';
 import type { StatsSource } from '../sources/source.js';
 import type { AgentConfig } from './config.js';
 import type { Logger } from './log.js';
 import { type Output, createOutputs, producerTemporality } from './outputs.js';
 import { agentResource } from './resource.js';
-import { closeProviders, openProviders, providersFor } from './sources.js';
+import { type OpenSources, openSources } from './sources.js';
 import { SelfTelemetry } from './telemetry.js';
 
 export interface Agent {
@@ -41,9 +41,8 @@ function timeout(ms: number): { promise: Promise<'timeout'>; cancel(): void } {
 /** One log line per problem: its kind and process as fields, its text as `describe` words it
  * (the CLI adds which flag helps). */
 export async function startAgent(config: AgentConfig, log: Logger, describe: (problem: Problem) => string = (problem) => problem.message): Promise<Agent> {
-  const providers = providersFor(config.sources, (problem) => log.warn({ kind: problem.kind, processPid: problem.pid, code: problem.code }, describe(problem)));
-  await openProviders(providers);
-  const sources = sourcesOf(providers);
+  const open = await openSources(config.sources, (problem) => log.warn({ kind: problem.kind, processPid: problem.pid, code: problem.code }, describe(problem)));
+  const { providers, sources } = open;
   let meterProvider: MeterProvider | undefined;
   try {
     // Discovery may find its VMs later; fixed sources must give something now.
@@ -77,15 +76,16 @@ export async function startAgent(config: AgentConfig, log: Logger, describe: (pr
       { sources: sources().length, providers: providers.map((p) => p.description), outputs: outputs.map((o) => o.description), intervalMs: config.exportIntervalMillis },
       `reading ${sources().length} stats fds from ${providers.map((p) => p.description).join(', ')}; exporting to ${outputs.map((o) => o.description).join(', ')} every ${config.exportIntervalMillis} ms`,
     );
-    return running(config, log, providers, outputs, meterProvider);
+    return running(config, log, open, outputs, meterProvider);
   } catch (error) {
     await meterProvider?.shutdown().catch(() => undefined);
-    await closeProviders(providers);
+    await open.close();
     throw error;
   }
 }
 
-function running(config: AgentConfig, log: Logger, providers: readonly SourceProvider[], outputs: readonly Output[], meterProvider: MeterProvider): Agent {
+function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: readonly Output[], meterProvider: MeterProvider): Agent {
+  const { providers } = open;
   let refreshing = false;
   // Also what keeps the process alive: the SDK's own timers are unref'ed.
   const refreshTimer = setInterval(async () => {
@@ -100,7 +100,7 @@ function running(config: AgentConfig, log: Logger, providers: readonly SourcePro
   return {
     outputs,
     providers,
-    sources: sourcesOf(providers),
+    sources: open.sources,
     stop() {
       stopping ??= (async () => {
         clearInterval(refreshTimer);
@@ -115,7 +115,7 @@ function running(config: AgentConfig, log: Logger, providers: readonly SourcePro
         const finished = (await Promise.race([flushed, limit.promise])) === 'done';
         limit.cancel();
         if (!finished) log.warn(`the last export did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without it`);
-        await closeProviders(providers);
+        await open.close();
         log.info({ openKvmFds: openKvmFds() }, 'stopped: every stats fd closed');
         return finished;
       })();

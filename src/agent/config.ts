@@ -1,15 +1,12 @@
 /**
  * The agent's configuration, the way OpenTelemetry users expect it: the standard environment
- * variables, each with a command-line flag that overrides it. One table (SETTINGS) drives the
- * flags, their --help text, the README's table and the checks, so they cannot drift apart.
- * A bad value, from a flag or a variable, is a UsageError naming it (exit code 2).
+ * variables, each overridden by a value given directly (the CLI's flags). One table (SETTINGS)
+ * and one set of defaults (AGENT_DEFAULTS) drive the resolution here and the flags, their --help
+ * text and the README's table in cli/flags.ts, so they cannot drift apart. A bad value, given or
+ * from a variable, is a ConfigError saying what is wrong.
  */
-import { type Command, InvalidArgumentError, Option } from 'commander';
-import { type VcpuAggregation, VCPU_AGGREGATIONS } from '../otel/aggregation.js';
+import type { VcpuAggregation } from '../otel/aggregation.js';
 import type { UnitMode } from '../otel/mapping.js';
-import { StatSelection } from '../otel/selection.js';
-import { UsageError } from '../cli/errors.js';
-import { collect } from '../cli/options.js';
 import type { SourceOptions } from './sources.js';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
@@ -34,7 +31,7 @@ export interface AgentConfig {
   readonly temporality: TemporalityPreference;
   readonly exportIntervalMillis: number;
   readonly exportTimeoutMillis: number;
-  /** How often providers look for new fds (--scan, --listen, --pid); default the export interval. */
+  /** How often providers look for new fds (scan, hand-over, processes); default the export interval. */
   readonly rescanIntervalMillis: number;
   readonly units: UnitMode;
   /** Stat patterns (TARGET:STAT), see StatSelection; empty: every stat. */
@@ -46,13 +43,63 @@ export interface AgentConfig {
   readonly logLevel: LogLevel;
 }
 
-export const DEFAULT_SERVICE_NAME = 'kvm-stats-otel';
-const DEFAULT_OTLP_BASE = 'http://localhost:4318/';
+/** Every default of the agent's settings: what resolveConfig falls back to, and what --help says. */
+export const AGENT_DEFAULTS = {
+  /** OTLP/HTTP base URL; /v1/metrics is appended. */
+  endpoint: 'http://localhost:4318',
+  protocol: 'http/protobuf',
+  timeoutMillis: 10_000,
+  temporality: 'cumulative',
+  exportIntervalMillis: 60_000,
+  /** At most the export interval. */
+  exportTimeoutMillis: 30_000,
+  serviceName: 'kvm-stats-otel',
+  units: 'exact',
+  vcpuAggregation: 'none',
+  logLevel: 'info',
+  /** vCPUs of the demo VM when no number is given. */
+  demoVcpus: 2,
+} as const satisfies {
+  endpoint: string;
+  protocol: OtlpProtocol;
+  timeoutMillis: number;
+  temporality: TemporalityPreference;
+  exportIntervalMillis: number;
+  exportTimeoutMillis: number;
+  serviceName: string;
+  units: UnitMode;
+  vcpuAggregation: VcpuAggregation;
+  logLevel: LogLevel;
+  demoVcpus: number;
+};
+
 const METRICS_PATH = 'v1/metrics';
+
+/**
+ * A problem one setting can fix. `setting` says which: a key of AgentFlags, or 'sources' for
+ * the sources as a whole, so a front end can add how that setting is given (the CLI: its flag).
+ */
+export class SettingError extends Error {
+  constructor(
+    message: string,
+    readonly setting?: keyof AgentFlags | 'sources',
+  ) {
+    super(message);
+    this.name = 'SettingError';
+  }
+}
+
+/** A setting whose value cannot work, found before anything is opened: the caller's mistake. */
+export class ConfigError extends SettingError {
+  constructor(message: string, setting?: keyof AgentFlags | 'sources') {
+    super(message, setting);
+    this.name = 'ConfigError';
+  }
+}
 
 // ---- value parsers: each throws an Error whose message says what is expected ----
 
-function milliseconds(text: string): number {
+export function milliseconds(text: string): number {
   const value = Number(text);
   if (!/^\d+$/.test(text.trim()) || value < 1 || value > 2 ** 31 - 1) {
     throw new Error(`expected a whole number of milliseconds from 1 to ${2 ** 31 - 1}`);
@@ -60,7 +107,7 @@ function milliseconds(text: string): number {
   return value;
 }
 
-function httpUrl(text: string): string {
+export function httpUrl(text: string): string {
   let url: URL;
   try {
     url = new URL(text.trim());
@@ -71,20 +118,20 @@ function httpUrl(text: string): string {
   return url.href;
 }
 
-function protocol(text: string): OtlpProtocol {
+export function protocol(text: string): OtlpProtocol {
   const value = text.trim();
   if (value === 'http/protobuf' || value === 'http/json') return value;
   if (value === 'grpc') throw new Error('grpc is not supported here: use http/protobuf or http/json (the collector\'s port 4318)');
   throw new Error('expected http/protobuf or http/json');
 }
 
-function temporality(text: string): TemporalityPreference {
+export function temporality(text: string): TemporalityPreference {
   const value = text.trim().toLowerCase();
   if (value === 'cumulative' || value === 'delta' || value === 'lowmemory') return value;
   throw new Error('expected cumulative, delta or lowmemory');
 }
 
-function nonEmpty(text: string): string {
+export function nonEmpty(text: string): string {
   if (text.trim() === '') throw new Error('expected a non-empty name');
   return text.trim();
 }
@@ -109,7 +156,7 @@ export function keyValueList(text: string): Record<string, string> {
   return pairs;
 }
 
-function prometheusAddress(text: string): { host: string | undefined; port: number } {
+export function prometheusAddress(text: string): { host: string | undefined; port: number } {
   const match = /^(?:\[?([^\]]*?)\]?:)?(\d+)$/.exec(text.trim());
   const port = match ? Number(match[2]) : NaN;
   if (!match || port < 1 || port > 65535) throw new Error('expected PORT or HOST:PORT, with a port from 1 to 65535');
@@ -118,15 +165,12 @@ function prometheusAddress(text: string): { host: string | undefined; port: numb
 
 // ---- the settings that have environment variables ----
 
-interface Setting<T> {
-  /** The commander attribute: --export-timeout is exportTimeout. */
-  readonly key: string;
-  readonly flags: string;
+export interface Setting<T> {
   readonly description: string;
   /** Most specific first: a signal-specific variable wins over the general one. */
   readonly env: readonly string[];
   readonly parse: (text: string) => T;
-  /** For --help and the README; the value itself is decided in resolveConfig. */
+  /** For --help and the README, from AGENT_DEFAULTS; the value itself is decided in resolveConfig. */
   readonly defaultText?: string;
 }
 
@@ -134,152 +178,75 @@ function setting<T>(value: Setting<T>): Setting<T> {
   return value;
 }
 
+/** Keyed as AgentFlags is: the value given directly for SETTINGS.exportTimeout is flags.exportTimeout. */
 export const SETTINGS = {
   endpoint: setting({
-    key: 'endpoint',
-    flags: '--endpoint <url>',
     description: 'OTLP/HTTP base URL; /v1/metrics is appended',
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
     parse: httpUrl,
-    defaultText: 'http://localhost:4318',
+    defaultText: AGENT_DEFAULTS.endpoint,
   }),
   metricsEndpoint: setting({
-    key: 'metricsEndpoint',
-    flags: '--metrics-endpoint <url>',
     description: 'OTLP/HTTP URL for metrics, used as is',
     env: ['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT'],
     parse: httpUrl,
   }),
   protocol: setting({
-    key: 'protocol',
-    flags: '--protocol <protocol>',
     description: 'http/protobuf or http/json',
     env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'],
     parse: protocol,
-    defaultText: 'http/protobuf',
+    defaultText: AGENT_DEFAULTS.protocol,
   }),
   header: setting({
-    key: 'header',
-    flags: '--header <key=value>',
     description: 'a header on every OTLP request (repeatable; the variables take a comma-separated list)',
     env: ['OTEL_EXPORTER_OTLP_METRICS_HEADERS', 'OTEL_EXPORTER_OTLP_HEADERS'],
     parse: keyValueList,
   }),
   timeout: setting({
-    key: 'timeout',
-    flags: '--timeout <ms>',
     description: 'time limit of one OTLP request',
     env: ['OTEL_EXPORTER_OTLP_METRICS_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT'],
     parse: milliseconds,
-    defaultText: '10000',
+    defaultText: String(AGENT_DEFAULTS.timeoutMillis),
   }),
   temporality: setting({
-    key: 'temporality',
-    flags: '--temporality <preference>',
     description: 'cumulative, delta or lowmemory (KVM stats stay cumulative under lowmemory, like observable counters)',
     env: ['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'],
     parse: temporality,
-    defaultText: 'cumulative',
+    defaultText: AGENT_DEFAULTS.temporality,
   }),
   interval: setting({
-    key: 'interval',
-    flags: '--interval <ms>',
     description: 'time between two exports',
     env: ['OTEL_METRIC_EXPORT_INTERVAL'],
     parse: milliseconds,
-    defaultText: '60000',
+    defaultText: String(AGENT_DEFAULTS.exportIntervalMillis),
   }),
   exportTimeout: setting({
-    key: 'exportTimeout',
-    flags: '--export-timeout <ms>',
     description: 'time limit of one collection and export, and of the last one at exit',
     env: ['OTEL_METRIC_EXPORT_TIMEOUT'],
     parse: milliseconds,
-    defaultText: '30000, at most the interval',
+    defaultText: `${AGENT_DEFAULTS.exportTimeoutMillis}, at most the interval`,
   }),
   serviceName: setting({
-    key: 'serviceName',
-    flags: '--service-name <name>',
     description: 'the resource\'s service.name',
     env: ['OTEL_SERVICE_NAME'],
     parse: nonEmpty,
-    defaultText: DEFAULT_SERVICE_NAME,
+    defaultText: AGENT_DEFAULTS.serviceName,
   }),
   resourceAttributes: setting({
-    key: 'resourceAttributes',
-    flags: '--resource-attributes <key=value,...>',
     description: 'more resource attributes, percent-encoded values',
     env: ['OTEL_RESOURCE_ATTRIBUTES'],
     parse: keyValueList,
   }),
 } as const;
 
-/** Turns a value parser into a commander one, so a bad flag is commander's usage error. */
-function flagParser<T>(parse: (text: string) => T): (text: string) => T {
-  return (text) => {
-    try {
-      return parse(text);
-    } catch (error) {
-      throw new InvalidArgumentError((error as Error).message);
-    }
-  };
-}
+export type SettingName = keyof typeof SETTINGS;
 
-/** --units, as `read` has it. */
-export function unitsOption(): Option {
-  return new Option('--units <mode>', 'exact keeps integers (ns, KiBy); base converts to s and By').choices(['exact', 'base']).default('exact');
-}
-
-/** A comma-separated list of TARGET:STAT patterns; repeatable, the lists add up. */
-function patternsOption(kind: 'include' | 'exclude') {
-  return (text: string, previous: string[] | undefined): string[] => {
-    const patterns = text.split(',').map((item) => item.trim()).filter(Boolean);
-    try {
-      // Checked now, so that a bad pattern is a usage error before anything opens.
-      new StatSelection({ [kind]: patterns });
-    } catch (error) {
-      throw new InvalidArgumentError((error as Error).message);
-    }
-    return [...(previous ?? []), ...patterns];
-  };
-}
-
-/** --include, --exclude and --vcpu-aggregation: what the agent exports, and what schema and
- * list count. */
-export function addSelectionOptions(command: Command): Command {
-  return command
-    .option('--include <patterns>', 'export only these stats of their target, TARGET:STAT with * and ?, comma-separated, repeatable (e.g. vcpu:exits,vcpu:halt_*); default every stat', patternsOption('include'))
-    .option('--exclude <patterns>', 'do not export these stats, TARGET:STAT with * and ?, after --include (e.g. vcpu:*_hist)', patternsOption('exclude'))
-    .addOption(
-      new Option('--vcpu-aggregation <mode>', 'none: a series per vCPU; vm: one per VM, vCPU values summed (gauges also as .max, booleans as the count of vCPUs set)')
-        .choices(VCPU_AGGREGATIONS)
-        .default('none'),
-    );
-}
-
-/** Adds the output and configuration flags to the agent command. */
-export function addConfigOptions(command: Command): Command {
-  for (const s of Object.values(SETTINGS) as Setting<unknown>[]) {
-    const defaultText = s.defaultText ? `; default ${s.defaultText}` : '';
-    const option = new Option(s.flags, `${s.description} (env ${s.env.join(', ')}${defaultText})`);
-    // --header repeats: each flag adds its pairs.
-    command.addOption(s.key === 'header' ? option.argParser(collect(flagParser(keyValueList))) : option.argParser(flagParser(s.parse)));
-  }
-  addSelectionOptions(command);
-  return command
-    .option('--otlp', 'push OTLP even when --prometheus or --console is given without an endpoint')
-    .option('--prometheus <[host:]port>', 'serve a Prometheus scrape endpoint at /metrics, beside or instead of OTLP', flagParser(prometheusAddress))
-    .option('--console', 'print every data point that would be exported, one line each, on stdout')
-    .option('--rescan-interval <ms>', 'how often to look for new VMs and vCPUs (--scan, --pid, --listen); default the export interval', flagParser(milliseconds))
-    .addOption(unitsOption())
-    .addOption(new Option('--log-level <level>', 'the least severe level logged, as JSON lines on stderr').choices(LOG_LEVELS).default('info'));
-}
-
-/** What commander parsed for the agent command. */
+/** The values given directly (the CLI: its flags, parsed); each wins over its variable. */
 export interface AgentFlags extends SourceOptions {
   endpoint?: string;
   metricsEndpoint?: string;
   protocol?: OtlpProtocol;
+  /** One list of pairs per --header. */
   header?: Record<string, string>[];
   timeout?: number;
   temporality?: TemporalityPreference;
@@ -291,11 +258,11 @@ export interface AgentFlags extends SourceOptions {
   otlp?: boolean;
   prometheus?: { host: string | undefined; port: number };
   console?: boolean;
-  units: UnitMode;
+  units?: UnitMode;
   include?: string[];
   exclude?: string[];
   vcpuAggregation?: VcpuAggregation;
-  logLevel: LogLevel;
+  logLevel?: LogLevel;
 }
 
 type Environment = Readonly<Record<string, string | undefined>>;
@@ -308,7 +275,7 @@ function fromEnv<T>(s: Setting<T>, env: Environment): T | undefined {
     try {
       return s.parse(text);
     } catch (error) {
-      throw new UsageError(`${name}=${JSON.stringify(text)} is not valid: ${(error as Error).message}`);
+      throw new ConfigError(`${name}=${JSON.stringify(text)} is not valid: ${(error as Error).message}`);
     }
   }
   return undefined;
@@ -320,7 +287,7 @@ function allFromEnv(s: Setting<Record<string, string>>, env: Environment): Recor
 }
 
 /**
- * Flags over variables over defaults. OTLP is an output when asked for (--otlp), when an
+ * Values given over variables over defaults. OTLP is an output when asked for (flags.otlp), when an
  * endpoint is configured, or when no other output is.
  */
 export function resolveConfig(flags: AgentFlags, env: Environment = process.env): AgentConfig {
@@ -328,7 +295,7 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
   // Validate every variable, used or not: a typo should not wait for the day it matters.
   for (const s of Object.values(SETTINGS) as Setting<unknown>[]) fromEnv(s, env);
 
-  // A flag beats any variable: --endpoint wins over OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.
+  // A value given beats any variable: flags.endpoint wins over OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.
   const envBase = fromEnv(SETTINGS.endpoint, env);
   const url =
     flags.metricsEndpoint ??
@@ -337,12 +304,12 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
     (envBase !== undefined ? withMetricsPath(envBase) : undefined);
   const wantOtlp = flags.otlp === true || url !== undefined || (!flags.prometheus && !flags.console);
 
-  const interval = pick(flags.interval, SETTINGS.interval) ?? 60_000;
+  const interval = pick(flags.interval, SETTINGS.interval) ?? AGENT_DEFAULTS.exportIntervalMillis;
   const explicitTimeout = pick(flags.exportTimeout, SETTINGS.exportTimeout);
   if (explicitTimeout !== undefined && explicitTimeout > interval) {
-    throw new UsageError(`the export timeout (${explicitTimeout} ms) must not be longer than the export interval (${interval} ms)`);
+    throw new ConfigError(`the export timeout (${explicitTimeout} ms) must not be longer than the export interval (${interval} ms)`, 'exportTimeout');
   }
-  const exportTimeout = explicitTimeout ?? Math.min(30_000, interval);
+  const exportTimeout = explicitTimeout ?? Math.min(AGENT_DEFAULTS.exportTimeoutMillis, interval);
   const resourceAttributes = { ...fromEnv(SETTINGS.resourceAttributes, env), ...flags.resourceAttributes };
 
   return {
@@ -350,35 +317,27 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
     rescanIntervalMillis: flags.rescanInterval ?? interval,
     otlp: wantOtlp
       ? {
-          url: url ?? withMetricsPath(DEFAULT_OTLP_BASE),
-          protocol: pick(flags.protocol, SETTINGS.protocol) ?? 'http/protobuf',
+          url: url ?? withMetricsPath(AGENT_DEFAULTS.endpoint),
+          protocol: pick(flags.protocol, SETTINGS.protocol) ?? AGENT_DEFAULTS.protocol,
           headers: { ...allFromEnv(SETTINGS.header, env), ...Object.assign({}, ...(flags.header ?? [])) },
-          timeoutMillis: Math.min(pick(flags.timeout, SETTINGS.timeout) ?? 10_000, exportTimeout),
+          timeoutMillis: Math.min(pick(flags.timeout, SETTINGS.timeout) ?? AGENT_DEFAULTS.timeoutMillis, exportTimeout),
         }
       : undefined,
     prometheus: flags.prometheus,
     console: flags.console === true,
-    temporality: pick(flags.temporality, SETTINGS.temporality) ?? 'cumulative',
+    temporality: pick(flags.temporality, SETTINGS.temporality) ?? AGENT_DEFAULTS.temporality,
     exportIntervalMillis: interval,
     exportTimeoutMillis: exportTimeout,
-    units: flags.units,
+    units: flags.units ?? AGENT_DEFAULTS.units,
     include: flags.include ?? [],
     exclude: flags.exclude ?? [],
-    vcpuAggregation: flags.vcpuAggregation ?? 'none',
-    serviceName: pick(flags.serviceName, SETTINGS.serviceName) ?? resourceAttributes['service.name'] ?? DEFAULT_SERVICE_NAME,
+    vcpuAggregation: flags.vcpuAggregation ?? AGENT_DEFAULTS.vcpuAggregation,
+    serviceName: pick(flags.serviceName, SETTINGS.serviceName) ?? resourceAttributes['service.name'] ?? AGENT_DEFAULTS.serviceName,
     resourceAttributes,
-    logLevel: flags.logLevel,
+    logLevel: flags.logLevel ?? AGENT_DEFAULTS.logLevel,
   };
 }
 
 function withMetricsPath(base: string): string {
   return base.endsWith('/') ? base + METRICS_PATH : `${base}/${METRICS_PATH}`;
-}
-
-/** The settings as a Markdown table (flag, variables, default, meaning), for the README. */
-export function settingsTable(): string {
-  const rows = (Object.values(SETTINGS) as Setting<unknown>[]).map(
-    (s) => `| \`${s.flags}\` | ${s.env.map((name) => `\`${name}\``).join(', ')} | ${s.defaultText ?? ''} | ${s.description} |`,
-  );
-  return ['| flag | environment variables | default | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
 }

@@ -25,7 +25,7 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import type { AgentConfig, OtlpConfig, TemporalityPreference } from './config.js';
+import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference } from './config.js';
 import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './console-exporter.js';
 import type { Logger } from './log.js';
 
@@ -132,7 +132,7 @@ export function createOutputs(config: AgentConfig, producerFor: (output: OutputN
       reader: exporter,
       start: () =>
         exporter.startServer().catch((error: NodeJS.ErrnoException) => {
-          throw new Error(`serving Prometheus on ${where} failed with ${error.code ?? error.message}: choose another port with --prometheus [host:]port`);
+          throw new SettingError(`serving Prometheus on ${where} failed with ${error.code ?? error.message}: choose another port`, 'prometheus');
         }),
     });
   }

@@ -1,15 +1,13 @@
 /**
- * Where the agent, `schema` and `top` get their stats fds: command-line options in, a list of
- * SourceProviders out. A new way in (discovery, a hand-over socket) is one option below and
- * one line in providersFor().
+ * Where the agent, `read`, `schema` and `top` get their stats fds: which sources to read in, a
+ * list of SourceProviders, each refreshed once, out. A new way in (discovery, a hand-over
+ * socket) is one option below and one line in providersFor().
  */
-import { type Command, Option } from 'commander';
-import { integerOption, collect, pidOption } from '../cli/options.js';
-import { DEMO_MAX_VCPUS } from '../sources/demo.js';
 import { HandoverProvider } from '../sources/handover-receiver.js';
-import { DemoProvider, ImageProvider, ProcessProvider, type ProblemReporter, type SourceProvider } from '../sources/provider.js';
+import { DemoProvider, ImageProvider, ProcessProvider, type ProblemReporter, type SourceProvider, sourcesOf } from '../sources/provider.js';
 import { ScanProvider } from '../sources/scan.js';
-import { UsageError } from '../cli/errors.js';
+import type { StatsSource } from '../sources/source.js';
+import { ConfigError } from './config.js';
 
 export interface SourceOptions {
   /** vCPUs of a demo VM made here; undefined for none. */
@@ -22,23 +20,7 @@ export interface SourceOptions {
   listen?: string;
 }
 
-export const DEFAULT_DEMO_VCPUS = 2;
-
-/** Adds --demo [vcpus], --pid PID, --file IMAGE, --scan and --listen PATH to `command`. */
-export function addSourceOptions(command: Command): Command {
-  return command
-    .addOption(
-      new Option('--demo [vcpus]', `a demo VM made here with this many vCPUs (needs /dev/kvm)`)
-        .argParser(integerOption(1, DEMO_MAX_VCPUS))
-        .preset(DEFAULT_DEMO_VCPUS),
-    )
-    .option('--pid <pid>', 'copy the stats fds process PID holds (repeatable; same uid or CAP_SYS_PTRACE)', collect(pidOption))
-    .option('--file <image>', 'replay a saved stats image, from read --save (repeatable)', collect(String))
-    .option('--scan', 'read every VMM found in /proc/*/fd (root, or the same uid; see README: privilege model)')
-    .option('--listen <path>', 'take stats fds handed over on this Unix socket (kvm-stats-otel handoff, the preload helper); needs no privilege');
-}
-
-/** The providers the options ask for; a usage error when they ask for none. */
+/** The providers the options ask for; a ConfigError (setting 'sources') when they ask for none. */
 export function providersFor(options: SourceOptions, report: ProblemReporter): SourceProvider[] {
   const providers: SourceProvider[] = [
     ...(options.file ?? []).map((path) => new ImageProvider(path)),
@@ -47,22 +29,36 @@ export function providersFor(options: SourceOptions, report: ProblemReporter): S
     ...(options.scan ? [new ScanProvider({ report })] : []),
     ...(options.listen !== undefined ? [new HandoverProvider(options.listen, { report })] : []),
   ];
-  if (providers.length === 0) throw new UsageError('say what to read: --demo, --pid PID, --file IMAGE, --scan or --listen PATH (see --help)');
+  if (providers.length === 0) {
+    throw new ConfigError('no source of stats fds was given: a demo VM, processes, saved images, a scan or a hand-over socket', 'sources');
+  }
   return providers;
 }
 
-/** Refreshes every provider once; on failure closes them all and rethrows. */
-export async function openProviders(providers: readonly SourceProvider[]): Promise<void> {
+/** Providers open for reading, and their sources as one set. */
+export interface OpenSources {
+  readonly providers: readonly SourceProvider[];
+  /** Every provider's sources as one set (sourcesOf), for KvmStatsProducer's `sources`. */
+  readonly sources: () => StatsSource[];
+  /** Closes every provider, even when one of them fails; the first failure is rethrown. */
+  close(): Promise<void>;
+}
+
+/** The providers the options ask for, each refreshed once; when one fails, all are closed and
+ * the failure rethrown. */
+export async function openSources(options: SourceOptions, report: ProblemReporter): Promise<OpenSources> {
+  const providers = providersFor(options, report);
+  const close = () => closeProviders(providers);
   try {
     for (const provider of providers) await provider.refresh();
   } catch (error) {
-    await closeProviders(providers);
+    await close();
     throw error;
   }
+  return { providers, sources: sourcesOf(providers), close };
 }
 
-/** Closes every provider, even when one of them fails; the first failure is rethrown. */
-export async function closeProviders(providers: readonly SourceProvider[]): Promise<void> {
+async function closeProviders(providers: readonly SourceProvider[]): Promise<void> {
   const results = await Promise.allSettled(providers.map((provider) => provider.close()));
   const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
   if (failed) throw failed.reason;

@@ -12,7 +12,7 @@ import {
   METRIC_READ_ERRORS,
   METRIC_SOURCES_READ,
   METRIC_STATS_SKIPPED,
-} from '../otel/semconv.js';
+} from './semconv.js';
 import type { StatsSource } from '../sources/source.js';
 import type { Logger } from './log.js';
 

@@ -5,9 +5,9 @@
  */
 import { Command } from 'commander';
 import { startAgent } from '../agent/agent.js';
-import { type AgentConfig, type AgentFlags, addConfigOptions, resolveConfig } from '../agent/config.js';
+import { type AgentConfig, type AgentFlags, resolveConfig } from '../agent/config.js';
 import { createLogger, routeDiagnostics } from '../agent/log.js';
-import { addSourceOptions } from '../agent/sources.js';
+import { addConfigOptions, addSourceOptions, inFlagTerms } from './flags.js';
 import { problemText } from './hints.js';
 
 /** What --console prints first: what runs, and how to point it at real things. */
@@ -72,6 +72,10 @@ export function agentCommand(): Command {
   addConfigOptions(command);
   command.addHelpText('after', '\nA flag overrides its environment variable. Exit codes: 0 stopped by SIGINT/SIGTERM, 1 runtime error, 2 bad flag or variable.');
   return command.action(async (flags: AgentFlags) => {
-    await run(flags);
+    try {
+      await run(flags);
+    } catch (error) {
+      throw inFlagTerms(error);
+    }
   });
 }

@@ -1,13 +1,13 @@
 /** `kvm-stats-otel bench`: the collection path against the pread floor and QMP query-stats. */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { exposedGc } from '../bench/memory.js';
 import { sustainedText, tableHeader, tableRow } from '../bench/report.js';
 import { benchLine, machineDescription, runBenchmark } from '../bench/run.js';
 import { runSustained } from '../bench/sustained.js';
 import { UsageError } from './errors.js';
-import { integerOption } from './options.js';
+import { integerOption, sizesOption } from './flags.js';
 
 interface BenchOptions {
   sizes: number[];
@@ -24,14 +24,6 @@ interface BenchOptions {
 
 /** Set in the copy of the process that bench starts with --expose-gc. */
 const REEXEC_ENV = 'KVM_STATS_OTEL_BENCH_GC';
-
-function sizesOption(text: string): number[] {
-  const sizes = text.split(',').map((part) => Number(part.trim()));
-  if (sizes.length === 0 || sizes.some((size) => !Number.isInteger(size) || size < 1 || size > 20_000)) {
-    throw new InvalidArgumentError(`expected stats fd counts from 1 to 20000 separated by commas, got ${JSON.stringify(text)}`);
-  }
-  return sizes;
-}
 
 export function benchCommand(): Command {
   return new Command('bench')

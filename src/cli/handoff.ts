@@ -1,10 +1,10 @@
 /** `kvm-stats-otel handoff`: the privileged one-shot that gives a VMM's stats fds to an unprivileged receiver. */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { encodeHandoverHeader, handOffProcessStats } from '../sources/handover-sender.js';
 import type { SourceAttributes } from '../sources/source.js';
 import { UsageError } from './errors.js';
+import { attributeOption, collect, integerOption, pidOption } from './flags.js';
 import { reportToStderr } from './hints.js';
-import { collect, integerOption, pidOption } from './options.js';
 
 interface HandoffOptions {
   pid: number;
@@ -12,12 +12,6 @@ interface HandoffOptions {
   name?: string;
   attribute?: [string, string][];
   timeout: number;
-}
-
-function attributeOption(text: string): [string, string] {
-  const at = text.indexOf('=');
-  if (at <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got ${JSON.stringify(text)}`);
-  return [text.slice(0, at), text.slice(at + 1)];
 }
 
 export function handoffCommand(): Command {

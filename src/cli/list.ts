@@ -4,12 +4,12 @@
  * and aggregation flags.
  */
 import { Command } from 'commander';
-import { addSelectionOptions } from '../agent/config.js';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { StatSelection } from '../otel/selection.js';
-import { type ExportOptions, type HostSeries, hostSeries } from '../otel/series.js';
+import { type HostSeries, type ListedSeries, seriesOf } from '../otel/series.js';
 import { type ScannedProcess, ScanProvider } from '../sources/scan.js';
 import type { StatsSource } from '../sources/source.js';
+import { addSelectionOptions } from './flags.js';
 import { problemText } from './hints.js';
 import { selectionText } from './schema.js';
 
@@ -22,13 +22,6 @@ interface ListOptions {
 
 /** A process as `list` prints it: its problems as lines, with the flags that help. */
 export type ListedProcess = Omit<ScannedProcess, 'problems'> & { readonly problems: readonly string[] };
-
-/** The series per collection: of the host, and of each process read. */
-export interface ListedSeries {
-  selection: { include: string[]; exclude: string[]; vcpuAggregation: VcpuAggregation };
-  host: HostSeries;
-  processes: (HostSeries & { pid: number })[];
-}
 
 export function listCommand(): Command {
   const command = new Command('list')
@@ -47,20 +40,6 @@ export function listCommand(): Command {
       await scan.close();
     }
   });
-}
-
-/** The series of `sources` per collection, for the host and per owning process. */
-export function seriesOf(sources: readonly StatsSource[], options: ExportOptions): ListedSeries {
-  const byPid = new Map<number, StatsSource[]>();
-  for (const source of sources) {
-    const pid = source.pid ?? 0;
-    byPid.set(pid, [...(byPid.get(pid) ?? []), source]);
-  }
-  return {
-    selection: { include: [...options.selection.include], exclude: [...options.selection.exclude], vcpuAggregation: options.vcpuAggregation },
-    host: hostSeries(sources, options),
-    processes: [...byPid].map(([pid, list]) => ({ pid, ...hostSeries(list, options) })),
-  };
 }
 
 function seriesText(series: HostSeries): string {

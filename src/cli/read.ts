@@ -3,16 +3,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
-import { unitsOption } from '../agent/config.js';
-import { type SourceOptions, addSourceOptions, closeProviders, openProviders, providersFor } from '../agent/sources.js';
+import type { SourceOptions } from '../agent/sources.js';
 import type { UnitMode } from '../otel/mapping.js';
+import { type SourceReport, reportSource } from '../otel/schema.js';
 import { DEMO_MAX_VCPUS } from '../sources/demo.js';
 import { imageFileName } from '../sources/image.js';
-import { sourcesOf } from '../sources/provider.js';
 import type { StatsSource } from '../sources/source.js';
-import { integerOption } from './options.js';
-import { type SourceReport, renderTable, reportSource } from './report.js';
-import { reportToStderr } from './hints.js';
+import { addSourceOptions, integerOption, unitsOption } from './flags.js';
+import { renderTable } from './report.js';
+import { withSources } from './sources.js';
 
 interface ReadOptions extends SourceOptions {
   vcpus?: number;
@@ -36,18 +35,13 @@ export function readCommand(): Command {
 
 async function read(options: ReadOptions): Promise<void> {
   if (options.vcpus !== undefined && options.demo !== undefined) options.demo = options.vcpus;
-  const providers = providersFor(options, reportToStderr);
-  await openProviders(providers);
-  try {
+  await withSources(options, async (open) => {
     if (options.demo !== undefined) await sleep(options.wait);
-    const sources = sourcesOf(providers)();
-    if (sources.length === 0) throw new Error('no stats fd could be read');
+    const sources = open.sources();
     if (options.save) save(sources, options.save);
     const reports: SourceReport[] = sources.map((source) => reportSource(source, options.units));
     process.stdout.write(options.json ? `${JSON.stringify({ sources: reports })}\n` : renderTable(reports));
-  } finally {
-    await closeProviders(providers);
-  }
+  });
 }
 
 function save(sources: readonly StatsSource[], dir: string): void {

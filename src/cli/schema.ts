@@ -4,18 +4,15 @@
  * that makes per collection for the fds read. docs/metrics.md is this command's Markdown output
  * on a real kernel, so the reference comes from the same definition as the exported metrics.
  */
-import { machine, release } from 'node:os';
 import { Command, Option } from 'commander';
-import { addSelectionOptions, unitsOption } from '../agent/config.js';
-import { type SourceOptions, addSourceOptions, closeProviders, openProviders, providersFor } from '../agent/sources.js';
+import type { SourceOptions } from '../agent/sources.js';
 import type { VcpuAggregation } from '../otel/aggregation.js';
-import { type UnitMode, mapTable } from '../otel/mapping.js';
+import type { UnitMode } from '../otel/mapping.js';
+import { type Schema, schemaOf } from '../otel/schema.js';
 import { StatSelection } from '../otel/selection.js';
-import { type ExportOptions, type HostSeries, type SeriesCount, hostSeries, seriesOfTable, tableExports } from '../otel/series.js';
-import { sourcesOf } from '../sources/provider.js';
-import type { StatsSource } from '../sources/source.js';
-import { type StatReport, reportSource } from './report.js';
-import { reportToStderr } from './hints.js';
+import type { SelectionSummary } from '../otel/series.js';
+import { addSelectionOptions, addSourceOptions, unitsOption } from './flags.js';
+import { withSources } from './sources.js';
 
 interface SchemaOptions extends SourceOptions {
   format: 'markdown' | 'json';
@@ -23,80 +20,6 @@ interface SchemaOptions extends SourceOptions {
   include?: string[];
   exclude?: string[];
   vcpuAggregation: VcpuAggregation;
-}
-
-/** A stat as the kernel states it and the metric it becomes; under VM aggregation the summed
- * metric, with `max` for a gauge's second one. `exported` false: the selection leaves it out. */
-export type SchemaStat = Omit<StatReport, 'value'> & {
-  exported: boolean;
-  otel: StatReport['otel'] & { description: string; sumFrom: string | null; max?: { name: string; description: string } };
-};
-
-export interface SchemaTable {
-  target: 'vm' | 'vcpu';
-  /** The id of the fd it was read from, e.g. "kvm-1234/vcpu-0". */
-  example: string;
-  stats: SchemaStat[];
-  skipped: { name: string; reason: string }[];
-  /** Per collection, from one fd of this table (under VM aggregation, one VM's vCPUs). */
-  series: SeriesCount;
-  /** Patterns of this target that match none of its stats, as "include vcpu:exitz". */
-  unmatched: string[];
-}
-
-export interface Schema {
-  kernel: { release: string; arch: string };
-  units: UnitMode;
-  selection: { include: string[]; exclude: string[]; vcpuAggregation: VcpuAggregation };
-  tables: SchemaTable[];
-  /** Per collection, for every fd read. */
-  series: HostSeries;
-}
-
-/** One table per target and distinct descriptor table: every vCPU of a kernel shares one. */
-export function schemaOf(sources: readonly StatsSource[], options: ExportOptions): Schema {
-  const { units, selection, vcpuAggregation } = options;
-  const seen = new Set<unknown>();
-  const tables: SchemaTable[] = [];
-  for (const source of sources) {
-    const { file } = source;
-    const key = mapTable(file.table, file.target, units);
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const report = reportSource(source, units);
-    const exports = tableExports(file.table, file.target, options);
-    tables.push({
-      target: report.target,
-      example: report.id,
-      stats: report.stats.map(({ value: _, ...stat }, i) => {
-        const { metric, exported, outputs } = exports[i]!;
-        const [main = metric, max] = outputs;
-        return {
-          ...stat,
-          exported,
-          otel: {
-            ...stat.otel,
-            name: main.name,
-            unit: main.unit,
-            description: main.description,
-            sumFrom: metric.sumFrom?.name ?? null,
-            ...(max ? { max: { name: max.name, description: max.description } } : {}),
-          },
-        };
-      }),
-      skipped: report.skipped,
-      series: seriesOfTable(exports),
-      unmatched: selection.unmatched(file.table, file.target),
-    });
-  }
-  tables.sort((a, b) => (a.target === b.target ? 0 : a.target === 'vm' ? -1 : 1));
-  return {
-    kernel: { release: release(), arch: machine() },
-    units,
-    selection: { include: [...selection.include], exclude: [...selection.exclude], vcpuAggregation },
-    tables,
-    series: hostSeries(sources, options),
-  };
 }
 
 function boundsText(bounds: readonly number[] | undefined): string {
@@ -110,7 +33,7 @@ function cell(text: string | number): string {
 }
 
 /** The selection in words: what the flags say, or that every stat goes. */
-export function selectionText(selection: { include: readonly string[]; exclude: readonly string[]; vcpuAggregation: VcpuAggregation }): string {
+export function selectionText(selection: SelectionSummary): string {
   const include = selection.include.length ? `the stats --include ${selection.include.join(',')} selects` : 'every stat';
   const stats = selection.exclude.length ? `${include} but those --exclude ${selection.exclude.join(',')} matches` : include;
   return `${stats}, ${selection.vcpuAggregation === 'vm' ? 'vCPU series summed per VM (--vcpu-aggregation vm)' : 'a series per vCPU'}`;
@@ -197,15 +120,9 @@ export function schemaCommand(): Command {
     .addOption(unitsOption());
   addSelectionOptions(command);
   return command.action(async (options: SchemaOptions) => {
-    const providers = providersFor(options, reportToStderr);
-    await openProviders(providers);
-    try {
-      const sources = sourcesOf(providers)();
-      if (sources.length === 0) throw new Error('no stats fd could be read');
-      const schema = schemaOf(sources, { units: options.units, selection: new StatSelection(options), vcpuAggregation: options.vcpuAggregation });
+    await withSources(options, async (open) => {
+      const schema = schemaOf(open.sources(), { units: options.units, selection: new StatSelection(options), vcpuAggregation: options.vcpuAggregation });
       process.stdout.write(options.format === 'json' ? `${JSON.stringify(schema, null, 2)}\n` : schemaMarkdown(schema, commandLine(options)));
-    } finally {
-      await closeProviders(providers);
-    }
+    });
   });
 }

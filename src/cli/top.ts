@@ -4,15 +4,14 @@
  * place and quits on q or Ctrl-C; otherwise it prints plain lines, one per stat per interval.
  * The rates come from a delta-temporality KvmStatsProducer: value / (end - start) of each point.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import type { HrTime } from '@opentelemetry/api';
 import { AggregationTemporality, type DataPoint, DataPointType, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { type SourceOptions, addSourceOptions, closeProviders, openProviders, providersFor } from '../agent/sources.js';
+import type { OpenSources, SourceOptions } from '../agent/sources.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX } from '../otel/semconv.js';
-import { sourcesOf } from '../sources/provider.js';
-import { integerOption } from './options.js';
-import { reportToStderr } from './hints.js';
+import { addSourceOptions, integerOption, secondsOption } from './flags.js';
+import { withSources } from './sources.js';
 
 interface TopOptions extends SourceOptions {
   interval: number;
@@ -34,14 +33,6 @@ export interface RateGroup {
   /** Sorts VMs together, the VM before its vCPUs. */
   order: string;
   rates: Rate[];
-}
-
-function seconds(interval: string): number {
-  const value = Number(interval);
-  if (!/^\d+(\.\d+)?$/.test(interval) || value < 0.1 || value > 3600) {
-    throw new InvalidArgumentError('expected a number of seconds from 0.1 to 3600');
-  }
-  return value;
 }
 
 function hrSeconds(time: HrTime): number {
@@ -102,9 +93,7 @@ export function screenLines(groups: readonly RateGroup[], intervalSeconds: numbe
 
 const ESC = '\x1b[';
 
-async function top(options: TopOptions): Promise<void> {
-  const providers = providersFor(options, reportToStderr);
-  await openProviders(providers);
+async function top(options: TopOptions, { providers, sources }: OpenSources): Promise<void> {
   const terminal = process.stdout.isTTY === true;
   let stop: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => (stop = resolve));
@@ -120,8 +109,6 @@ async function top(options: TopOptions): Promise<void> {
   }
   if (terminal) process.stdout.write(`${ESC}?1049h${ESC}?25l`);
   try {
-    const sources = sourcesOf(providers);
-    if (sources().length === 0) throw new Error('no stats fd could be read');
     const producer = new KvmStatsProducer({ sources, temporality: AggregationTemporality.DELTA });
     await producer.collect(); // the baseline: rates need two readings
     for (let refresh = 0; options.iterations === undefined || refresh < options.iterations; refresh++) {
@@ -146,17 +133,16 @@ async function top(options: TopOptions): Promise<void> {
       process.stdin.setRawMode(false);
     }
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-    await closeProviders(providers);
   }
 }
 
 export function topCommand(): Command {
   const command = new Command('top').description('a live view of the fastest-moving KVM counters per VM and vCPU, as rates per second (like kvm_stat)');
   addSourceOptions(command)
-    .option('--interval <s>', 'seconds between refreshes', seconds, 2)
+    .option('--interval <s>', 'seconds between refreshes', secondsOption, 2)
     .option('--rows <n>', 'stats per VM or vCPU when not on a terminal (on a terminal: as many as fit)', integerOption(1, 1000))
     .option('--iterations <n>', 'stop after this many refreshes', integerOption(1, 1_000_000));
   return command.action(async (options: TopOptions) => {
-    await top(options);
+    await withSources(options, (open) => top(options, open));
   });
 }

@@ -29,6 +29,17 @@ export interface ExportOptions {
   readonly units: UnitMode;
 }
 
+/** The selection and aggregation as plain data, for JSON and for saying in words. */
+export interface SelectionSummary {
+  include: string[];
+  exclude: string[];
+  vcpuAggregation: VcpuAggregation;
+}
+
+export function selectionSummary(options: ExportOptions): SelectionSummary {
+  return { include: [...options.selection.include], exclude: [...options.selection.exclude], vcpuAggregation: options.vcpuAggregation };
+}
+
 /** Every stat of a table and what it is exported as. */
 export function tableExports(table: DescriptorTable, target: StatsTarget, options: ExportOptions): StatExport[] {
   const aggregated = options.vcpuAggregation === 'vm' && target === 'vcpu';
@@ -83,4 +94,25 @@ export function hostSeries(sources: readonly StatsSource[], options: ExportOptio
   }
   if (options.vcpuAggregation === 'vm') host.vcpuGroups = [...vms.values()].reduce((sum, seen) => sum + seen.size, 0);
   return host;
+}
+
+/** The series per collection: of the host, and of each process read. */
+export interface ListedSeries {
+  selection: SelectionSummary;
+  host: HostSeries;
+  processes: (HostSeries & { pid: number })[];
+}
+
+/** The series of `sources` per collection, for the host and per owning process. */
+export function seriesOf(sources: readonly StatsSource[], options: ExportOptions): ListedSeries {
+  const byPid = new Map<number, StatsSource[]>();
+  for (const source of sources) {
+    const pid = source.pid ?? 0;
+    byPid.set(pid, [...(byPid.get(pid) ?? []), source]);
+  }
+  return {
+    selection: selectionSummary(options),
+    host: hostSeries(sources, options),
+    processes: [...byPid].map(([pid, list]) => ({ pid, ...hostSeries(list, options) })),
+  };
 }

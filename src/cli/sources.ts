@@ -1,0 +1,23 @@
+/** The stats fds a command's source flags ask for, open for as long as the command runs. */
+import { type OpenSources, type SourceOptions, openSources } from '../agent/sources.js';
+import { inFlagTerms } from './flags.js';
+import { reportToStderr } from './hints.js';
+
+/**
+ * Opens what the flags ask for, gives it to `use`, and closes every fd after, whatever happens.
+ * Problems with single fds are printed on stderr; no stats fd readable at all is an error.
+ */
+export async function withSources<T>(options: SourceOptions, use: (open: OpenSources) => Promise<T>): Promise<T> {
+  let open: OpenSources;
+  try {
+    open = await openSources(options, reportToStderr);
+  } catch (error) {
+    throw inFlagTerms(error);
+  }
+  try {
+    if (open.sources().length === 0) throw new Error('no stats fd could be read');
+    return await use(open);
+  } finally {
+    await open.close();
+  }
+}
