@@ -3,14 +3,15 @@
  * reader with the reader's `metricProducers` option.
  *
  * The collection path is built for thousands of fds polled several times a second. What never
- * changes is worked out once: the mapping per descriptor table, a plan per table (which stats
- * the selection exports, where each value sits in the data block, how it is checked and
- * scaled, which metric it feeds), and per source its attributes and start time; with VM
- * aggregation, which VM each vCPU belongs to, worked out again only when the set of sources
- * changes. A collection is then one pread per source into one shared buffer and, per selected
- * stat, a few loads from the block's 32-bit words (no parsing, no BigInt) compared with the
- * previous collection's values, and one data point (or one addition to its VM's sums). Every
- * point of a collection has the collection's time as endTime, as the SDK's own points do.
+ * changes is worked out once (plan.ts): the mapping per descriptor table, a plan per table
+ * (which stats the selection exports, where each value sits in the data block, how it is
+ * checked and scaled, which metric it feeds), and per source its attributes and start time;
+ * with VM aggregation, which VM each vCPU belongs to, worked out again only when the set of
+ * sources changes. A collection is then one pread per source into one shared buffer and, per
+ * selected stat, a few loads from the block's 32-bit words (no parsing, no BigInt) compared
+ * with the previous collection's values, and one data point, written as points.ts writes every
+ * point (or one addition to its VM's sums). Every point of a collection has the collection's
+ * time as endTime, as the SDK's own points do.
  *
  * Data points. The SDK gives a producer's result no lifetime: InMemoryMetricExporter keeps every
  * result it exported, and a result may still be in use when the next collect() starts. So by
