@@ -95,5 +95,5 @@ describeKvm(`fd hygiene over ${CYCLES} VM lifetimes (real KVM, scan and hand-ove
     const about = reports.filter((problem) => problem.pid !== undefined && vmmPids.includes(problem.pid));
     expect(about.filter((problem) => problem.kind !== 'exited')).toEqual([]);
     expect(about).toHaveLength(2 * CYCLES);
-  });
+  }, 240_000);
 });
