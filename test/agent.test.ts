@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, type Socket, createServer } from 'node:net';
 import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
@@ -178,10 +179,26 @@ describe('agent with a saved image (no /dev/kvm needed)', () => {
     const sdk = JSON.parse(await agent.waitForLog(/"component":"opentelemetry".*metrics export failed/, 20_000)) as LogLine;
     expect(sdk.level).toBe('debug');
     await agent.stop('SIGTERM');
-    agent = startAgentProcess(['--file', IMAGE, '--endpoint', closed, '--interval', '300', '--timeout', '200', '--log-level', 'error']);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    expect(await agent.stop('SIGTERM')).toBe(0);
-    expect(agent.stderr()).toBe('');
+    // A collector that refuses every export (400: not retried): wait until two exports have
+    // failed, so the warning path has run, rather than for a fixed time a slow start outlasts.
+    let requests = 0;
+    const refusing = createHttpServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        requests++;
+        response.writeHead(400).end();
+      });
+    }).listen(0, '127.0.0.1');
+    await once(refusing, 'listening');
+    try {
+      agent = startAgentProcess(['--file', IMAGE, '--endpoint', `http://127.0.0.1:${(refusing.address() as AddressInfo).port}`, '--interval', '300', '--timeout', '200', '--log-level', 'error']);
+      for (let waited = 0; requests < 2 && waited < 20_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(requests).toBeGreaterThanOrEqual(2);
+      expect(await agent.stop('SIGTERM')).toBe(0);
+      expect(agent.stderr()).toBe('');
+    } finally {
+      refusing.close();
+    }
   });
 
   it('a collector that never answers: SIGTERM still exits 0 within the export timeout; a second signal exits at once', async () => {
