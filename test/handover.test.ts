@@ -22,7 +22,7 @@ import type { Problem } from '../src/sources/problem.js';
 import { errorText } from '../src/cli/hints.js';
 import { buildImage, writeImage } from './helpers/image.js';
 import { describeKvm } from './helpers/kvm.js';
-import { AS_NOBODY, FIXTURES, JsonLineChild, ROOT, packageCopy, startVmm, tinyVmmTools, unprivilegedCopy } from './helpers/processes.js';
+import { AS_NOBODY, FIXTURES, JsonLineChild, ROOT, packageCopy, startTinyVmm, startVmm, tinyVmmTools, unprivilegedCopy } from './helpers/processes.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 const OTEL = ['api', 'core', 'resources', 'sdk-metrics', 'semantic-conventions'].map((name) => `@opentelemetry/${name}`);
@@ -465,7 +465,8 @@ describeKvm('the hand-over socket under attack (real senders, test/fixtures/hand
   it('charges fds to the live process that sent them: a sender that filled its quota and exited frees it; a refused handoff exits 1 and says why', async () => {
     const { provider, path } = newProvider(socketPath(), { fdsPerSender: 3 });
     await provider.refresh();
-    const [a, b, c] = await Promise.all([startVmm(['--vcpus', '2']), startVmm(['--vcpus', '2']), startVmm(['--vcpus', '3'])]);
+    // tiny VMMs (C, with the preload helper so they hold stats fds): 3, 3 and 4 fds.
+    const [a, b, c] = await Promise.all([startTinyVmm(2), startTinyVmm(2), startTinyVmm(3)]);
     try {
       const first = await runAsync('handoff', '--pid', String(a.pid), '--to', path);
       expect(first, first.stderr).toMatchObject({ code: 0, stderr: '' });
@@ -481,7 +482,7 @@ describeKvm('the hand-over socket under attack (real senders, test/fixtures/hand
     } finally {
       await Promise.all([a.stop(), b.stop(), c.stop()]);
     }
-  });
+  }, 120_000);
 
   it('64 idle connections do not lock a real handoff out, and idle connections time out', async () => {
     const { provider, path } = newProvider(socketPath(), { idleTimeoutMs: 3000 });
