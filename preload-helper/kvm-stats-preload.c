@@ -8,8 +8,10 @@
  * KVM_GET_STATS_FD on the new fd and leaves the stats fd open (close-on-exec, as the kernel
  * makes it) for the life of the process: a scan copies it with pidfd_getfd. When
  * KVM_STATS_OTEL_SOCKET names a receiver's socket (agent --listen PATH), each new stats fd is
- * also sent there, with SCM_RIGHTS and a small JSON header, without ever waiting: if the
- * receiver is not there or is busy, the fd is only kept.
+ * also sent there, with SCM_RIGHTS and a small JSON header, without waiting to connect or send:
+ * if the receiver is not there or is busy, the fd is only kept. The receiver answers each
+ * message; the helper waits for that answer at most ANSWER_WAIT_MS and says a refusal on stderr
+ * (a receiver that is slower than that is not waited for: the fd may still have been taken).
  *
  * What the VMM sees does not change: every ioctl returns what the kernel returned, with the
  * same errno. Any other ioctl costs one comparison. There is no shared mutable state beyond the
@@ -23,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -39,6 +42,10 @@
 _Static_assert((KVM_CREATE_VM | CREATE_BIT) == KVM_CREATE_VCPU, "KVM_CREATE_VM and KVM_CREATE_VCPU differ in more than bit 6");
 
 #define SOCKET_ENV "KVM_STATS_OTEL_SOCKET"
+
+/* The longest a VMM thread waits, inside KVM_CREATE_VM or KVM_CREATE_VCPU, for the receiver's
+ * answer: a receiver drains its socket every few milliseconds. */
+#define ANSWER_WAIT_MS 100
 
 typedef int (*ioctl_fn)(int, unsigned long, ...);
 
@@ -83,8 +90,28 @@ __attribute__((constructor)) static void kvm_stats_preload_init(void)
     receiver_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
 }
 
+/* Says a refusal in the receiver's answer on stderr. The answer is JSON, {"accepted":N,
+ * "refused":N,...,"reason":"..."} with "reason" last; there is one only when something was
+ * refused, so its text is printed as it comes (JSON escapes and all). */
+static void report_answer(const char *answer, long vcpu_id)
+{
+    static const char key[] = "\"reason\":\"";
+    const char *reason = strstr(answer, key);
+    if (reason == NULL) return;
+    reason += sizeof key - 1;
+    size_t length = strlen(reason);
+    if (length >= 2 && strcmp(reason + length - 2, "\"}") == 0) length -= 2;
+    char target[32];
+    if (vcpu_id >= 0) snprintf(target, sizeof target, "vCPU %ld", vcpu_id);
+    else snprintf(target, sizeof target, "the VM");
+    char line[1024];
+    int n = snprintf(line, sizeof line, "kvm-stats-preload: %s refused the stats fd of %s: %.*s\n", receiver.sun_path, target, (int)length, reason);
+    if (n > 0) (void)!write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
 /* Sends one stats fd to the receiver: a new non-blocking connection per fd, so no state is
- * shared between threads and nothing waits. Failures only mean the fd is not handed over. */
+ * shared between threads. Connecting and sending never wait; the answer is waited for at most
+ * ANSWER_WAIT_MS. Failures only mean the fd is not handed over. */
 static void hand_over(int stats_fd, long vcpu_id)
 {
     int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -92,8 +119,8 @@ static void hand_over(int stats_fd, long vcpu_id)
     if (connect(sock, (const struct sockaddr *)&receiver, receiver_length) == 0) {
         char header[96];
         int length = vcpu_id >= 0
-            ? snprintf(header, sizeof header, "{\"pid\":%d,\"vcpus\":[%ld],\"sender\":\"kvm-stats-preload\"}", (int)getpid(), vcpu_id)
-            : snprintf(header, sizeof header, "{\"pid\":%d,\"vcpus\":[null],\"sender\":\"kvm-stats-preload\"}", (int)getpid());
+            ? snprintf(header, sizeof header, "{\"vcpus\":[%ld],\"sender\":\"kvm-stats-preload\"}", vcpu_id)
+            : snprintf(header, sizeof header, "{\"vcpus\":[null],\"sender\":\"kvm-stats-preload\"}");
         struct iovec iov = { .iov_base = header, .iov_len = (size_t)length };
         union {
             struct cmsghdr align;
@@ -106,7 +133,18 @@ static void hand_over(int stats_fd, long vcpu_id)
         cmsg->cmsg_type = SCM_RIGHTS;
         cmsg->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(cmsg), &stats_fd, sizeof(int));
-        (void)sendmsg(sock, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sendmsg(sock, &message, MSG_DONTWAIT | MSG_NOSIGNAL) == length) {
+            struct pollfd ready = { .fd = sock, .events = POLLIN };
+            char answer[512];
+            if (poll(&ready, 1, ANSWER_WAIT_MS) == 1) {
+                /* No control buffer: should fds come with the answer, the kernel closes them. */
+                ssize_t n = recv(sock, answer, sizeof answer - 1, MSG_DONTWAIT);
+                if (n > 0) {
+                    answer[n] = '\0';
+                    report_answer(answer, vcpu_id);
+                }
+            }
+        }
     }
     close(sock);
 }

@@ -18,7 +18,7 @@ const KVM_H = '/usr/include/linux/kvm.h';
 const C_EXPRESSIONS: Record<string, string> = { USER_HZ: 'sysconf(_SC_CLK_TCK)', KVM_STATS_VALUE_SIZE: 'sizeof(__u64)' };
 
 /** Kernel-internal constants no header has; each is checked by behaviour where it is used. */
-const NOT_IN_HEADERS = new Set(['PF_EXITING']);
+const NOT_IN_HEADERS = new Set(['PF_EXITING', 'SCM_MAX_FD']);
 
 const abi = { ...kvm, ...linux };
 const constants = Object.entries(abi).filter((entry): entry is [string, number] => typeof entry[1] === 'number' && !NOT_IN_HEADERS.has(entry[0]));

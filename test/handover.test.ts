@@ -3,8 +3,9 @@
  * real VMM's fds, copied with pidfd_getfd), from raw senders that break the rules, and an
  * unprivileged receiver (nobody) exporting what a root `handoff` gave it.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -21,7 +22,7 @@ import type { Problem } from '../src/sources/problem.js';
 import { errorText } from '../src/cli/hints.js';
 import { buildImage, writeImage } from './helpers/image.js';
 import { describeKvm } from './helpers/kvm.js';
-import { AS_NOBODY, JsonLineChild, ROOT, packageCopy, startVmm, unprivilegedCopy } from './helpers/processes.js';
+import { AS_NOBODY, FIXTURES, JsonLineChild, ROOT, packageCopy, startTinyVmm, startVmm, tinyVmmTools, unprivilegedCopy } from './helpers/processes.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 const OTEL = ['api', 'core', 'resources', 'sdk-metrics', 'semantic-conventions'].map((name) => `@opentelemetry/${name}`);
@@ -30,6 +31,27 @@ function run(...args: string[]) {
   const result = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
+
+/** The same, without blocking this process's event loop: the receiver under test answers from it. */
+function runAsync(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? null) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** test/fixtures/handover-sender.c, compiled once. */
+let senderBinary: string | undefined;
+function hostileSender(): string {
+  if (!senderBinary) {
+    senderBinary = join(mkdtempSync(join(tmpdir(), 'kvm-handover-sender-')), 'handover-sender');
+    execFileSync('cc', ['-O2', '-o', senderBinary, join(FIXTURES, 'handover-sender.c'), '-lpthread']);
+  }
+  return senderBinary;
+}
+
+type Answers = { answers: ({ accepted: number; refused: number; reason?: string; retry?: boolean } | null)[] };
 
 function socketPath(): string {
   return join(mkdtempSync(join(tmpdir(), 'kvm-handover-')), 'agent.sock');
@@ -47,7 +69,7 @@ afterEach(async () => {
   for (const provider of providers.splice(0)) await provider.close();
 });
 
-function newProvider(path = socketPath(), options: { fdsPerSender?: number } = {}): { provider: HandoverProvider; reports: Problem[]; path: string } {
+function newProvider(path = socketPath(), options: { fdsPerSender?: number; fdsPerOwner?: number; idleTimeoutMs?: number; mode?: number } = {}): { provider: HandoverProvider; reports: Problem[]; path: string } {
   const reports: Problem[] = [];
   const provider = new HandoverProvider(path, { ...options, report: (problem) => reports.push(problem) });
   providers.push(provider);
@@ -106,13 +128,63 @@ describe('the hand-over socket', () => {
   });
 });
 
+describe('the hand-over socket\'s directory', () => {
+  it('is refused when others can write to it and it is not sticky, or when it belongs to another user', async () => {
+    const open = mkdtempSync(join(tmpdir(), 'kvm-handover-open-'));
+    chmodSync(open, 0o777);
+    const refused = await newProvider(join(open, 'agent.sock')).provider.refresh().catch((error: Error) => error);
+    expect(refused).toBeInstanceOf(HandoverPathError);
+    expect(refused).toMatchObject({ code: 'EPERM', message: `${open} can be written by other users (mode 0777) and is not sticky, so they could swap agent.sock for a link: use a directory only its owner can write, or make it sticky (chmod +t)` });
+    expect(errorText(refused as Error)).toMatch(/^[^\n]+ for --listen$/);
+    expect(existsSync(join(open, 'agent.sock'))).toBe(false);
+
+    const theirs = mkdtempSync(join(tmpdir(), 'kvm-handover-theirs-'));
+    chownSync(theirs, 65534, 65534);
+    await expect(newProvider(join(theirs, 'agent.sock')).provider.refresh()).rejects.toThrow(`${theirs} belongs to uid 65534, who could swap agent.sock for a link: put the socket in a directory of uid 0 or root`);
+
+    const sticky = mkdtempSync(join(tmpdir(), 'kvm-handover-sticky-'));
+    chmodSync(sticky, 0o1777);
+    const { provider, path } = newProvider(join(sticky, 'agent.sock'));
+    await provider.refresh();
+    expect(statSync(path).mode & 0o777).toBe(0o660);
+  });
+
+  it('never sets the mode of what a link swapped in after bind names (bind held back 1 s by strace)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-handover-swap-'));
+    const path = join(dir, 'agent.sock');
+    const target = join(dir, 'target');
+    writeFileSync(target, 'secret');
+    chmodSync(target, 0o600);
+    const agent = spawn('strace', ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=bind', '-e', 'inject=bind:delay_exit=1000000', process.execPath, BIN, 'agent', '--listen', path, '--console', '--interval', '60000'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    agent.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => agent.once('exit', resolve));
+    try {
+      // The socket file appears at bind; the swap happens while bind has not returned yet.
+      for (let i = 0; i < 400 && !existsSync(path); i++) await sleep(25);
+      expect(statSync(path).isSocket()).toBe(true);
+      unlinkSync(path);
+      symlinkSync(target, path);
+      const code = await Promise.race([exited, sleep(15_000).then(() => 'running')]);
+      expect(statSync(target).mode & 0o777).toBe(0o600);
+      expect(code).toBe(1);
+      expect(stderr).toContain(`${path} was replaced by another file right after it was bound`);
+    } finally {
+      agent.kill('SIGKILL');
+    }
+  });
+});
+
 describeKvm('HandoverProvider on real KVM', () => {
   it('takes the stats fds `handoff` copies from a VMM, with its name and attributes, once, and lets go when the VMM exits', async () => {
     const vmm = await startVmm(['--vcpus', '2', '-name', 'guest=handed']);
     try {
       const { provider, reports, path } = newProvider();
       await provider.refresh();
-      const handoff = run('handoff', '--pid', String(vmm.pid), '--to', path, '--attribute', 'deployment.environment=lab');
+      const handoff = await runAsync('handoff', '--pid', String(vmm.pid), '--to', path, '--attribute', 'deployment.environment=lab');
       expect(handoff, handoff.stderr).toMatchObject({ code: 0, stderr: '' });
       expect(handoff.stdout).toBe(`handed over 3 stats fds of process ${vmm.pid} (vm handed: VM, vCPU 0, vCPU 1) to ${path}\n`);
 
@@ -131,7 +203,7 @@ describeKvm('HandoverProvider on real KVM', () => {
 
       // The same fds again (a second handoff, or the helper and a handoff): still one series each.
       const fds = openFds();
-      expect(run('handoff', '--pid', String(vmm.pid), '--to', path).code).toBe(0);
+      expect((await runAsync('handoff', '--pid', String(vmm.pid), '--to', path)).code).toBe(0);
       expect(provider.sources()).toEqual(sources);
       expect(openFds()).toBe(fds);
 
@@ -178,13 +250,15 @@ describeKvm('HandoverProvider on real KVM', () => {
         `${on}: an fd claimed as vCPU 3 that is kvm-${process.pid}; fd closed`,
         `${on}: header lists 2 vCPU ids for 1 fds; closed 1 fd(s)`,
         `${on}: attribute process.pid is set by the receiver, not the sender; closed 1 fd(s)`,
-        `${on}: more than 64 fds in one message; closed 64 fd(s)`,
+        `${on}: more than 64 fds in one message; closed 65 fd(s)`,
         `${on}: a header longer than 4096 bytes; closed 1 fd(s)`,
         `${on}: a message without fds; closed 0 fd(s)`,
-        `${on}: uid 0 has 3 stats fds here already, the limit per sender; fd closed`,
+        `${on}: process ${process.pid} has handed over 3 stats fds that are held here, the limit per sender until it exits; fd closed`,
       ]);
-      // Every refused fd is closed: only the three taken are open here, and the pidfd that watches their VMM.
-      expect(openFds() - before).toBe(4);
+      // Every refused fd is closed: only the three taken are open here, the pidfd that watches
+      // their VMM (this process), and the one that watches their sender (this process again).
+      expect(await provider.settled()).toBe(true);
+      expect(openFds() - before).toBe(5);
       await provider.close();
       expect(openFds() - before).toBe(-1); // its listening socket too
     } finally {
@@ -223,13 +297,14 @@ describeKvm('HandoverProvider on real KVM', () => {
       expect(reports.every((problem) => problem.kind === 'refused' && problem.pid === process.pid)).toBe(true);
       expect(reports.map((problem) => problem.message)).toEqual([
         `${on}: an fd that is ${pipeLink.target}, not a KVM stats fd; fd closed`,
-        `${on}: more than 64 fds in one message; closed 64 fd(s)`,
+        `${on}: more than 64 fds in one message; closed 250 fd(s)`,
         `${on}: the header is not JSON; closed 1 fd(s)`,
       ]);
       // The same refusal again is not said again: once per sender and reason.
       send(path, '{}', [kvm.fd]);
       provider.sources();
       expect(reports).toHaveLength(3);
+      expect(await provider.settled()).toBe(true);
       expect(openFds()).toBe(before);
     } finally {
       for (const fd of [pipe, file]) closeFd(fd);
@@ -333,5 +408,130 @@ describeKvm('HandoverProvider on real KVM', () => {
     // Nothing went wrong; at most it noticed the VMM leave before its last collection.
     const logged = stderr.split('\n').filter(Boolean).map((line) => (JSON.parse(line) as { msg: string }).msg);
     expect(logged.filter((msg) => msg !== `process ${vmm.pid} exited: closed its 3 handed-over stats fds`)).toEqual([]);
+  });
+});
+
+describeKvm('the hand-over socket under attack (real senders, test/fixtures/handover-sender.c)', () => {
+  const children: { stop(): Promise<void> }[] = [];
+  afterEach(async () => {
+    for (const child of children.splice(0)) await child.stop();
+  });
+
+  async function sender(args: string[]): Promise<{ child: JsonLineChild<Answers & { open?: number }>; first: Answers & { open?: number } }> {
+    const started = await JsonLineChild.start<Answers & { open?: number }>([hostileSender(), ...args], `handover-sender ${args[0]}`);
+    children.push(started.child);
+    return started;
+  }
+
+  it('closes a refused TCP socket that lingers 5 s off the event loop: collection goes on meanwhile', async () => {
+    const { provider, reports, path } = newProvider();
+    await provider.refresh();
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    const start = Date.now();
+    const { first } = await sender(['linger', path, '5']);
+    expect(first.answers).toEqual([{ accepted: 0, refused: 1, reason: expect.stringMatching(/^an fd that is socket:\[\d+\], not a KVM stats fd$/) }]);
+    // Collections every 50 ms while the socket's close waits out its linger time elsewhere.
+    let slowest = 0;
+    while (Date.now() - start < 4000) {
+      const before = performance.now();
+      provider.sources();
+      slowest = Math.max(slowest, performance.now() - before);
+      await sleep(50);
+    }
+    delay.disable();
+    expect(slowest).toBeLessThan(100);
+    expect(delay.max / 1e6).toBeLessThan(500);
+    // The close did take the linger time (so this test tries what it means to): done about 5 s on.
+    expect(await provider.settled(15_000)).toBe(true);
+    expect(Date.now() - start).toBeGreaterThan(4500);
+    expect(reports.map((problem) => problem.kind)).toEqual(['refused']);
+  }, 30_000);
+
+  it('owns a VM by what the kernel says, never by the claimed pid or name, and lets go when that owner exits', async () => {
+    const { provider, path } = newProvider();
+    await provider.refresh();
+    // The VM's creating thread has exited, so the kernel names no live owner: the sender owns it.
+    const { child, first } = await sender(['thread-vm', path, '{"pid":1,"vcpus":[null]}', '{"pid":1,"vmName":"other","vcpus":[null]}', '{"vmName":"third"}']);
+    const sources = provider.sources();
+    expect(sources.map((source) => [source.pid, source.vmName, source.file.target])).toEqual([[child.pid, undefined, 'vm']]);
+    // The same open file again, under other names: accepted as held, read once.
+    expect(first.answers).toEqual([1, 2, 3].map(() => ({ accepted: 1, refused: 0 })));
+    await child.stop();
+    expect(provider.sources()).toEqual([]);
+    expect(sources[0]!.file.closed).toBe(true);
+  });
+
+  it('charges fds to the live process that sent them: a sender that filled its quota and exited frees it; a refused handoff exits 1 and says why', async () => {
+    const { provider, path } = newProvider(socketPath(), { fdsPerSender: 3 });
+    await provider.refresh();
+    // tiny VMMs (C, with the preload helper so they hold stats fds): 3, 3 and 4 fds.
+    const [a, b, c] = await Promise.all([startTinyVmm(2), startTinyVmm(2), startTinyVmm(3)]);
+    try {
+      const first = await runAsync('handoff', '--pid', String(a.pid), '--to', path);
+      expect(first, first.stderr).toMatchObject({ code: 0, stderr: '' });
+      // The first handoff (3 fds, its whole quota) has exited: the next one has a quota of its own.
+      const second = await runAsync('handoff', '--pid', String(b.pid), '--to', path);
+      expect(second, second.stderr).toMatchObject({ code: 0, stderr: '' });
+      expect(provider.sources().map((source) => source.pid)).toEqual([a.pid, a.pid, a.pid, b.pid, b.pid, b.pid]);
+      // 4 fds from one sender with a quota of 3: the fourth is refused, and handoff says so.
+      const third = await runAsync('handoff', '--pid', String(c.pid), '--to', path);
+      expect(third.code).toBe(1);
+      expect(third.stderr).toMatch(new RegExp(`^kvm-stats-otel: the receiver on ${path} refused 1 of 4 stats fds: process \\d+ has handed over 3 stats fds that are held here, the limit per sender until it exits\n$`));
+      expect(provider.sources().filter((source) => source.pid === c.pid)).toHaveLength(3);
+    } finally {
+      await Promise.all([a.stop(), b.stop(), c.stop()]);
+    }
+  }, 120_000);
+
+  it('64 idle connections do not lock a real handoff out, and idle connections time out', async () => {
+    const { provider, path } = newProvider(socketPath(), { idleTimeoutMs: 3000 });
+    await provider.refresh();
+    const vmm = await startVmm(['--vcpus', '1']);
+    try {
+      const { child: idle, first } = await sender(['idle', path, String(HANDOVER_LIMITS.connections)]);
+      expect(first.open).toBe(HANDOVER_LIMITS.connections);
+      await sleep(200);
+      expect((await idle.request()).open).toBe(HANDOVER_LIMITS.connections); // all accepted: the receiver is full
+      const handoff = await runAsync('handoff', '--pid', String(vmm.pid), '--to', path);
+      expect(handoff, handoff.stderr).toMatchObject({ code: 0, stderr: '' });
+      expect(provider.sources().map((source) => source.pid)).toEqual([vmm.pid, vmm.pid]);
+      // The idlest gave way to it; the rest time out 3 s after they connected.
+      await sleep(3500);
+      expect((await idle.request()).open).toBe(0);
+    } finally {
+      await vmm.stop();
+    }
+  });
+
+  it('reads a message of no bytes as a message, not the end: the stats fd sent next on the connection is taken', async () => {
+    const { provider, reports, path } = newProvider();
+    await provider.refresh();
+    const { child, first } = await sender(['empty-then-fd', path]);
+    expect(first.answers).toEqual([
+      { accepted: 0, refused: 0, reason: 'a message without fds' },
+      { accepted: 1, refused: 0 },
+    ]);
+    expect(provider.sources().map((source) => [source.pid, source.file.target])).toEqual([[child.pid, 'vm']]);
+    expect(reports.map((problem) => problem.message)).toEqual([`hand-over on ${path} from pid ${child.pid} uid 0 gid 0 refused: a message without fds; closed 0 fd(s)`]);
+  });
+
+  it('the preload helper says on stderr what the receiver refused', async () => {
+    const { provider, path } = newProvider(socketPath(), { fdsPerOwner: 2 });
+    await provider.refresh();
+    const { binary, helper } = tinyVmmTools();
+    const vmm = spawn(binary, ['3'], { env: { ...process.env, LD_PRELOAD: helper, KVM_STATS_OTEL_SOCKET: path }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    vmm.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise((resolve) => vmm.once('exit', resolve));
+    try {
+      await new Promise((resolve) => vmm.stdout.once('data', resolve)); // "ready": every fd was sent and answered
+      expect(provider.sources()).toHaveLength(2);
+    } finally {
+      vmm.stdin.end();
+      await exited;
+    }
+    const limit = `process ${vmm.pid} owns 2 stats fds held here already, the limit per owner`;
+    expect(stderr).toBe([1, 2].map((vcpu) => `kvm-stats-preload: ${path} refused the stats fd of vCPU ${vcpu}: ${limit}\n`).join(''));
   });
 });

@@ -13,6 +13,8 @@ export const O_RDONLY = 0;
 export const O_RDWR = 2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+/** An fd that only names a file (fstat, and chmod through /proc/self/fd), never opens it. */
+export const O_PATH = 0o10000000;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
@@ -37,6 +39,13 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SCM_RIGHTS = 1;
 export const SO_PEERCRED = 17;
+/** Every message then carries the sender's credentials (SCM_CREDENTIALS): a message of no bytes
+ * reads apart from end-of-connection, which carries none. Inherited by accepted sockets. */
+export const SO_PASSCRED = 16;
+export const SCM_CREDENTIALS = 2;
+/** The most fds one message can carry (include/net/scm.h, kernel-internal: no uapi header has
+ * it); test/handover.test.ts sends this many and one more. */
+export const SCM_MAX_FD = 253;
 export const MSG_TRUNC = 0x20;
 export const MSG_CTRUNC = 0x8;
 export const MSG_DONTWAIT = 0x40;

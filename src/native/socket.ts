@@ -3,7 +3,7 @@
  * hand-over of stats fds needs and Node's net module cannot do. Every socket is close-on-exec
  * and non-blocking, so nothing here ever waits: a call that would block reports "not now".
  */
-import { chmodSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fstatSync, openSync } from 'node:fs';
 import koffi from 'koffi';
 import { fieldOffset } from '../abi/layout.js';
 import {
@@ -16,6 +16,7 @@ import {
   MSG_DONTWAIT,
   MSG_NOSIGNAL,
   MSG_TRUNC,
+  O_PATH,
   SCM_RIGHTS,
   SOCKADDR_UN,
   SOCK_CLOEXEC,
@@ -23,6 +24,7 @@ import {
   SOCK_SEQPACKET,
   SOL_SOCKET,
   SOMAXCONN,
+  SO_PASSCRED,
   SO_PEERCRED,
   UCRED,
 } from '../abi/linux.js';
@@ -37,6 +39,7 @@ const c = {
   connect: libc.func('connect', 'int', ['int', 'void *', 'uint32_t']),
   accept4: libc.func('accept4', 'int', ['int', 'void *', 'void *', 'int']),
   getsockopt: libc.func('getsockopt', 'int', ['int', 'int', 'int', 'void *', '_Inout_ uint32_t *']),
+  setsockopt: libc.func('setsockopt', 'int', ['int', 'int', 'int', 'void *', 'uint32_t']),
   recvmsg: libc.func('recvmsg', 'int64_t', ['int', 'void *', 'int']),
   sendmsg: libc.func('sendmsg', 'int64_t', ['int', 'void *', 'int']),
 };
@@ -81,24 +84,67 @@ function seqpacketSocket(): number {
   return fd;
 }
 
+/** SO_PASSCRED, so that a message of no bytes reads apart from end-of-connection (see receive()). */
+function passCredentials(fd: number): void {
+  const on = Buffer.alloc(4);
+  on.writeInt32LE(1);
+  if ((c.setsockopt(fd, SOL_SOCKET, SO_PASSCRED, on, on.length) as number) < 0) fail('setsockopt SO_PASSCRED');
+}
+
+/** Thrown when the file at a just-bound path is not our socket: someone swapped it meanwhile. */
+export class SocketPathSwappedError extends Error {
+  readonly code = 'EEXIST';
+  constructor(readonly path: string) {
+    super(`${path} was replaced by another file right after it was bound: someone else can write to its directory; use a directory only the receiver's user can change`);
+    this.name = 'SocketPathSwappedError';
+  }
+}
+
+/**
+ * Sets the mode of the socket file just bound at `path` without following a link there: chmod
+ * on the path would follow a symlink swapped in after bind and change the mode of whatever it
+ * names. The file is opened O_PATH|O_NOFOLLOW (a link opens as itself), checked to be a socket
+ * of this user, and chmod goes through /proc/self/fd to that very inode. (Linux gives a bound
+ * socket the mode of the socket's inode less the umask; the umask is process-wide, so it is not
+ * touched here.)
+ */
+function setSocketMode(path: string, mode: number): void {
+  let fd: number;
+  try {
+    fd = openSync(path, O_PATH | constants.O_NOFOLLOW);
+  } catch {
+    throw new SocketPathSwappedError(path);
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isSocket() || stat.uid !== process.geteuid?.()) throw new SocketPathSwappedError(path);
+    chmodSync(`/proc/self/fd/${fd}`, mode);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * A listening socket at `path` with file mode `mode`. The mode is set between bind and listen,
- * so no one can connect while the file still has the umask's mode.
+ * so no one can connect while the file still has the umask's mode, and without following a
+ * link (see setSocketMode). Accepted connections carry SO_PASSCRED.
  */
 export function listenSeqpacket(path: string, mode: number): number {
   const address = sockaddr(path);
   return closeOnThrow(seqpacketSocket(), (fd) => {
     if ((c.bind(fd, address, address.length) as number) < 0) fail('bind', path);
-    chmodSync(path, mode);
+    setSocketMode(path, mode);
+    passCredentials(fd);
     if ((c.listen(fd, SOMAXCONN) as number) < 0) fail('listen', path);
     return fd;
   });
 }
 
-/** A connected socket; undefined when the listener's backlog is full (EAGAIN). */
+/** A connected socket (with SO_PASSCRED, for the answers); undefined when the listener's backlog is full (EAGAIN). */
 export function connectSeqpacket(path: string): number | undefined {
   const address = sockaddr(path);
   return closeOnThrow(seqpacketSocket(), (fd) => {
+    passCredentials(fd);
     if ((c.connect(fd, address, address.length) as number) < 0) {
       if (errnoName(koffi.errno()) === EAGAIN) {
         closeFd(fd);
@@ -163,7 +209,8 @@ export class MessageBuffer {
     this.maxBytes = maxBytes;
     this.maxFds = maxFds;
     this.#controlAt = MSGHDR.size + IOVEC.size;
-    this.#controlSize = CMSG_DATA + cmsgAlign(maxFds * FD_SIZE);
+    // Room for the sender's credentials (SO_PASSCRED) and for maxFds fds.
+    this.#controlSize = CMSG_DATA + cmsgAlign(UCRED.size) + CMSG_DATA + cmsgAlign(maxFds * FD_SIZE);
     this.#dataAt = this.#controlAt + this.#controlSize;
     const size = this.#dataAt + maxBytes;
     this.#pointer = koffi.alloc('uint8_t', size);
@@ -185,7 +232,11 @@ export class MessageBuffer {
 
   /**
    * One recvmsg without waiting. Returns undefined when nothing is queued, 'end' when the peer
-   * has closed, else the message and the fds that came with it.
+   * has closed, else the message and the fds that came with it. On SOCK_SEQPACKET recvmsg
+   * returns 0 both for a message of no bytes and at the end: on a socket with SO_PASSCRED (those
+   * of listenSeqpacket and connectSeqpacket) every message carries SCM_CREDENTIALS and the end
+   * carries nothing, which tells them apart; on any other socket an empty message without fds
+   * reads as 'end'.
    */
   receive(fd: number): ReceivedMessage | 'end' | undefined {
     this.#checkLive();
@@ -197,8 +248,9 @@ export class MessageBuffer {
       fail('recvmsg');
     }
     const flags = this.#view.readInt32LE(fieldOffset(MSGHDR, 'msg_flags'));
-    const fds = this.#receivedFds(Number(this.#view.readBigUInt64LE(fieldOffset(MSGHDR, 'msg_controllen'))));
-    if (n === 0 && fds.length === 0) return 'end';
+    const controlLength = Number(this.#view.readBigUInt64LE(fieldOffset(MSGHDR, 'msg_controllen')));
+    if (n === 0 && controlLength === 0) return 'end';
+    const fds = this.#receivedFds(controlLength);
     return {
       bytes: Buffer.from(this.#view.subarray(this.#dataAt, this.#dataAt + Math.min(n, this.maxBytes))),
       fds,
@@ -218,6 +270,7 @@ export class MessageBuffer {
       if (length < CMSG_DATA || at + length > controlLength) break;
       const level = v.readInt32LE(header + fieldOffset(CMSGHDR, 'cmsg_level'));
       const type = v.readInt32LE(header + fieldOffset(CMSGHDR, 'cmsg_type'));
+      // SCM_CREDENTIALS (SO_PASSCRED) is skipped: who connected comes from SO_PEERCRED.
       if (level === SOL_SOCKET && type === SCM_RIGHTS) {
         for (let p = CMSG_DATA; p + FD_SIZE <= length; p += FD_SIZE) fds.push(v.readInt32LE(header + p));
       }

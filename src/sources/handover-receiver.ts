@@ -4,15 +4,22 @@
  * SCM_RIGHTS and a small JSON header. The receiver needs no privilege at all: a stats fd can be
  * read by whoever holds it.
  *
- * Nothing here blocks: the socket is drained with non-blocking calls at every refresh() and
- * sources() (so at every collection). Every received fd is checked before use: its
- * /proc/self/fd link must name a KVM stats inode and its stats header must validate; anything
- * else is closed and logged once with the sender's SO_PEERCRED credentials. There are limits on
- * fds per message and per sender (uid), on open connections and on the header's size.
+ * Nothing here waits on a sender. The socket is drained with non-blocking calls every few
+ * milliseconds and at every collection, each connection a few messages per turn, and each
+ * message is answered on its connection (accepted N / refused, and why). Every received fd is
+ * checked before use: its /proc/self/fd link must name a KVM stats inode and its stats header
+ * must validate; anything else is closed off the event loop (FdCloser: a close can wait as long
+ * as the file's owner likes) and logged once with the sender's SO_PEERCRED credentials. Who owns
+ * a VM comes from the kernel, never from the message: the thread in the fd's id string, else the
+ * sender. Limits bound fds per message, per live sender process and per owner, connections
+ * (idle ones time out, the longest idle gives way) and the header's size.
  */
-import { lstatSync, readlinkSync, rmSync } from 'node:fs';
+import { lstatSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { SCM_MAX_FD } from '../abi/linux.js';
+import { FdCloser } from '../native/closer.js';
 import { NativeError } from '../native/errors.js';
-import { closeFd } from '../native/libc.js';
+import { closeFd, pidfdOpen, readableNow } from '../native/libc.js';
 import {
   MessageBuffer,
   type PeerCredentials,
@@ -32,18 +39,29 @@ import { type SourceAttributes, type StatsSource, statsSource } from './source.j
 export const HANDOVER_LIMITS = {
   /** Bytes of JSON header in one message. */
   headerBytes: 4096,
-  /** Fds in one message; the kernel closes any beyond this (MSG_CTRUNC) and the message is refused. */
+  /** Fds in one message; a message with more is refused (all of them are received, up to the
+   * kernel's SCM_MAX_FD, so the kernel never closes one here). */
   fdsPerMessage: 64,
-  /** Fds held at once for one sender uid. */
+  /** Fds held at once that one live sender process handed over; freed when it exits. */
   fdsPerSender: 4096,
-  /** Connections open at once; more are closed as they come. */
+  /** Fds held at once for one owning process (the VMM); freed when it exits. */
+  fdsPerOwner: 4096,
+  /** Connections open at once; a new one past this closes the one idle longest. */
   connections: 64,
-  /** Messages taken per drain, so a flooding sender cannot hold the event loop. */
-  messagesPerDrain: 1024,
+  /** Messages taken from one connection per turn, so that a flood waits its turn like the rest. */
+  messagesPerTurn: 8,
+  /** Connections accepted per drain. */
+  acceptsPerDrain: 64,
+  /** A connection that sends nothing for this long is closed. */
+  idleTimeoutMs: 10_000,
+  /** How often the socket is drained between collections. */
+  drainIntervalMs: 20,
   /** Extra attributes in one header, and the length of their keys and string values. */
   attributes: 16,
   attributeKeyLength: 64,
   stringLength: 256,
+  /** Distinct reasons in one answer. */
+  reasons: 4,
 } as const;
 
 /** Attributes a sender may not set: the receiver derives them from the kernel. */
@@ -56,7 +74,7 @@ export interface HandoverHeader {
   readonly vcpus?: readonly (number | null)[];
   /** The guest's name (kvm.vm.name); default: from the VMM's command line. */
   readonly vmName?: string;
-  /** The VMM's pid; used only when the VM's creating thread cannot be found in /proc. */
+  /** Ignored (older senders send their pid): who owns a VM comes from the kernel, never from the message. */
   readonly pid?: number;
   /** Extra attributes for the fds' data points. */
   readonly attributes?: SourceAttributes;
@@ -103,23 +121,85 @@ function checkAttributes(attributes: unknown): asserts attributes is SourceAttri
   }
 }
 
+/** What the receiver answers to each message, as JSON on the same connection. */
+export interface HandoverAnswer {
+  /** Fds taken (or held already: the same VM or vCPU handed over again). */
+  readonly accepted: number;
+  /** Fds refused and closed. */
+  readonly refused: number;
+  /** Why, when anything was refused or the connection is closed: distinct reasons joined by "; ". */
+  readonly reason?: string;
+  /** Closed for the receiver's own limits, not for what was sent: connect again. */
+  readonly retry?: boolean;
+}
+
+/** Checks an answer's shape; throws an Error if it is not one. */
+export function parseHandoverAnswer(bytes: Uint8Array): HandoverAnswer {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new Error('the answer is not JSON');
+  }
+  if (!isObject(value) || !isId(value.accepted) || !isId(value.refused) || (value.reason !== undefined && typeof value.reason !== 'string')) {
+    throw new Error('the answer is not {"accepted":N,"refused":N,"reason":"..."}');
+  }
+  return value as unknown as HandoverAnswer;
+}
+
+function encodeAnswer(answer: HandoverAnswer): Buffer {
+  // "reason" last: the preload helper prints what follows it without parsing JSON.
+  const { accepted, refused, retry, reason } = answer;
+  return Buffer.from(JSON.stringify({ accepted, refused, ...(retry ? { retry } : {}), ...(reason !== undefined ? { reason } : {}) }));
+}
+
+/** A live process that handed fds over, charged for those still held until it exits. Watched
+ * (a pidfd) only while it has a connection open or fds held, so idle processes cost nothing. */
+interface Sender {
+  readonly pid: number;
+  /** -1 once it has exited (or was gone at connect): nothing is charged to it then. */
+  pidfd: number;
+  held: number;
+  connections: number;
+}
+
 /** A connection from one sender. */
 interface Connection {
   readonly fd: number;
   readonly peer: PeerCredentials;
+  readonly sender: Sender;
+  /** When it connected or last sent a message. */
+  lastActive: number;
 }
 
-/** A handed-over stats fd, held for the VMM that owns it and charged to the sender's uid. */
+/** A handed-over stats fd, held for the VMM that owns it and charged to the process that sent it. */
 interface HandedFd extends HeldFd {
   readonly source: StatsSource;
-  readonly uid: number;
+  readonly sender: Sender;
 }
 
-/** A listening path that is taken: by a live receiver (EADDRINUSE) or by a file that is not a socket (EEXIST). */
+/** What became of one message's fds. */
+class Outcome {
+  accepted = 0;
+  refused = 0;
+  readonly reasons = new Set<string>();
+
+  refuse(count: number, reason: string): void {
+    this.refused += count;
+    if (this.reasons.size < HANDOVER_LIMITS.reasons) this.reasons.add(reason);
+  }
+
+  get answer(): HandoverAnswer {
+    return { accepted: this.accepted, refused: this.refused, ...(this.reasons.size > 0 ? { reason: [...this.reasons].join('; ') } : {}) };
+  }
+}
+
+/** A listening path that is taken (EADDRINUSE by a live receiver, EEXIST by a file that is not a
+ * socket) or unsafe (EPERM: a directory someone else could swap the socket in). */
 export class HandoverPathError extends Error {
   constructor(
     readonly path: string,
-    readonly code: 'EADDRINUSE' | 'EEXIST',
+    readonly code: 'EADDRINUSE' | 'EEXIST' | 'EPERM',
     message: string,
   ) {
     super(message);
@@ -132,8 +212,12 @@ export interface HandoverProviderOptions {
   readonly mode?: number;
   /** Called once per problem: a refused fd (once per sender and reason), an exited VMM. */
   readonly report?: ProblemReporter;
-  /** Fds held at once per sender uid; default HANDOVER_LIMITS.fdsPerSender. */
+  /** Fds held at once per live sender process; default HANDOVER_LIMITS.fdsPerSender. */
   readonly fdsPerSender?: number;
+  /** Fds held at once per owning process; default HANDOVER_LIMITS.fdsPerOwner. */
+  readonly fdsPerOwner?: number;
+  /** Default HANDOVER_LIMITS.idleTimeoutMs. */
+  readonly idleTimeoutMs?: number;
 }
 
 /** Stats fds handed over on a Unix socket, held until their VMM exits. */
@@ -142,23 +226,30 @@ export class HandoverProvider implements SourceProvider {
   readonly path: string;
   readonly #mode: number;
   readonly #fdsPerSender: number;
+  readonly #fdsPerOwner: number;
+  readonly #idleTimeoutMs: number;
   readonly #connections = new Map<number, Connection>();
-  /** The VMMs whose fds are held, keyed within each by the fd's id and VM name. */
+  /** The VMMs whose fds are held, keyed within each by the kernel's id string. */
   readonly #owners: HeldProcesses<HandedFd>;
-  readonly #heldByUid = new Map<number, number>();
+  /** Live senders by pid. */
+  readonly #senders = new Map<number, Sender>();
   /** Keyed by sender and kind of problem. */
   readonly #said: SaidOnce;
+  readonly #closer = new FdCloser();
   #listenFd = -1;
   #buffer: MessageBuffer | undefined;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(path: string, options: HandoverProviderOptions = {}) {
     this.path = path;
     this.description = `hand-over socket ${path}`;
     this.#mode = options.mode ?? 0o660;
     const report = options.report ?? (() => undefined);
-    this.#owners = new HeldProcesses<HandedFd>({ report, noun: 'handed-over stats fds', release: (held) => this.#release(held.uid) });
+    this.#owners = new HeldProcesses<HandedFd>({ report, noun: 'handed-over stats fds', release: (held) => this.#release(held.sender) });
     this.#said = new SaidOnce(report);
     this.#fdsPerSender = options.fdsPerSender ?? HANDOVER_LIMITS.fdsPerSender;
+    this.#fdsPerOwner = options.fdsPerOwner ?? HANDOVER_LIMITS.fdsPerOwner;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? HANDOVER_LIMITS.idleTimeoutMs;
   }
 
   /** Listens on the first call (throws if it cannot), then takes whatever was handed over. */
@@ -173,62 +264,68 @@ export class HandoverProvider implements SourceProvider {
     return this.#owners.sources();
   }
 
+  /**
+   * Resolves true once every fd refused so far is closed (that happens off the event loop) and
+   * the threads that closed them have ended, false if fds are still being closed after `timeoutMs`.
+   */
+  async settled(timeoutMs?: number): Promise<boolean> {
+    const done = await this.#closer.settled(timeoutMs);
+    await this.#closer.stop();
+    return done;
+  }
+
   async close(): Promise<void> {
-    for (const connection of this.#connections.values()) closeFd(connection.fd);
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    for (const connection of this.#connections.values()) this.#closer.close(connection.fd);
     this.#connections.clear();
     this.#owners.close();
-    this.#heldByUid.clear();
+    for (const sender of this.#senders.values()) closeFd(sender.pidfd);
+    this.#senders.clear();
     this.#buffer?.free();
     this.#buffer = undefined;
     if (this.#listenFd >= 0) {
-      closeFd(this.#listenFd);
+      // Its queue may hold connections with fds in them: closed like any fd from outside.
+      this.#closer.close(this.#listenFd);
       this.#listenFd = -1;
       rmSync(this.path, { force: true });
     }
+    await this.settled(1000);
   }
 
   #listen(): void {
+    checkSocketDirectory(this.path);
     removeStaleSocket(this.path);
     this.#listenFd = listenSeqpacket(this.path, this.#mode);
-    this.#buffer = new MessageBuffer(HANDOVER_LIMITS.headerBytes, HANDOVER_LIMITS.fdsPerMessage);
+    this.#buffer = new MessageBuffer(HANDOVER_LIMITS.headerBytes, SCM_MAX_FD);
+    this.#timer = setInterval(() => this.#drainSafely(), HANDOVER_LIMITS.drainIntervalMs);
+    this.#timer.unref();
+  }
+
+  #drainSafely(): void {
+    try {
+      if (this.#listenFd >= 0) this.#drain();
+    } catch (error) {
+      this.#said.say(`drain:${(error as Error).message}`, { kind: 'accept-failed', message: `taking hand-overs on ${this.path} failed: ${(error as Error).message}` });
+    }
   }
 
   #drain(): void {
+    const now = Date.now();
     this.#owners.reap();
-    for (let fd = this.#accept(); fd !== undefined; fd = this.#accept()) {
-      let peer: PeerCredentials;
-      try {
-        peer = peerCredentials(fd);
-      } catch {
-        closeFd(fd);
-        continue;
-      }
-      if (this.#connections.size >= HANDOVER_LIMITS.connections) {
-        closeFd(fd);
-        this.#refuse(peer, 'connections', `${HANDOVER_LIMITS.connections} connections are open already; connection closed`);
-        continue;
-      }
-      this.#connections.set(fd, { fd, peer });
+    this.#reapSenders();
+    for (const connection of [...this.#connections.values()]) {
+      if (now - connection.lastActive > this.#idleTimeoutMs) this.#drop(connection);
     }
-    let budget = HANDOVER_LIMITS.messagesPerDrain;
-    for (const connection of this.#connections.values()) {
-      while (budget-- > 0) {
-        let message: ReceivedMessage | 'end' | undefined;
-        try {
-          message = this.#buffer!.receive(connection.fd);
-        } catch (error) {
-          this.#refuse(connection.peer, 'recvmsg', `${(error as Error).message}; connection closed`);
-          message = 'end';
-        }
-        if (message === undefined) break;
-        if (message === 'end') {
-          closeFd(connection.fd);
-          this.#connections.delete(connection.fd);
-          break;
-        }
-        this.#take(connection.peer, message);
-      }
+    // Each new connection is served at once: what it sent before it was accepted is answered
+    // before a later one can push it out.
+    for (let i = 0; i < HANDOVER_LIMITS.acceptsPerDrain; i++) {
+      const fd = this.#accept();
+      if (fd === undefined) break;
+      const connection = this.#open(fd, now);
+      if (connection) this.#serve(connection, now);
     }
+    for (const connection of [...this.#connections.values()]) this.#serve(connection, now);
   }
 
   /** The next waiting connection. A failure (EMFILE) is said once and leaves the rest waiting for the next drain. */
@@ -242,14 +339,129 @@ export class HandoverProvider implements SourceProvider {
     }
   }
 
+  #open(fd: number, now: number): Connection | undefined {
+    let peer: PeerCredentials;
+    try {
+      peer = peerCredentials(fd);
+    } catch {
+      this.#closer.close(fd);
+      return undefined;
+    }
+    if (this.#connections.size >= HANDOVER_LIMITS.connections) {
+      // Idle connections cannot lock senders out: the one idle longest gives way.
+      let idlest: Connection | undefined;
+      for (const c of this.#connections.values()) if (!idlest || c.lastActive < idlest.lastActive) idlest = c;
+      const reason = `${HANDOVER_LIMITS.connections} connections are open and this one was idle longest; connection closed`;
+      this.#answer(idlest!, { accepted: 0, refused: 0, retry: true, reason });
+      this.#refuse(idlest!.peer, 'connections', reason);
+      this.#drop(idlest!);
+    }
+    const connection: Connection = { fd, peer, sender: this.#senderOf(peer.pid), lastActive: now };
+    this.#connections.set(fd, connection);
+    return connection;
+  }
+
+  /** Takes up to messagesPerTurn messages from one connection and answers each. */
+  #serve(connection: Connection, now: number): void {
+    for (let i = 0; i < HANDOVER_LIMITS.messagesPerTurn && this.#connections.has(connection.fd); i++) {
+      let message: ReceivedMessage | 'end' | undefined;
+      try {
+        message = this.#buffer!.receive(connection.fd);
+      } catch (error) {
+        this.#refuse(connection.peer, 'recvmsg', `${(error as Error).message}; connection closed`);
+        this.#drop(connection);
+        return;
+      }
+      if (message === undefined) return;
+      if (message === 'end') {
+        // The end comes after every message: nothing is queued that a close could wait on.
+        this.#forget(connection);
+        closeFd(connection.fd);
+        return;
+      }
+      connection.lastActive = now;
+      this.#answer(connection, this.#take(connection, message).answer);
+    }
+  }
+
+  /** Closes a connection off the event loop: messages still queued in it hold fds. */
+  #drop(connection: Connection): void {
+    this.#forget(connection);
+    this.#closer.close(connection.fd);
+  }
+
+  #forget(connection: Connection): void {
+    this.#connections.delete(connection.fd);
+    const { sender } = connection;
+    sender.connections--;
+    this.#unwatchIfIdle(sender);
+  }
+
+  /** A sender with no connection and nothing held is no longer watched. */
+  #unwatchIfIdle(sender: Sender): void {
+    if (sender.connections <= 0 && sender.held <= 0 && sender.pidfd >= 0) this.#exited(sender);
+  }
+
+  /** Answers without waiting; a sender that does not read its answers loses the later ones. */
+  #answer(connection: Connection, answer: HandoverAnswer): void {
+    try {
+      this.#buffer!.send(connection.fd, encodeAnswer(answer), []);
+    } catch {
+      // The sender has gone (EPIPE, ECONNRESET): nobody to tell.
+    }
+  }
+
+  #senderOf(pid: number): Sender {
+    const known = this.#senders.get(pid);
+    if (known && !readableNow([known.pidfd])[0]) {
+      known.connections++;
+      return known;
+    }
+    if (known) this.#exited(known);
+    let pidfd: number;
+    try {
+      pidfd = pidfdOpen(pid);
+    } catch {
+      return { pid, pidfd: -1, held: 0, connections: 1 }; // gone already: it cannot send more, nothing to charge
+    }
+    const sender: Sender = { pid, pidfd, held: 0, connections: 1 };
+    this.#senders.set(pid, sender);
+    return sender;
+  }
+
+  /** Senders that have exited are charged no more: their quota is free, their fds stay with their owners. */
+  #reapSenders(): void {
+    if (this.#senders.size === 0) return;
+    const list = [...this.#senders.values()];
+    const readable = readableNow(list.map((sender) => sender.pidfd));
+    list.forEach((sender, i) => readable[i] && this.#exited(sender));
+  }
+
+  #exited(sender: Sender): void {
+    closeFd(sender.pidfd);
+    sender.pidfd = -1;
+    sender.held = 0;
+    if (this.#senders.get(sender.pid) === sender) this.#senders.delete(sender.pid);
+  }
+
+  /** Closes an fd from outside: a KVM stats fd here (its close does not wait), anything else off the event loop. */
+  #dispose(fd: number, link = linkOf(fd)): void {
+    if (isStatsLink(link)) closeFd(fd);
+    else this.#closer.close(fd);
+  }
+
   /** Takes the fds of one message, or closes them and says why. */
-  #take(peer: PeerCredentials, message: ReceivedMessage): void {
+  #take(connection: Connection, message: ReceivedMessage): Outcome {
+    const { peer } = connection;
     const fds = [...message.fds];
-    const refuseAll = (kind: string, reason: string): void => {
-      for (const fd of fds) closeFd(fd);
+    const outcome = new Outcome();
+    const refuseAll = (kind: string, reason: string): Outcome => {
+      for (const fd of fds) this.#dispose(fd);
+      outcome.refuse(fds.length, reason);
       this.#refuse(peer, kind, `${reason}; closed ${fds.length} fd(s)`);
+      return outcome;
     };
-    if (message.fdsTruncated) return refuseAll('fds per message', `more than ${HANDOVER_LIMITS.fdsPerMessage} fds in one message`);
+    if (message.fdsTruncated || fds.length > HANDOVER_LIMITS.fdsPerMessage) return refuseAll('fds per message', `more than ${HANDOVER_LIMITS.fdsPerMessage} fds in one message`);
     if (message.truncated) return refuseAll('header size', `a header longer than ${HANDOVER_LIMITS.headerBytes} bytes`);
     if (fds.length === 0) return refuseAll('no fds', 'a message without fds');
     let header: HandoverHeader;
@@ -262,26 +474,26 @@ export class HandoverProvider implements SourceProvider {
       return refuseAll('header: vcpus', `header lists ${header.vcpus.length} vCPU ids for ${fds.length} fds`);
     }
     fds.forEach((fd, i) => {
-      const refused = this.#takeFd(peer, header, fd, header.vcpus?.[i]);
-      if (refused) this.#refuse(peer, refused.kind, `${refused.reason}; fd closed`);
+      const refused = this.#takeFd(connection, header, fd, header.vcpus?.[i]);
+      if (refused) {
+        outcome.refuse(1, refused.reason);
+        this.#refuse(peer, refused.kind, `${refused.reason}; fd closed`);
+      } else outcome.accepted++;
     });
+    return outcome;
   }
 
   /** Takes one fd (or closes it): returns why it was refused, if it was. */
-  #takeFd(peer: PeerCredentials, header: HandoverHeader, fd: number, claimedVcpu: number | null | undefined): { kind: string; reason: string } | undefined {
-    let link: string;
-    try {
-      link = readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      link = 'unknown';
-    }
+  #takeFd(connection: Connection, header: HandoverHeader, fd: number, claimedVcpu: number | null | undefined): { kind: string; reason: string } | undefined {
+    const { peer, sender } = connection;
+    const link = linkOf(fd);
     if (!isStatsLink(link)) {
-      closeFd(fd);
+      this.#dispose(fd, link);
       return { kind: 'not stats', reason: `an fd that is ${link.slice(0, 80)}, not a KVM stats fd` };
     }
-    if ((this.#heldByUid.get(peer.uid) ?? 0) >= this.#fdsPerSender) {
+    if (sender.pidfd >= 0 && sender.held >= this.#fdsPerSender) {
       closeFd(fd);
-      return { kind: 'fds per sender', reason: `uid ${peer.uid} has ${this.#fdsPerSender} stats fds here already, the limit per sender` };
+      return { kind: 'fds per sender', reason: `process ${sender.pid} has handed over ${this.#fdsPerSender} stats fds that are held here, the limit per sender until it exits` };
     }
     let file: StatsFile;
     try {
@@ -293,35 +505,40 @@ export class HandoverProvider implements SourceProvider {
       file.close();
       return { kind: 'claim', reason: `an fd claimed as ${claimedVcpu === null ? 'a VM' : `vCPU ${claimedVcpu}`} that is ${file.id}` };
     }
-    // Who owns the VM comes from the kernel's id string where it can; the sender is trusted only for names.
-    const pid = processOfThread(file.threadId) ?? header.pid ?? peer.pid;
-    const vmName = header.vmName ?? vmNameFromCommandLine(commandLine(pid));
-    const key = `${file.id}\0${vmName ?? ''}`;
+    // Who owns the VM comes from the kernel: the process of the thread in the fd's id string, and
+    // when that thread is gone, the sender itself (SO_PEERCRED). The message names nobody.
+    const pid = processOfThread(file.threadId) ?? peer.pid;
     let vmm = this.#owners.get(pid);
-    if (vmm?.fds.has(key)) {
-      file.close(); // the same VM or vCPU again (the helper and a handoff both sent it): one series
+    if (vmm?.fds.has(file.id)) {
+      // The same VM or vCPU again (the helper and a handoff both sent it, or a second handoff):
+      // one series, whatever name the message gives.
+      file.close();
       return undefined;
+    }
+    if (vmm && vmm.fds.size >= this.#fdsPerOwner) {
+      file.close();
+      return { kind: 'fds per owner', reason: `process ${pid} owns ${this.#fdsPerOwner} stats fds held here already, the limit per owner` };
     }
     if (!vmm) {
       try {
         vmm = this.#owners.add(pid);
       } catch (error) {
         file.close();
-        if (error instanceof NativeError && error.code === 'ESRCH') return undefined; // its VMM is gone already
+        if (error instanceof NativeError && error.code === 'ESRCH') return { kind: 'exited', reason: `its owner, process ${pid}, has exited` };
         return { kind: 'pidfd', reason: `watching process ${pid} failed: ${(error as Error).message}` };
       }
     }
+    const vmName = header.vmName ?? vmNameFromCommandLine(commandLine(pid));
     const origin = `hand-over from pid ${peer.pid} uid ${peer.uid}${header.sender ? ` (${header.sender})` : ''}`;
     const source = statsSource(file, { pid, vmName, startTimeMs: vmm.owner.startTimeMs, attributes: header.attributes }, origin);
-    vmm.hold(key, { source, uid: peer.uid });
-    this.#heldByUid.set(peer.uid, (this.#heldByUid.get(peer.uid) ?? 0) + 1);
+    vmm.hold(file.id, { source, sender });
+    if (sender.pidfd >= 0) sender.held++;
     return undefined;
   }
 
-  #release(uid: number): void {
-    const held = (this.#heldByUid.get(uid) ?? 1) - 1;
-    if (held > 0) this.#heldByUid.set(uid, held);
-    else this.#heldByUid.delete(uid);
+  #release(sender: Sender): void {
+    if (sender.pidfd >= 0 && sender.held > 0) sender.held--;
+    this.#unwatchIfIdle(sender);
   }
 
   /** Says a refusal once per sender process and kind of problem (each header error is its own kind). */
@@ -331,6 +548,39 @@ export class HandoverProvider implements SourceProvider {
       pid: peer.pid,
       message: `hand-over on ${this.path} from pid ${peer.pid} uid ${peer.uid} gid ${peer.gid} refused: ${reason}`,
     });
+  }
+}
+
+/** What /proc/self/fd says an fd is; '' if it cannot be read. */
+function linkOf(fd: number): string {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The socket's directory must be one nobody else can change: whoever can rename entries there
+ * can swap the socket for a link between bind and chmod, or for their own socket. So it must
+ * belong to this user or root, and not be writable by group or others unless sticky (as /tmp is:
+ * then only a file's owner can rename it).
+ */
+function checkSocketDirectory(path: string): void {
+  const dir = dirname(resolve(path));
+  let stat;
+  try {
+    stat = statSync(dir);
+  } catch {
+    return; // missing: bind says so, with its errno
+  }
+  const euid = process.geteuid?.() ?? 0;
+  const mode = `0${(stat.mode & 0o7777).toString(8)}`;
+  if (stat.uid !== euid && stat.uid !== 0) {
+    throw new HandoverPathError(path, 'EPERM', `${dir} belongs to uid ${stat.uid}, who could swap ${basename(path)} for a link: put the socket in a directory of uid ${euid} or root`);
+  }
+  if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) {
+    throw new HandoverPathError(path, 'EPERM', `${dir} can be written by other users (mode ${mode}) and is not sticky, so they could swap ${basename(path)} for a link: use a directory only its owner can write, or make it sticky (chmod +t)`);
   }
 }
 

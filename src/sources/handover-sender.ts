@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { closeFd } from '../native/libc.js';
 import { MessageBuffer, connectSeqpacket } from '../native/socket.js';
-import { HANDOVER_LIMITS, type HandoverHeader, parseHandoverHeader } from './handover-receiver.js';
+import { HANDOVER_LIMITS, type HandoverAnswer, type HandoverHeader, parseHandoverAnswer, parseHandoverHeader } from './handover-receiver.js';
 import { openProcessStats } from './pid.js';
 import type { Problem } from './problem.js';
 import { type SourceAttributes, type StatsSource, closeSources } from './source.js';
@@ -15,7 +15,7 @@ export interface HandoffOptions {
   /** kvm.vm.name for the receiver; default: from the VMM's command line. */
   readonly vmName?: string;
   readonly attributes?: SourceAttributes;
-  /** How long to wait while the receiver's queue is full; default 10 s. */
+  /** How long to wait for the receiver to take and answer each message; default 10 s. */
   readonly timeoutMs?: number;
 }
 
@@ -38,6 +38,21 @@ export class HandoverTimeoutError extends Error {
   ) {
     super(message);
     this.name = 'HandoverTimeoutError';
+  }
+}
+
+/** The receiver refused some or all of the fds, and said why. */
+export class HandoverRefusedError extends Error {
+  readonly code = 'EREFUSED';
+
+  constructor(
+    readonly path: string,
+    readonly accepted: number,
+    readonly refused: number,
+    readonly reasons: readonly string[],
+  ) {
+    super(`the receiver on ${path} refused ${refused} of ${accepted + refused} stats fds: ${reasons.join('; ') || 'no reason given'}`);
+    this.name = 'HandoverRefusedError';
   }
 }
 
@@ -66,7 +81,6 @@ export async function handOffProcessStats(pid: number, path: string, options: Ha
       bytes: encodeHandoverHeader({
         vcpus: batch.map((source) => source.file.vcpuId ?? null),
         ...(vmName !== undefined ? { vmName } : {}),
-        pid,
         ...(options.attributes ? { attributes: options.attributes } : {}),
         sender: 'kvm-stats-otel handoff',
       }),
@@ -82,25 +96,61 @@ export async function handOffProcessStats(pid: number, path: string, options: Ha
   }
 }
 
-/** Sends each message on one connection, waiting (without blocking) while the receiver is busy. */
+/**
+ * Sends each message on one connection and waits for its answer, without blocking: while the
+ * receiver's queue is full, and for the answer. A connection the receiver closed for its own
+ * limits (retry) is opened again. Throws HandoverRefusedError when anything was refused.
+ */
 async function sendAll(path: string, messages: readonly { bytes: Buffer; fds: number[] }[], timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const busy = async (what: string): Promise<void> => {
-    if (Date.now() > deadline) throw new HandoverTimeoutError(path, timeoutMs, `the receiver on ${path} ${what} for ${timeoutMs} ms: is it collecting? raise the timeout or check it`);
-    await sleep(20);
+    if (Date.now() > deadline) throw new HandoverTimeoutError(path, timeoutMs, `the receiver on ${path} ${what} for ${timeoutMs} ms: is it running? raise the timeout or check it`);
+    await sleep(10);
   };
-  let socket = connectSeqpacket(path);
-  while (socket === undefined) {
-    await busy('accepted no connection');
-    socket = connectSeqpacket(path);
-  }
+  const connect = async (): Promise<number> => {
+    for (;;) {
+      const fd = connectSeqpacket(path);
+      if (fd !== undefined) return fd;
+      await busy('accepted no connection');
+    }
+  };
   const buffer = new MessageBuffer(HANDOVER_LIMITS.headerBytes, HANDOVER_LIMITS.fdsPerMessage);
+  let socket = await connect();
+  let accepted = 0;
+  let refused = 0;
+  const reasons = new Set<string>();
   try {
-    for (const message of messages) {
+    for (let i = 0; i < messages.length; ) {
+      const message = messages[i]!;
       while (!buffer.send(socket, message.bytes, message.fds)) await busy('took no message');
+      let answer: HandoverAnswer | 'end' | undefined;
+      while ((answer = receiveAnswer(buffer, socket)) === undefined) await busy('did not answer');
+      if (answer === 'end') throw new Error(`the receiver on ${path} closed the connection without an answer: is it an older kvm-stats-otel? update it`);
+      if (answer.retry) {
+        // Closed for the receiver's limits before this message was read: send it again.
+        closeFd(socket);
+        socket = -1;
+        await busy('kept closing the connection');
+        socket = await connect();
+        continue;
+      }
+      accepted += answer.accepted;
+      refused += answer.refused;
+      if (answer.reason && (answer.refused > 0 || answer.accepted < message.fds.length)) reasons.add(answer.reason);
+      if (answer.accepted + answer.refused < message.fds.length) refused += message.fds.length - answer.accepted - answer.refused;
+      i++;
     }
   } finally {
     buffer.free();
     closeFd(socket);
   }
+  if (refused > 0) throw new HandoverRefusedError(path, accepted, refused, [...reasons]);
+}
+
+/** The receiver's answer, if one has come; fds sent with it (none should be) are closed. */
+function receiveAnswer(buffer: MessageBuffer, socket: number): HandoverAnswer | 'end' | undefined {
+  const message = buffer.receive(socket);
+  if (message === undefined || message === 'end') return message;
+  for (const fd of message.fds) closeFd(fd);
+  return parseHandoverAnswer(message.bytes);
 }
