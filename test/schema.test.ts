@@ -1,4 +1,5 @@
-/** `schema`: the kernel's descriptors beside their metrics, as JSON and as docs/metrics.md. */
+/** `schema`: the kernel's descriptors beside their metrics, each stat's meaning and names in both
+ * unit modes, as JSON and as docs/metrics.md. */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { machine, release } from 'node:os';

@@ -1,7 +1,8 @@
 /**
- * `kvm-stats-otel schema`: the descriptor table as the kernel states it beside the metric each
- * stat becomes, under the selection and aggregation given (the agent's flags), and the series
- * that makes per collection for the fds read. docs/metrics.md is this command's Markdown output
+ * `kvm-stats-otel schema`: what each stat means and its metric and Prometheus names in both unit
+ * modes; the descriptor table as the kernel states it beside the metric each stat becomes, under
+ * the selection and aggregation given (the agent's flags); and the series that makes per
+ * collection for the fds read. docs/metrics.md is this command's Markdown output
  * on a real kernel, so the reference comes from the same definition as the exported metrics.
  */
 import { Command, Option } from 'commander';
@@ -133,7 +134,7 @@ function commandLine(options: SchemaOptions): string {
 }
 
 export function schemaCommand(): Command {
-  const command = new Command('schema').description('print the kernel\'s stats descriptors beside the metric each becomes (Markdown or JSON)');
+  const command = new Command('schema').description('print each stat\'s meaning, metric and Prometheus names in both unit modes, and the kernel\'s descriptor beside its metric (Markdown or JSON)');
   addSourceOptions(command)
     .addOption(new Option('--format <format>', 'markdown for people (docs/metrics.md), json for programs').choices(['markdown', 'json']).default('markdown'))
     .addOption(unitsOption());
