@@ -1,12 +1,15 @@
-/** `schema`: the kernel's descriptors beside their metrics, as JSON and as docs/metrics.md. */
+/** `schema`: the kernel's descriptors beside their metrics, each stat's meaning and names in both
+ * unit modes, as JSON and as docs/metrics.md. */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
+import { KVM_STATS_TYPE_INSTANT, KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
+import { type UnitMode, statNames } from '../src/otel/mapping.js';
 import type { Schema } from '../src/otel/schema.js';
-import { statMeaning } from '../src/otel/meanings.js';
+import { UNDOCUMENTED_STATS, statMeaning } from '../src/otel/meanings.js';
+import { openImageSource } from '../src/sources/image.js';
 import { BIN } from '../examples/local-collector/collector.js';
 import { buildImage, writeImage } from './helpers/image.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -38,14 +41,33 @@ describe('schema --file', () => {
     expect(schema.tables).toHaveLength(1);
     const [table] = schema.tables;
     expect(table!.target).toBe('vcpu');
+    const series = (name: string) => [`${name}_bucket`, `${name}_sum`, `${name}_count`];
     expect(table!.stats[1]).toEqual({
       name: 'halt_wait_hist', type: 'log2-histogram', unit: 'seconds', base: 10, exponent: -9, size: 10, bucketSize: 0, exported: true,
+      meaning: statMeaning('vcpu', 'halt_wait_hist'),
+      names: {
+        exact: { otel: 'kvm.vcpu.halt_wait_hist', prometheus: { name: 'kvm_vcpu_halt_wait_hist', series: series('kvm_vcpu_halt_wait_hist') } },
+        base: { otel: 'kvm.vcpu.halt_wait_hist', prometheus: { name: 'kvm_vcpu_halt_wait_hist_seconds', series: series('kvm_vcpu_halt_wait_hist_seconds') } },
+      },
       otel: {
         name: 'kvm.vcpu.halt_wait_hist', kind: 'histogram', unit: 'ns', bounds: [0, 1, 3, 7, 15, 31, 63, 127, 255], sumFrom: 'halt_wait_ns',
         description: `KVM vCPU stat halt_wait_hist: log2 histogram, unit seconds, base 10, exponent -9. ${statMeaning('vcpu', 'halt_wait_hist')} Sum from halt_wait_ns.`,
       },
     });
     expect(table!.stats[2]!.otel.sumFrom).toBeNull();
+    expect(table!.stats[2]!.meaning).toBeNull();
+    expect(table!.stats[2]!.names.base.prometheus.series).toEqual(['kvm_vcpu_lonely_hist_bucket', 'kvm_vcpu_lonely_hist_count']);
+    // Both modes whatever --units says, the names statNames gives for the kernel's table.
+    const { file } = openImageSource(image);
+    try {
+      for (const units of ['exact', 'base'] as UnitMode[]) {
+        expect(table!.stats.map((s) => s.names[units])).toEqual(file.table.stats.map((s) => statNames(s, 'vcpu', units, file.table.stats)));
+      }
+    } finally {
+      file.close();
+    }
+    expect(table!.stats[0]!.names.base).toEqual({ otel: 'kvm.vcpu.halt_wait', prometheus: { name: 'kvm_vcpu_halt_wait_seconds_total', series: ['kvm_vcpu_halt_wait_seconds_total'] } });
+    expect(table!.stats[0]!.otel.name).toBe('kvm.vcpu.halt_wait_ns');
     expect(table!.skipped).toEqual([{ name: 'from_the_future', reason: expect.stringContaining('type') }]);
   });
 
@@ -57,6 +79,31 @@ describe('schema --file', () => {
     expect(markdown).toContain('| halt_wait_hist | log2-histogram | seconds | 10 | -9 | 10 |  | `kvm.vcpu.halt_wait_hist` | histogram | `ns` | 0, 1, 3, 7, …, 255 (9 bounds) | halt_wait_ns |');
     expect(markdown).toContain('| lonely_hist | log2-histogram | none | 10 | 0 | 3 |  | `kvm.vcpu.lonely_hist` | histogram | `1` | 0, 1 | (none: no sum) |');
     expect(markdown).toMatch(/^Skipped: from_the_future: .*type/m);
+    // The names table: the meaning, then each mode's metric and every Prometheus series.
+    expect(markdown).toContain(
+      `| halt_wait_ns | ${statMeaning('vcpu', 'halt_wait_ns')} | \`kvm.vcpu.halt_wait_ns\`<br>\`kvm_vcpu_halt_wait_ns_total\` | \`kvm.vcpu.halt_wait\`<br>\`kvm_vcpu_halt_wait_seconds_total\` |`,
+    );
+    expect(markdown).toContain(
+      '| lonely_hist | (none known) | `kvm.vcpu.lonely_hist`<br>`kvm_vcpu_lonely_hist_bucket`, `kvm_vcpu_lonely_hist_count` | `kvm.vcpu.lonely_hist`<br>`kvm_vcpu_lonely_hist_bucket`, `kvm_vcpu_lonely_hist_count` |',
+    );
+  });
+
+  it('names a gauge\'s .max metric under VM aggregation, in both modes', () => {
+    const gauge = writeImage(buildImage({ id: 'kvm-9/vcpu-0', descs: [{ name: 'lat_ns', type: KVM_STATS_TYPE_INSTANT, unit: KVM_STATS_UNIT_SECONDS, exponent: -9 }] }), 'schema-gauge');
+    const schema = JSON.parse(run('--file', gauge, '--vcpu-aggregation', 'vm', '--format', 'json')) as Schema;
+    expect(schema.tables[0]!.stats[0]!.names).toEqual({
+      exact: {
+        otel: 'kvm.vcpu.lat_ns', prometheus: { name: 'kvm_vcpu_lat_ns', series: ['kvm_vcpu_lat_ns'] },
+        max: { otel: 'kvm.vcpu.lat_ns.max', prometheus: { name: 'kvm_vcpu_lat_ns_max', series: ['kvm_vcpu_lat_ns_max'] } },
+      },
+      base: {
+        otel: 'kvm.vcpu.lat', prometheus: { name: 'kvm_vcpu_lat_seconds', series: ['kvm_vcpu_lat_seconds'] },
+        max: { otel: 'kvm.vcpu.lat.max', prometheus: { name: 'kvm_vcpu_lat_max_seconds', series: ['kvm_vcpu_lat_max_seconds'] } },
+      },
+    });
+    expect(run('--file', gauge, '--vcpu-aggregation', 'vm')).toContain(
+      '| `kvm.vcpu.lat_ns`, `kvm.vcpu.lat_ns.max`<br>`kvm_vcpu_lat_ns`, `kvm_vcpu_lat_ns_max` | `kvm.vcpu.lat`, `kvm.vcpu.lat.max`<br>`kvm_vcpu_lat_seconds`, `kvm_vcpu_lat_max_seconds` |',
+    );
   });
 
   it('shows what a selection and VM aggregation export, and the series per collection', () => {
@@ -95,6 +142,21 @@ describeKvm('schema on real KVM', () => {
     const vcpu = schema.tables[1]!;
     expect(vcpu.stats.find((s) => s.name === 'exits')!.otel).toMatchObject({ name: 'kvm.vcpu.exits', kind: 'sum', unit: '1' });
     expect(vcpu.stats.filter((s) => s.otel.kind === 'histogram').every((s) => s.otel.sumFrom !== null)).toBe(true);
+    // Every stat this kernel has is explained, but those listed as undocumented upstream.
+    for (const table of schema.tables) {
+      const unexplained = table.stats.filter((s) => s.meaning === null).map((s) => s.name);
+      expect(unexplained, table.target).toEqual(table.stats.map((s) => s.name).filter((name) => UNDOCUMENTED_STATS[table.target].includes(name)));
+    }
+    expect(vcpu.stats.find((s) => s.name === 'halt_wait_ns')!.names).toEqual({
+      exact: { otel: 'kvm.vcpu.halt_wait_ns', prometheus: { name: 'kvm_vcpu_halt_wait_ns_total', series: ['kvm_vcpu_halt_wait_ns_total'] } },
+      base: { otel: 'kvm.vcpu.halt_wait', prometheus: { name: 'kvm_vcpu_halt_wait_seconds_total', series: ['kvm_vcpu_halt_wait_seconds_total'] } },
+    });
+    // The names of the selected mode are the metrics' own.
+    const base = JSON.parse(run('--demo', '--units', 'base', '--format', 'json')) as Schema;
+    for (const [i, table] of base.tables.entries()) {
+      expect(table.stats.map((s) => s.otel.name)).toEqual(table.stats.map((s) => s.names.base.otel));
+      expect(schema.tables[i]!.stats.map((s) => s.otel.name)).toEqual(schema.tables[i]!.stats.map((s) => s.names.exact.otel));
+    }
     const [vmStats, vcpuStats] = schema.tables.map((t) => t.stats.length);
     expect(schema.series).toMatchObject({ dataPoints: vmStats! + 3 * vcpuStats!, vmFds: 1, vcpuFds: 3, vcpuGroups: null });
   });

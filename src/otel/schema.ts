@@ -5,7 +5,9 @@
  */
 import { machine, release } from 'node:os';
 import type { StatsSource } from '../sources/source.js';
-import { type UnitMode, mapTable } from './mapping.js';
+import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
+import { type MetricMapping, type PrometheusNames, type UnitMode, mapTable, prometheusNames, vmAggregateMappings } from './mapping.js';
+import { statMeaning } from './meanings.js';
 import { type ExportOptions, type HostSeries, type SelectionSummary, type SeriesCount, hostSeries, selectionSummary, seriesOfTable, tableExports } from './series.js';
 
 export interface StatReport {
@@ -65,10 +67,23 @@ export function reportSource(source: StatsSource, units: UnitMode): SourceReport
   };
 }
 
+/** A metric's name and its Prometheus names in one unit mode. */
+export interface ModeNames {
+  otel: string;
+  prometheus: PrometheusNames;
+}
+
+/** What a stat is called in a unit mode: under VM aggregation a gauge's `.max` metric too. */
+export type StatModeNames = ModeNames & { max?: ModeNames };
+
 /** A stat as the kernel states it and the metric it becomes; under VM aggregation the summed
- * metric, with `max` for a gauge's second one. `exported` false: the selection leaves it out. */
+ * metric, with `max` for a gauge's second one. `exported` false: the selection leaves it out.
+ * `names` holds its names in both unit modes, whichever `units` the rest is in; `meaning` is the
+ * one line of src/otel/meanings.ts, null for a stat it does not know. */
 export type SchemaStat = Omit<StatReport, 'value'> & {
   exported: boolean;
+  meaning: string | null;
+  names: Record<UnitMode, StatModeNames>;
   otel: StatReport['otel'] & { description: string; sumFrom: string | null; max?: { name: string; description: string } };
 };
 
@@ -93,6 +108,19 @@ export interface Schema {
   series: HostSeries;
 }
 
+/**
+ * The names of every stat of a table in a unit mode, as the agent exports them: the metric name,
+ * and the Prometheus names (exact units: as @opentelemetry/exporter-prometheus writes them; base
+ * units: with the unit's word, as the OpenTelemetry specification's Prometheus compatibility says).
+ */
+function tableNames(table: DescriptorTable, target: StatsTarget, units: UnitMode, aggregated: boolean): StatModeNames[] {
+  const named = (metric: MetricMapping): ModeNames => ({ otel: metric.name, prometheus: prometheusNames(metric, units === 'base') });
+  return mapTable(table, target, units).metrics.map((metric) => {
+    const [main = metric, max] = aggregated ? vmAggregateMappings(metric).map((o) => o.mapping) : [metric];
+    return { ...named(main), ...(max ? { max: named(max) } : {}) };
+  });
+}
+
 /** One table per target and distinct descriptor table: every vCPU of a kernel shares one. */
 export function schemaOf(sources: readonly StatsSource[], options: ExportOptions): Schema {
   const { units, selection } = options;
@@ -105,6 +133,8 @@ export function schemaOf(sources: readonly StatsSource[], options: ExportOptions
     seen.add(key);
     const report = reportSource(source, units);
     const exports = tableExports(file.table, file.target, options);
+    const aggregated = options.vcpuAggregation === 'vm' && file.target === 'vcpu';
+    const names = { exact: tableNames(file.table, file.target, 'exact', aggregated), base: tableNames(file.table, file.target, 'base', aggregated) };
     tables.push({
       target: report.target,
       example: report.id,
@@ -114,6 +144,8 @@ export function schemaOf(sources: readonly StatsSource[], options: ExportOptions
         return {
           ...stat,
           exported,
+          meaning: statMeaning(file.target, stat.name) ?? null,
+          names: { exact: names.exact[i]!, base: names.base[i]! },
           otel: {
             ...stat.otel,
             name: main.name,
