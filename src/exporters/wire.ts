@@ -161,6 +161,31 @@ export function setFixed64(view: DataView, pos: number, value: number): void {
   view.setUint32(pos + 4, (value / TWO_POW_32) >>> 0, true);
 }
 
+/** The fixed64 words of the last HrTime converted: a collection's points share a few times
+ * (its end, each source's start), so most conversions are a compare. */
+export class TimeWords {
+  seconds = -1;
+  nanos = -1;
+  low = 0;
+  high = 0;
+
+  /** Writes `time` at `pos`, converting it only if it differs from the last one. */
+  set(view: DataView, pos: number, time: HrTime): void {
+    const seconds = time[0];
+    const nanos = time[1];
+    if (seconds !== this.seconds || nanos !== this.nanos) {
+      setHrTime(view, pos, time);
+      this.seconds = seconds;
+      this.nanos = nanos;
+      this.low = view.getUint32(pos, true);
+      this.high = view.getUint32(pos + 4, true);
+      return;
+    }
+    view.setUint32(pos, this.low, true);
+    view.setUint32(pos + 4, this.high, true);
+  }
+}
+
 /**
  * Writes an HrTime as fixed64 nanoseconds at `pos`. seconds * 1e9 is past 2^53 for any recent
  * date, so seconds are split at bit 16 and the two products (each exact) are added in 32-bit
