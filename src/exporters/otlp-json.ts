@@ -77,7 +77,8 @@ const P_HISTOGRAM_START = bytesOf(',"startTimeUnixNano":"');
 class TimeText {
   seconds = NaN;
   nanos = NaN;
-  bytes = new Uint8Array(0);
+  readonly #scratch = new Uint8Array(32);
+  bytes: Uint8Array = this.#scratch.subarray(0, 0);
 
   of(time: HrTime): Uint8Array {
     const seconds = time[0];
@@ -85,9 +86,63 @@ class TimeText {
     if (seconds === this.seconds && nanos === this.nanos) return this.bytes;
     this.seconds = seconds;
     this.nanos = nanos;
-    this.bytes = utf8.encode(timeText(time));
+    if (!(Number.isSafeInteger(seconds) && seconds >= 0 && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9)) {
+      this.bytes = utf8.encode(timeText(time));
+      return this.bytes;
+    }
+    // seconds, then nanoseconds in 9 digits; just the nanoseconds when seconds is 0.
+    const scratch = this.#scratch;
+    let pos = 0;
+    if (seconds > 0) {
+      pos = digits(scratch, 0, seconds);
+      for (let i = pos + 8, v = nanos; i >= pos; i--, v = Math.floor(v / 10)) scratch[i] = 0x30 + (v % 10);
+      pos += 9;
+    } else {
+      pos = digits(scratch, 0, nanos);
+    }
+    this.bytes = scratch.subarray(0, pos);
     return this.bytes;
   }
+}
+
+/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
+function digits(bytes: Uint8Array, pos: number, value: number): number {
+  let length = 1;
+  for (let v = value; v >= 10; v = Math.floor(v / 10)) length++;
+  let v = value;
+  for (let i = pos + length - 1; i >= pos; i--) {
+    const next = Math.floor(v / 10);
+    bytes[i] = 0x30 + (v - next * 10);
+    v = next;
+  }
+  return pos + length;
+}
+
+/**
+ * What the points of one source share: their attributes and start time, as the JSON that
+ * precedes a number point's end time and as the pieces of a histogram point.
+ */
+interface SourceText {
+  readonly attributes: Attributes;
+  readonly start: HrTime;
+  readonly seconds: number;
+  readonly nanos: number;
+  /** `{"attributes":[...],"startTimeUnixNano":"…","timeUnixNano":"` */
+  readonly numberPrefix: Uint8Array;
+  /** `[...]`, the attributes' KeyValues */
+  readonly attributesJson: Uint8Array;
+  /** `,"startTimeUnixNano":"…","timeUnixNano":"` */
+  readonly startSuffix: Uint8Array;
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let pos = 0;
+  for (const part of parts) {
+    bytes.set(part, pos);
+    pos += part.length;
+  }
+  return bytes;
 }
 
 export class OtlpJsonEncoder {
@@ -96,6 +151,10 @@ export class OtlpJsonEncoder {
   #held = false;
   readonly #attributes = new WeakMap<Attributes, Uint8Array>();
   readonly #bounds = new WeakMap<number[], Uint8Array>();
+  /** Per metric (by its place in the request), each point's SourceText the last time: found
+   * again with a compare while the series stay the same. */
+  #pointSources: (SourceText | undefined)[][][] = [];
+  readonly #sourceTexts = new WeakMap<Attributes, SourceText>();
   readonly #start = new TimeText();
   readonly #end = new TimeText();
 
@@ -117,13 +176,16 @@ export class OtlpJsonEncoder {
         scopeJson.droppedAttributesCount = extra.droppedAttributesCount ?? 0;
       }
       this.#text(`${s > 0 ? ',' : ''}{"scope":${JSON.stringify(scopeJson)},"metrics":[`);
+      const cached = (this.#pointSources[s] ??= []);
       scopeMetrics.metrics.forEach((metric, m) => {
         if (m > 0) this.#byte(0x2c);
-        this.#metric(metric);
+        this.#metric(metric, (cached[m] ??= []));
       });
+      cached.length = scopeMetrics.metrics.length;
       this.#text(scope.schemaUrl !== undefined ? `],"schemaUrl":${JSON.stringify(scope.schemaUrl)}}` : ']}');
     });
     this.#text(']}]}');
+    this.#pointSources.length = request.scopeMetrics.length;
     return this.#bytes.subarray(0, this.#pos);
   }
 
@@ -132,7 +194,7 @@ export class OtlpJsonEncoder {
     if (bytes.buffer === this.#bytes.buffer) this.#held = false;
   }
 
-  #metric(metric: MetricData): void {
+  #metric(metric: MetricData, cache: (SourceText | undefined)[]): void {
     const { descriptor } = metric;
     const header = JSON.stringify({ name: descriptor.name, description: descriptor.description, unit: descriptor.unit }).slice(1, -1);
     const temporality = temporalityNumber(metric.aggregationTemporality);
@@ -166,7 +228,8 @@ export class OtlpJsonEncoder {
     if (metric.dataPointType === DataPointType.HISTOGRAM) {
       for (let i = 0; i < points.length; i++) {
         if (i > 0) this.#byte(0x2c);
-        this.#histogramPoint(points[i] as DataPoint<Histogram>);
+        const point = points[i] as DataPoint<Histogram>;
+        this.#histogramPoint(point, this.#sourceText(cache, i, point));
       }
     } else if (metric.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM) {
       for (let i = 0; i < points.length; i++) {
@@ -178,11 +241,7 @@ export class OtlpJsonEncoder {
       for (let i = 0; i < points.length; i++) {
         if (i > 0) this.#byte(0x2c);
         const point = points[i] as DataPoint<number>;
-        this.#raw(P_ATTRIBUTES);
-        this.#raw(this.#attributesOf(point.attributes));
-        this.#raw(P_START);
-        this.#raw(this.#start.of(point.startTime));
-        this.#raw(P_END);
+        this.#raw(this.#sourceText(cache, i, point).numberPrefix);
         this.#raw(this.#end.of(point.endTime));
         if (valueKey === undefined || point.value === undefined) {
           this.#raw(P_CLOSE_TIME);
@@ -193,13 +252,38 @@ export class OtlpJsonEncoder {
         this.#byte(0x7d);
       }
     }
+    cache.length = points.length;
     this.#text(']}}');
   }
 
-  #histogramPoint(point: DataPoint<Histogram>): void {
+  /** Point i's SourceText: the last one if its attributes and start are the same. */
+  #sourceText(cache: (SourceText | undefined)[], i: number, point: DataPoint<unknown>): SourceText {
+    const { attributes, startTime } = point;
+    const last = cache[i];
+    if (last !== undefined && last.attributes === attributes && last.start === startTime && last.seconds === startTime[0] && last.nanos === startTime[1]) return last;
+    let text = this.#sourceTexts.get(attributes);
+    if (text === undefined || text.start !== startTime || text.seconds !== startTime[0] || text.nanos !== startTime[1]) {
+      const attributesJson = this.#attributesOf(attributes);
+      const start = this.#start.of(startTime);
+      text = {
+        attributes,
+        start: startTime,
+        seconds: startTime[0],
+        nanos: startTime[1],
+        numberPrefix: concat(P_ATTRIBUTES, attributesJson, P_START, start, P_END),
+        attributesJson,
+        startSuffix: concat(P_HISTOGRAM_START, start, P_END),
+      };
+      this.#sourceTexts.set(attributes, text);
+    }
+    cache[i] = text;
+    return text;
+  }
+
+  #histogramPoint(point: DataPoint<Histogram>, source: SourceText): void {
     const value = point.value;
     this.#raw(P_ATTRIBUTES);
-    this.#raw(this.#attributesOf(point.attributes));
+    this.#raw(source.attributesJson);
     this.#raw(P_BUCKET_COUNTS);
     const counts = value.buckets.counts;
     for (let b = 0; b < counts.length; b++) {
@@ -212,9 +296,7 @@ export class OtlpJsonEncoder {
     this.#optional(P_SUM, value.sum);
     this.#optional(P_MIN, value.min);
     this.#optional(P_MAX, value.max);
-    this.#raw(P_HISTOGRAM_START);
-    this.#raw(this.#start.of(point.startTime));
-    this.#raw(P_END);
+    this.#raw(source.startSuffix);
     this.#raw(this.#end.of(point.endTime));
     this.#raw(P_CLOSE_TIME);
   }
@@ -267,21 +349,13 @@ export class OtlpJsonEncoder {
   #number(value: unknown): void {
     if (typeof value === 'number' && Number.isSafeInteger(value)) {
       this.#ensure(17);
-      const bytes = this.#bytes;
       let pos = this.#pos;
-      let v = value;
-      if (v < 0) {
-        bytes[pos++] = 0x2d;
-        v = -v;
+      if (value < 0) {
+        this.#bytes[pos++] = 0x2d;
+        this.#pos = digits(this.#bytes, pos, -value);
+      } else {
+        this.#pos = digits(this.#bytes, pos, value);
       }
-      const start = pos;
-      do {
-        const digit = v % 10;
-        bytes[pos++] = 0x30 + digit;
-        v = (v - digit) / 10;
-      } while (v > 0);
-      bytes.subarray(start, pos).reverse();
-      this.#pos = pos;
       return;
     }
     this.#text(JSON.stringify(value) ?? 'null');
@@ -307,7 +381,7 @@ export class OtlpJsonEncoder {
     this.#ensure(length);
     const bytes = this.#bytes;
     const pos = this.#pos;
-    if (length < 64) {
+    if (length < 24) {
       for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
     } else {
       bytes.set(data, pos);
