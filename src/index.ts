@@ -13,6 +13,9 @@ export { KvmStatsProducer, type KvmStatsProducerOptions, type SourceSet } from '
 export { KvmStatsInstruments, observeKvmStats, type KvmStatsInstrumentsOptions } from './otel/instruments.js';
 export { histogramBounds, mapStat, mapTable, type MetricKind, type MetricMapping, type TableMapping, type UnitMode } from './otel/mapping.js';
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
+export { KvmOtlpMetricExporter, OTLP_PROTOCOLS, type KvmOtlpMetricExporterOptions, type OtlpProtocol } from './exporters/otlp-exporter.js';
+export { OtlpJsonEncoder } from './exporters/otlp-json.js';
+export { OtlpProtobufEncoder } from './exporters/otlp-protobuf.js';
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';

@@ -12,13 +12,13 @@ import { UsageError } from '../cli/errors.js';
 import { collect } from '../cli/options.js';
 import type { SourceOptions } from './sources.js';
 
-export type OtlpProtocol = 'http/protobuf' | 'http/json';
+export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
 export type TemporalityPreference = 'cumulative' | 'delta' | 'lowmemory';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface OtlpConfig {
-  /** The full URL metrics are posted to (…/v1/metrics). */
+  /** The full URL metrics are posted to (…/v1/metrics); for grpc, the collector's address. */
   readonly url: string;
   readonly protocol: OtlpProtocol;
   readonly headers: Readonly<Record<string, string>>;
@@ -48,6 +48,7 @@ export interface AgentConfig {
 
 export const DEFAULT_SERVICE_NAME = 'kvm-stats-otel';
 const DEFAULT_OTLP_BASE = 'http://localhost:4318/';
+const DEFAULT_OTLP_GRPC = 'http://localhost:4317';
 const METRICS_PATH = 'v1/metrics';
 
 // ---- value parsers: each throws an Error whose message says what is expected ----
@@ -73,9 +74,8 @@ function httpUrl(text: string): string {
 
 function protocol(text: string): OtlpProtocol {
   const value = text.trim();
-  if (value === 'http/protobuf' || value === 'http/json') return value;
-  if (value === 'grpc') throw new Error('grpc is not supported here: use http/protobuf or http/json (the collector\'s port 4318)');
-  throw new Error('expected http/protobuf or http/json');
+  if (value === 'http/protobuf' || value === 'http/json' || value === 'grpc') return value;
+  throw new Error('expected http/protobuf, http/json or grpc');
 }
 
 function temporality(text: string): TemporalityPreference {
@@ -138,7 +138,7 @@ export const SETTINGS = {
   endpoint: setting({
     key: 'endpoint',
     flags: '--endpoint <url>',
-    description: 'OTLP/HTTP base URL; /v1/metrics is appended',
+    description: 'OTLP/HTTP base URL, /v1/metrics is appended; with grpc, the collector\'s address',
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
     parse: httpUrl,
     defaultText: 'http://localhost:4318',
@@ -153,7 +153,7 @@ export const SETTINGS = {
   protocol: setting({
     key: 'protocol',
     flags: '--protocol <protocol>',
-    description: 'http/protobuf or http/json',
+    description: 'http/protobuf, http/json or grpc',
     env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'],
     parse: protocol,
     defaultText: 'http/protobuf',
@@ -330,11 +330,14 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
 
   // A flag beats any variable: --endpoint wins over OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.
   const envBase = fromEnv(SETTINGS.endpoint, env);
+  const protocol = pick(flags.protocol, SETTINGS.protocol) ?? 'http/protobuf';
+  // gRPC has no path to append: the endpoint is the collector's address.
+  const withPath = protocol === 'grpc' ? (base: string) => base : withMetricsPath;
   const url =
     flags.metricsEndpoint ??
-    (flags.endpoint !== undefined ? withMetricsPath(flags.endpoint) : undefined) ??
+    (flags.endpoint !== undefined ? withPath(flags.endpoint) : undefined) ??
     fromEnv(SETTINGS.metricsEndpoint, env) ??
-    (envBase !== undefined ? withMetricsPath(envBase) : undefined);
+    (envBase !== undefined ? withPath(envBase) : undefined);
   const wantOtlp = flags.otlp === true || url !== undefined || (!flags.prometheus && !flags.console);
 
   const interval = pick(flags.interval, SETTINGS.interval) ?? 60_000;
@@ -350,8 +353,8 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
     rescanIntervalMillis: flags.rescanInterval ?? interval,
     otlp: wantOtlp
       ? {
-          url: url ?? withMetricsPath(DEFAULT_OTLP_BASE),
-          protocol: pick(flags.protocol, SETTINGS.protocol) ?? 'http/protobuf',
+          url: url ?? (protocol === 'grpc' ? DEFAULT_OTLP_GRPC : withMetricsPath(DEFAULT_OTLP_BASE)),
+          protocol,
           headers: { ...allFromEnv(SETTINGS.header, env), ...Object.assign({}, ...(flags.header ?? [])) },
           timeoutMillis: Math.min(pick(flags.timeout, SETTINGS.timeout) ?? 10_000, exportTimeout),
         }
