@@ -21,6 +21,9 @@ export type { UnitMode } from './otel/mapping.js';
 export type { VcpuAggregation } from './otel/aggregation.js';
 // Names a View or a query filters on.
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
+export { KvmOtlpMetricExporter, OTLP_PROTOCOLS, type KvmOtlpMetricExporterOptions, type OtlpProtocol } from './exporters/otlp-exporter.js';
+export { OtlpJsonEncoder } from './exporters/otlp-json.js';
+export { OtlpProtobufEncoder } from './exporters/otlp-protobuf.js';
 
 // Sources: one open stats fd and who owns it.
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';

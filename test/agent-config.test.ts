@@ -110,11 +110,19 @@ describe('resolveConfig', () => {
     expect(resolveConfig({ ...FLAGS, prometheus }, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }).otlp?.url).toBe('http://c:4318/v1/metrics');
   });
 
+  it('takes grpc from the flag or either variable, with the endpoint as the collector\'s address', () => {
+    expect(resolveConfig(FLAGS, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }).otlp).toMatchObject({ protocol: 'grpc', url: 'http://localhost:4317' });
+    expect(resolveConfig(FLAGS, { OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }).otlp?.protocol).toBe('grpc');
+    expect(resolveConfig({ ...FLAGS, protocol: 'grpc' }, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' }).otlp?.url).toBe('http://c:4317/');
+    expect(resolveConfig({ ...FLAGS, protocol: 'grpc', endpoint: 'http://d:4317' }, {}).otlp?.url).toBe('http://d:4317');
+    expect(resolveConfig({ ...FLAGS, protocol: 'http/json' }, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }).otlp?.url).toBe('http://c:4318/v1/metrics');
+  });
+
   it('rejects a bad variable with a UsageError naming it and saying what is expected', () => {
     expect(usageError(() => resolveConfig(FLAGS, { OTEL_METRIC_EXPORT_INTERVAL: 'often' }))).toBe(
       'OTEL_METRIC_EXPORT_INTERVAL="often" is not valid: expected a whole number of milliseconds from 1 to 2147483647',
     );
-    expect(usageError(() => resolveConfig(FLAGS, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }))).toMatch(/^OTEL_EXPORTER_OTLP_PROTOCOL="grpc" is not valid: grpc is not supported/);
+    expect(usageError(() => resolveConfig(FLAGS, { OTEL_EXPORTER_OTLP_PROTOCOL: 'udp' }))).toBe('OTEL_EXPORTER_OTLP_PROTOCOL="udp" is not valid: expected http/protobuf, http/json or grpc');
     expect(usageError(() => resolveConfig(FLAGS, { OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }))).toMatch(/^OTEL_EXPORTER_OTLP_ENDPOINT="collector:4318" is not valid: expected an http/);
     expect(usageError(() => resolveConfig(FLAGS, { OTEL_RESOURCE_ATTRIBUTES: 'a=1,oops' }))).toBe(
       'OTEL_RESOURCE_ATTRIBUTES="a=1,oops" is not valid: expected key=value pairs separated by commas, got "oops"',

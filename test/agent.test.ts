@@ -56,7 +56,7 @@ describe('agent: bad flags and variables', () => {
   it('exits 2 with one line for a bad flag or variable, before opening anything', () => {
     const cases: [string[], Record<string, string>, RegExp][] = [
       [['--demo', '--interval', 'soon'], {}, /^kvm-stats-otel: option '--interval <ms>' argument 'soon' is invalid\. expected a whole number/],
-      [['--demo', '--protocol', 'grpc'], {}, /grpc is not supported here: use http\/protobuf or http\/json/],
+      [['--demo', '--protocol', 'udp'], {}, /argument 'udp' is invalid\. expected http\/protobuf, http\/json or grpc/],
       [['--demo', '--prometheus', '99999'], {}, /expected PORT or HOST:PORT/],
       [['--demo', '--bogus'], {}, /unknown option '--bogus'/],
       [['--demo', '--log-level', 'loud'], {}, /Allowed choices are fatal, error/],
@@ -109,10 +109,11 @@ const IMAGE = writeImage(
 );
 
 describe('agent with a saved image (no /dev/kvm needed)', () => {
-  for (const protocol of ['http/json', 'http/protobuf']) {
+  for (const protocol of ['http/json', 'http/protobuf', 'grpc']) {
     it(`${protocol}: a histogram without a companion has no sum; one with a companion has it`, async () => {
-      collector = await LocalCollector.start();
-      agent = startAgentProcess(['--file', IMAGE, '--endpoint', collector.endpoint, '--protocol', protocol, '--interval', '300']);
+      collector = await LocalCollector.start(0, { grpc: protocol === 'grpc' });
+      const endpoint = protocol === 'grpc' ? collector.grpcEndpoint : collector.endpoint;
+      agent = startAgentProcess(['--file', IMAGE, '--endpoint', endpoint, '--protocol', protocol, '--interval', '300']);
       const [request] = await collector.waitForRequests(1, 20_000);
       const lonely = metric(request!, 'kvm.vcpu.lonely_hist')!.histogram!.dataPoints[0]!;
       expect(lonely).not.toHaveProperty('sum');

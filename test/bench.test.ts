@@ -40,11 +40,17 @@ const KEYS = [
   'collectMs',
   'collectOverFloor',
   'collectPerVmMs',
+  'fastJsonOverFloor',
+  'fastProtoOverFloor',
   'fds',
   'floorMs',
+  'jsonBytesPerExport',
   'points',
+  'protoBytesPerExport',
   'qmpPerVmMs',
   'retainedBytesPerFd',
+  'serializeFastJsonMs',
+  'serializeFastProtoMs',
   'serializeJsonMs',
   'serializeOverFloor',
   'serializeProtoMs',
@@ -95,11 +101,15 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     expect(lines.map((line) => line.fds)).toEqual([5, 10]);
     for (const line of lines) {
       expect(Object.keys(line).sort()).toEqual(KEYS);
-      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs']) {
+      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'serializeFastJsonMs', 'serializeFastProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs', 'protoBytesPerExport', 'jsonBytesPerExport']) {
         expect(line[key], key).toBeGreaterThan(0);
       }
       expect(line.collectOverFloor).toBeCloseTo(line.collectMs! / line.floorMs!, 9);
       expect(line.serializeOverFloor).toBeCloseTo(line.serializeProtoMs! / line.floorMs!, 9);
+      expect(line.fastProtoOverFloor).toBeCloseTo(line.serializeFastProtoMs! / line.floorMs!, 9);
+      expect(line.fastJsonOverFloor).toBeCloseTo(line.serializeFastJsonMs! / line.floorMs!, 9);
+      // The same series in both encodings: JSON spells out what protobuf packs.
+      expect(line.jsonBytesPerExport).toBeGreaterThan(line.protoBytesPerExport!);
       expect(line.collectPerVmMs).toBeCloseTo(line.collectMs! / (line.fds! / 5), 9);
       expect(Number.isFinite(line.retainedBytesPerFd)).toBe(true);
       if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);

@@ -68,6 +68,19 @@ export async function freePort(): Promise<number> {
 
 let open = false;
 
+/** 64-bit integers as decimal strings, as mockotlpserver normalizes HTTP requests: gRPC ones
+ * keep theirs as {low, high, unsigned} objects (counts, buckets, integer values). */
+function longsAsStrings(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(longsAsStrings);
+  if (typeof value !== 'object' || value === null) return value;
+  const object = value as Record<string, unknown>;
+  if (typeof object.low === 'number' && typeof object.high === 'number' && typeof object.unsigned === 'boolean' && Object.keys(object).length === 3) {
+    const unsigned = BigInt.asUintN(64, (BigInt(object.high >>> 0) << 32n) | BigInt(object.low >>> 0));
+    return (object.unsigned ? unsigned : BigInt.asIntN(64, unsigned)).toString();
+  }
+  return Object.fromEntries(Object.entries(object).map(([key, item]) => [key, longsAsStrings(item)]));
+}
+
 export class LocalCollector {
   readonly requests: MetricsRequest[] = [];
   /** The HTTP headers of each metrics request, in order (content-type says JSON or protobuf). */
@@ -80,17 +93,20 @@ export class LocalCollector {
     this.#server = server;
   }
 
-  /** Starts the receiver on 127.0.0.1 (port 0: any free port). mockotlpserver reports what it
-   * receives through process-wide diagnostics channels, so one collector runs at a time. */
-  static async start(port = 0): Promise<LocalCollector> {
+  /** Starts the receiver on 127.0.0.1 (port 0: any free port), OTLP/gRPC too on a free port when
+   * `grpc`. mockotlpserver reports what it receives through process-wide diagnostics channels,
+   * so one collector runs at a time. */
+  static async start(port = 0, { grpc = false }: { grpc?: boolean } = {}): Promise<LocalCollector> {
     if (open) throw new Error('a LocalCollector is already running in this process: close it first');
     let collector: LocalCollector | undefined;
     const server = new MockOtlpServer({
-      services: ['http'],
+      services: grpc ? ['http', 'grpc'] : ['http'],
       httpHostname: '127.0.0.1',
       httpPort: port,
+      grpcHostname: '127.0.0.1',
+      grpcPort: 0,
       logLevel: 'warn',
-      onMetrics: (raw: unknown) => collector?.receive(normalizeMetrics(raw) as MetricsRequest),
+      onMetrics: (raw: unknown) => collector?.receive(longsAsStrings(normalizeMetrics(raw)) as MetricsRequest),
       onRequest: (request: { path: string; headers: Record<string, string> }) => {
         if (request.path === '/v1/metrics' && collector?.closed === false) collector.headers.push(request.headers);
       },
@@ -104,6 +120,11 @@ export class LocalCollector {
   /** The OTLP base URL, for --endpoint or OTEL_EXPORTER_OTLP_ENDPOINT. */
   get endpoint(): string {
     return this.#server.httpUrl!.origin;
+  }
+
+  /** The OTLP/gRPC address, for --endpoint with --protocol grpc (started with `grpc`). */
+  get grpcEndpoint(): string {
+    return this.#server.grpcUrl!.origin;
   }
 
   get closed(): boolean {

@@ -5,6 +5,9 @@ declare module '@elastic/mockotlpserver' {
     httpHostname?: string;
     /** 0 picks a free port. */
     httpPort?: number;
+    grpcHostname?: string;
+    /** 0 picks a free port. */
+    grpcPort?: number;
     logLevel?: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
     onMetrics?: (request: unknown) => void;
     onRequest?: (request: { transport: string; method: string; path: string; headers: Record<string, string> }) => void;
@@ -13,6 +16,8 @@ declare module '@elastic/mockotlpserver' {
     constructor(options?: MockOtlpServerOptions);
     /** Where the HTTP service listens, set by start(). */
     httpUrl: URL | null;
+    /** Where the gRPC service listens, set by start(). */
+    grpcUrl: URL | null;
     start(): Promise<void>;
     close(): Promise<void>;
   }

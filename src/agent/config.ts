@@ -9,13 +9,13 @@ import type { VcpuAggregation } from '../otel/aggregation.js';
 import type { UnitMode } from '../otel/mapping.js';
 import type { SourceOptions } from './sources.js';
 
-export type OtlpProtocol = 'http/protobuf' | 'http/json';
+export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
 export type TemporalityPreference = 'cumulative' | 'delta' | 'lowmemory';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface OtlpConfig {
-  /** The full URL metrics are posted to (…/v1/metrics). */
+  /** The full URL metrics are posted to (…/v1/metrics); for grpc, the collector's address. */
   readonly url: string;
   readonly protocol: OtlpProtocol;
   readonly headers: Readonly<Record<string, string>>;
@@ -47,6 +47,8 @@ export interface AgentConfig {
 export const AGENT_DEFAULTS = {
   /** OTLP/HTTP base URL; /v1/metrics is appended. */
   endpoint: 'http://localhost:4318',
+  /** The collector's OTLP/gRPC address, with --protocol grpc. */
+  grpcEndpoint: 'http://localhost:4317',
   protocol: 'http/protobuf',
   timeoutMillis: 10_000,
   temporality: 'cumulative',
@@ -61,6 +63,7 @@ export const AGENT_DEFAULTS = {
   demoVcpus: 2,
 } as const satisfies {
   endpoint: string;
+  grpcEndpoint: string;
   protocol: OtlpProtocol;
   timeoutMillis: number;
   temporality: TemporalityPreference;
@@ -120,9 +123,8 @@ export function httpUrl(text: string): string {
 
 export function protocol(text: string): OtlpProtocol {
   const value = text.trim();
-  if (value === 'http/protobuf' || value === 'http/json') return value;
-  if (value === 'grpc') throw new Error('grpc is not supported here: use http/protobuf or http/json (the collector\'s port 4318)');
-  throw new Error('expected http/protobuf or http/json');
+  if (value === 'http/protobuf' || value === 'http/json' || value === 'grpc') return value;
+  throw new Error('expected http/protobuf, http/json or grpc');
 }
 
 export function temporality(text: string): TemporalityPreference {
@@ -181,7 +183,7 @@ function setting<T>(value: Setting<T>): Setting<T> {
 /** Keyed as AgentFlags is: the value given directly for SETTINGS.exportTimeout is flags.exportTimeout. */
 export const SETTINGS = {
   endpoint: setting({
-    description: 'OTLP/HTTP base URL; /v1/metrics is appended',
+    description: 'OTLP/HTTP base URL, /v1/metrics is appended; with grpc, the collector\'s address',
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
     parse: httpUrl,
     defaultText: AGENT_DEFAULTS.endpoint,
@@ -192,7 +194,7 @@ export const SETTINGS = {
     parse: httpUrl,
   }),
   protocol: setting({
-    description: 'http/protobuf or http/json',
+    description: 'http/protobuf, http/json or grpc',
     env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'],
     parse: protocol,
     defaultText: AGENT_DEFAULTS.protocol,
@@ -297,11 +299,14 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
 
   // A value given beats any variable: flags.endpoint wins over OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.
   const envBase = fromEnv(SETTINGS.endpoint, env);
+  const protocol = pick(flags.protocol, SETTINGS.protocol) ?? AGENT_DEFAULTS.protocol;
+  // gRPC has no path to append: the endpoint is the collector's address.
+  const withPath = protocol === 'grpc' ? (base: string) => base : withMetricsPath;
   const url =
     flags.metricsEndpoint ??
-    (flags.endpoint !== undefined ? withMetricsPath(flags.endpoint) : undefined) ??
+    (flags.endpoint !== undefined ? withPath(flags.endpoint) : undefined) ??
     fromEnv(SETTINGS.metricsEndpoint, env) ??
-    (envBase !== undefined ? withMetricsPath(envBase) : undefined);
+    (envBase !== undefined ? withPath(envBase) : undefined);
   const wantOtlp = flags.otlp === true || url !== undefined || (!flags.prometheus && !flags.console);
 
   const interval = pick(flags.interval, SETTINGS.interval) ?? AGENT_DEFAULTS.exportIntervalMillis;
@@ -317,8 +322,8 @@ export function resolveConfig(flags: AgentFlags, env: Environment = process.env)
     rescanIntervalMillis: flags.rescanInterval ?? interval,
     otlp: wantOtlp
       ? {
-          url: url ?? withMetricsPath(AGENT_DEFAULTS.endpoint),
-          protocol: pick(flags.protocol, SETTINGS.protocol) ?? AGENT_DEFAULTS.protocol,
+          url: url ?? (protocol === 'grpc' ? AGENT_DEFAULTS.grpcEndpoint : withMetricsPath(AGENT_DEFAULTS.endpoint)),
+          protocol,
           headers: { ...allFromEnv(SETTINGS.header, env), ...Object.assign({}, ...(flags.header ?? [])) },
           timeoutMillis: Math.min(pick(flags.timeout, SETTINGS.timeout) ?? AGENT_DEFAULTS.timeoutMillis, exportTimeout),
         }

@@ -7,14 +7,13 @@
  * protobuf serializers leave the optional field out and the Prometheus exporter writes no
  * `_sum` series, which is what both formats mean by "unknown". Sending 0 would be a wrong sum.
  */
-import { OTLPMetricExporter as OtlpJsonExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import {
   AggregationTemporalityPreference,
   CumulativeTemporalitySelector,
   DeltaTemporalitySelector,
   LowMemoryTemporalitySelector,
 } from '@opentelemetry/exporter-metrics-otlp-http';
-import { OTLPMetricExporter as OtlpProtoExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
+import { createEmptyMetadata } from '@opentelemetry/otlp-grpc-exporter-base';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import {
   AggregationTemporality,
@@ -25,6 +24,7 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { KvmOtlpMetricExporter } from '../exporters/otlp-exporter.js';
 import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference } from './config.js';
 import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './console-exporter.js';
 import type { Logger } from './log.js';
@@ -99,9 +99,14 @@ export class ReportingExporter implements PushMetricExporter {
   }
 }
 
+/** The fast OTLP exporter (the official exporters' transports, retries and variables; the same
+ * bytes on the wire). Over gRPC the headers go as metadata. */
 function otlpExporter(otlp: OtlpConfig, preference: TemporalityPreference): PushMetricExporter {
-  const options = { url: otlp.url, headers: { ...otlp.headers }, timeoutMillis: otlp.timeoutMillis, temporalityPreference: PREFERENCES[preference] };
-  return otlp.protocol === 'http/json' ? new OtlpJsonExporter(options) : new OtlpProtoExporter(options);
+  const options = { protocol: otlp.protocol, url: otlp.url, timeoutMillis: otlp.timeoutMillis, temporalityPreference: PREFERENCES[preference] };
+  if (otlp.protocol !== 'grpc') return new KvmOtlpMetricExporter({ ...options, headers: { ...otlp.headers } });
+  const metadata = createEmptyMetadata();
+  for (const [key, value] of Object.entries(otlp.headers)) metadata.set(key, value);
+  return new KvmOtlpMetricExporter({ ...options, metadata });
 }
 
 function pushOutput(name: OutputName, description: string, exporter: PushMetricExporter, producer: MetricProducer, config: AgentConfig): Output {

@@ -9,6 +9,8 @@ import { cpus, loadavg, release } from 'node:os';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
+import { OtlpJsonEncoder } from '../exporters/otlp-json.js';
+import { OtlpProtobufEncoder } from '../exporters/otlp-protobuf.js';
 import { pread } from '../native/libc.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from './fleet.js';
@@ -35,6 +37,12 @@ export interface SizeResult {
   /** collect() and then the OTLP JSON / protobuf serialization of its result. */
   readonly collectJson: Summary;
   readonly collectProto: Summary;
+  /** The same with this package's encoders (the same bytes; the exporters' and the agent's). */
+  readonly collectFastJson: Summary;
+  readonly collectFastProto: Summary;
+  /** Bytes of one export's request body. */
+  readonly protoBytes: number;
+  readonly jsonBytes: number;
   /** Data points of one collection. */
   readonly points: number;
   /** The same with vCPU series summed per VM. */
@@ -57,6 +65,12 @@ export interface BenchLine {
   serializeProtoMs: number;
   collectOverFloor: number;
   serializeOverFloor: number;
+  serializeFastJsonMs: number;
+  serializeFastProtoMs: number;
+  fastProtoOverFloor: number;
+  fastJsonOverFloor: number;
+  protoBytesPerExport: number;
+  jsonBytesPerExport: number;
   qmpPerVmMs: number | null;
   collectPerVmMs: number;
   retainedBytesPerFd: number;
@@ -76,6 +90,12 @@ export function benchLine(result: SizeResult): BenchLine {
     serializeProtoMs: result.collectProto.median,
     collectOverFloor: result.collect.median / result.floor.median,
     serializeOverFloor: result.collectProto.median / result.floor.median,
+    serializeFastJsonMs: result.collectFastJson.median,
+    serializeFastProtoMs: result.collectFastProto.median,
+    fastProtoOverFloor: result.collectFastProto.median / result.floor.median,
+    fastJsonOverFloor: result.collectFastJson.median / result.floor.median,
+    protoBytesPerExport: result.protoBytes,
+    jsonBytesPerExport: result.jsonBytes,
     qmpPerVmMs: 'perVm' in result.qmp ? result.qmp.perVm.median : null,
     collectPerVmMs: result.collect.median / result.vms,
     retainedBytesPerFd: result.retainedBytesPerFd,
@@ -133,6 +153,23 @@ class Subject {
   collectJson = async (): Promise<Uint8Array | undefined> => JsonMetricsSerializer.serializeRequest(await this.collect());
   collectProto = async (): Promise<Uint8Array | undefined> => ProtobufMetricsSerializer.serializeRequest(await this.collect());
 
+  readonly #json = new OtlpJsonEncoder();
+  readonly #protobuf = new OtlpProtobufEncoder();
+
+  /** collect() and an encoding, its bytes released at once, as the exporter does once sent.
+   * Returns the body's size. */
+  collectFastJson = async (): Promise<number> => {
+    const bytes = this.#json.encode(await this.collect());
+    this.#json.release(bytes);
+    return bytes.length;
+  };
+
+  collectFastProto = async (): Promise<number> => {
+    const bytes = this.#protobuf.encode(await this.collect());
+    this.#protobuf.release(bytes);
+    return bytes.length;
+  };
+
   /** Data points of one collection. */
   async points(): Promise<number> {
     return pointsOf(await this.collect());
@@ -159,6 +196,8 @@ async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
       subject.floor();
       await subject.collectJson();
       await subject.collectProto();
+      await subject.collectFastJson();
+      await subject.collectFastProto();
       await aggregated.collectProto();
     }
   } finally {
@@ -177,6 +216,10 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     const allocatedBytesPerCycle = await allocatedPerRun(options.iterations ?? ALLOCATION_COLLECTIONS, subject.collect);
     const [floor, collect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect]);
     const [collectJson, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.collectJson, subject.collectProto]);
+    // Ours in a round of their own, beside the floor again, the same fds.
+    const [, collectFastJson, collectFastProto] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collectFastJson, subject.collectFastProto]);
+    const protoBytes = await subject.collectFastProto();
+    const jsonBytes = await subject.collectFastJson();
     // Made after the memory was measured, so that its state is not counted, and timed on its
     // own, so that neither producer runs with the other's state in the CPU's cache.
     const aggregated = new Subject(fleet, options.reuseDataPoints, 'vm');
@@ -191,6 +234,10 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       collect: summarize(collect!),
       collectJson: summarize(collectJson!),
       collectProto: summarize(collectProto!),
+      collectFastJson: summarize(collectFastJson!),
+      collectFastProto: summarize(collectFastProto!),
+      protoBytes,
+      jsonBytes,
       points: await subject.points(),
       aggregated: { points: await aggregated.points(), collect: summarize(aggregatedCollect!), collectProto: summarize(aggregatedProto!) },
       qmp,

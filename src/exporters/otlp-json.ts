@@ -1,0 +1,395 @@
+/**
+ * OTLP JSON for metrics: the bytes otlp-transformer's JsonMetricsSerializer writes for the same
+ * ResourceMetrics (the same keys in the same order, numbers as JSON.stringify writes them,
+ * times as decimal strings of nanoseconds), written straight into a reused byte buffer.
+ *
+ * JSON numbers have no fixed width, so nothing is patched in place; what is kept between
+ * exports is what does not change: each attributes object's and each bounds array's JSON (the
+ * SDK and the producer hand out the same immutable objects at every collection), and the
+ * output buffer. Times are converted once per distinct value in a row (a collection's points
+ * share their end time, and a source's points their start time). Exponential histogram points
+ * (rare; not the producer's) go through JSON.stringify.
+ *
+ * The bytes returned are the encoder's own buffer, as with OtlpProtobufEncoder: valid until
+ * release(bytes); an encode() while they are held writes into a new buffer.
+ */
+import { type Attributes, type HrTime, ValueType } from '@opentelemetry/api';
+import {
+  AggregationTemporality,
+  type DataPoint,
+  DataPointType,
+  type ExponentialHistogram,
+  type Histogram,
+  type MetricData,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
+
+const utf8 = new TextEncoder();
+
+/** An attribute value as otlp-transformer's JSON has it. */
+function anyValue(value: unknown): unknown {
+  const type = typeof value;
+  if (type === 'string') return { stringValue: value };
+  if (type === 'number') return Number.isInteger(value) ? { intValue: value } : { doubleValue: value };
+  if (type === 'boolean') return { boolValue: value };
+  if (value instanceof Uint8Array) return { bytesValue: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64') };
+  if (Array.isArray(value)) return { arrayValue: { values: value.map(anyValue) } };
+  if (type === 'object' && value !== null) {
+    const object = value as Record<string, unknown>;
+    return { kvlistValue: { values: Object.keys(object).map((key) => ({ key, value: anyValue(object[key]) })) } };
+  }
+  return {};
+}
+
+function keyValues(attributes: Attributes): unknown[] {
+  return Object.keys(attributes).map((key) => ({ key, value: anyValue(attributes[key]) }));
+}
+
+/** Nanoseconds since the epoch as otlp-transformer writes them (BigInt arithmetic). */
+function timeText(time: HrTime): string {
+  return (BigInt(Math.trunc(time[0])) * 1_000_000_000n + BigInt(Math.trunc(time[1]))).toString();
+}
+
+function temporalityNumber(temporality: AggregationTemporality): number | undefined {
+  if (temporality === AggregationTemporality.DELTA) return 1;
+  if (temporality === AggregationTemporality.CUMULATIVE) return 2;
+  return undefined;
+}
+
+const bytesOf = (text: string): Uint8Array => utf8.encode(text);
+
+// The fixed pieces of a data point, as bytes.
+const P_ATTRIBUTES = bytesOf('{"attributes":');
+const P_START = bytesOf(',"startTimeUnixNano":"');
+const P_END = bytesOf('","timeUnixNano":"');
+const P_AS_INT = bytesOf('","asInt":');
+const P_AS_DOUBLE = bytesOf('","asDouble":');
+const P_CLOSE_TIME = bytesOf('"}');
+const P_BUCKET_COUNTS = bytesOf(',"bucketCounts":[');
+const P_BOUNDS = bytesOf('],"explicitBounds":');
+const P_COUNT = bytesOf(',"count":');
+const P_SUM = bytesOf(',"sum":');
+const P_MIN = bytesOf(',"min":');
+const P_MAX = bytesOf(',"max":');
+const P_HISTOGRAM_START = bytesOf(',"startTimeUnixNano":"');
+
+/** The last time written as text, converted again only when it changes. */
+class TimeText {
+  seconds = NaN;
+  nanos = NaN;
+  readonly #scratch = new Uint8Array(32);
+  bytes: Uint8Array = this.#scratch.subarray(0, 0);
+
+  of(time: HrTime): Uint8Array {
+    const seconds = time[0];
+    const nanos = time[1];
+    if (seconds === this.seconds && nanos === this.nanos) return this.bytes;
+    this.seconds = seconds;
+    this.nanos = nanos;
+    if (!(Number.isSafeInteger(seconds) && seconds >= 0 && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9)) {
+      this.bytes = utf8.encode(timeText(time));
+      return this.bytes;
+    }
+    // seconds, then nanoseconds in 9 digits; just the nanoseconds when seconds is 0.
+    const scratch = this.#scratch;
+    let pos = 0;
+    if (seconds > 0) {
+      pos = digits(scratch, 0, seconds);
+      for (let i = pos + 8, v = nanos; i >= pos; i--, v = Math.floor(v / 10)) scratch[i] = 0x30 + (v % 10);
+      pos += 9;
+    } else {
+      pos = digits(scratch, 0, nanos);
+    }
+    this.bytes = scratch.subarray(0, pos);
+    return this.bytes;
+  }
+}
+
+/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
+function digits(bytes: Uint8Array, pos: number, value: number): number {
+  let length = 1;
+  for (let v = value; v >= 10; v = Math.floor(v / 10)) length++;
+  let v = value;
+  for (let i = pos + length - 1; i >= pos; i--) {
+    const next = Math.floor(v / 10);
+    bytes[i] = 0x30 + (v - next * 10);
+    v = next;
+  }
+  return pos + length;
+}
+
+/**
+ * What the points of one source share: their attributes and start time, as the JSON that
+ * precedes a number point's end time and as the pieces of a histogram point.
+ */
+interface SourceText {
+  readonly attributes: Attributes;
+  readonly start: HrTime;
+  readonly seconds: number;
+  readonly nanos: number;
+  /** `{"attributes":[...],"startTimeUnixNano":"…","timeUnixNano":"` */
+  readonly numberPrefix: Uint8Array;
+  /** `[...]`, the attributes' KeyValues */
+  readonly attributesJson: Uint8Array;
+  /** `,"startTimeUnixNano":"…","timeUnixNano":"` */
+  readonly startSuffix: Uint8Array;
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let pos = 0;
+  for (const part of parts) {
+    bytes.set(part, pos);
+    pos += part.length;
+  }
+  return bytes;
+}
+
+export class OtlpJsonEncoder {
+  #bytes = new Uint8Array(1 << 16);
+  #pos = 0;
+  #held = false;
+  readonly #attributes = new WeakMap<Attributes, Uint8Array>();
+  readonly #bounds = new WeakMap<number[], Uint8Array>();
+  /** Per metric (by its place in the request), each point's SourceText the last time: found
+   * again with a compare while the series stay the same. */
+  #pointSources: (SourceText | undefined)[][][] = [];
+  readonly #sourceTexts = new WeakMap<Attributes, SourceText>();
+  readonly #start = new TimeText();
+  readonly #end = new TimeText();
+
+  /** The ExportMetricsServiceRequest for one ResourceMetrics, as JSON in UTF-8. */
+  encode(request: ResourceMetrics): Uint8Array {
+    if (this.#held) this.#bytes = new Uint8Array(this.#bytes.length);
+    this.#held = true;
+    this.#pos = 0;
+    const { resource } = request;
+    const resourceJson: Record<string, unknown> = { attributes: keyValues(resource.attributes), droppedAttributesCount: 0 };
+    if (resource.schemaUrl) resourceJson.schemaUrl = resource.schemaUrl;
+    this.#text(`{"resourceMetrics":[${JSON.stringify({ resource: resourceJson, schemaUrl: resourceJson.schemaUrl }).slice(0, -1)},"scopeMetrics":[`);
+    request.scopeMetrics.forEach((scopeMetrics, s) => {
+      const { scope } = scopeMetrics;
+      const scopeJson: Record<string, unknown> = { name: scope.name, version: scope.version };
+      const extra = scope as { attributes?: Attributes; droppedAttributesCount?: number };
+      if (extra.attributes && Object.keys(extra.attributes).length > 0) {
+        scopeJson.attributes = keyValues(extra.attributes);
+        scopeJson.droppedAttributesCount = extra.droppedAttributesCount ?? 0;
+      }
+      this.#text(`${s > 0 ? ',' : ''}{"scope":${JSON.stringify(scopeJson)},"metrics":[`);
+      const cached = (this.#pointSources[s] ??= []);
+      scopeMetrics.metrics.forEach((metric, m) => {
+        if (m > 0) this.#byte(0x2c);
+        this.#metric(metric, (cached[m] ??= []));
+      });
+      cached.length = scopeMetrics.metrics.length;
+      this.#text(scope.schemaUrl !== undefined ? `],"schemaUrl":${JSON.stringify(scope.schemaUrl)}}` : ']}');
+    });
+    this.#text(']}]}');
+    this.#pointSources.length = request.scopeMetrics.length;
+    return this.#bytes.subarray(0, this.#pos);
+  }
+
+  /** The bytes of an encode() are no longer read: the next one may write over them. */
+  release(bytes: Uint8Array): void {
+    if (bytes.buffer === this.#bytes.buffer) this.#held = false;
+  }
+
+  #metric(metric: MetricData, cache: (SourceText | undefined)[]): void {
+    const { descriptor } = metric;
+    const header = JSON.stringify({ name: descriptor.name, description: descriptor.description, unit: descriptor.unit }).slice(1, -1);
+    const temporality = temporalityNumber(metric.aggregationTemporality);
+    let data: Record<string, unknown> | undefined;
+    let key = '';
+    switch (metric.dataPointType) {
+      case DataPointType.SUM:
+        key = 'sum';
+        data = { aggregationTemporality: temporality, isMonotonic: metric.isMonotonic };
+        break;
+      case DataPointType.GAUGE:
+        key = 'gauge';
+        data = {};
+        break;
+      case DataPointType.HISTOGRAM:
+        key = 'histogram';
+        data = { aggregationTemporality: temporality };
+        break;
+      case DataPointType.EXPONENTIAL_HISTOGRAM:
+        key = 'exponentialHistogram';
+        data = { aggregationTemporality: temporality };
+        break;
+    }
+    if (data === undefined) {
+      this.#text(`{${header}}`);
+      return;
+    }
+    const fields = JSON.stringify(data).slice(1, -1);
+    this.#text(`{${header}${header ? ',' : ''}"${key}":{${fields}${fields ? ',' : ''}"dataPoints":[`);
+    const points = metric.dataPoints;
+    if (metric.dataPointType === DataPointType.HISTOGRAM) {
+      for (let i = 0; i < points.length; i++) {
+        if (i > 0) this.#byte(0x2c);
+        const point = points[i] as DataPoint<Histogram>;
+        this.#histogramPoint(point, this.#sourceText(cache, i, point));
+      }
+    } else if (metric.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM) {
+      for (let i = 0; i < points.length; i++) {
+        if (i > 0) this.#byte(0x2c);
+        this.#exponentialPoint(points[i] as DataPoint<ExponentialHistogram>);
+      }
+    } else {
+      const valueKey = descriptor.valueType === ValueType.INT ? P_AS_INT : descriptor.valueType === ValueType.DOUBLE ? P_AS_DOUBLE : undefined;
+      for (let i = 0; i < points.length; i++) {
+        if (i > 0) this.#byte(0x2c);
+        const point = points[i] as DataPoint<number>;
+        this.#raw(this.#sourceText(cache, i, point).numberPrefix);
+        this.#raw(this.#end.of(point.endTime));
+        if (valueKey === undefined || point.value === undefined) {
+          this.#raw(P_CLOSE_TIME);
+          continue;
+        }
+        this.#raw(valueKey);
+        this.#number(point.value);
+        this.#byte(0x7d);
+      }
+    }
+    cache.length = points.length;
+    this.#text(']}}');
+  }
+
+  /** Point i's SourceText: the last one if its attributes and start are the same. */
+  #sourceText(cache: (SourceText | undefined)[], i: number, point: DataPoint<unknown>): SourceText {
+    const { attributes, startTime } = point;
+    const last = cache[i];
+    if (last !== undefined && last.attributes === attributes && last.start === startTime && last.seconds === startTime[0] && last.nanos === startTime[1]) return last;
+    let text = this.#sourceTexts.get(attributes);
+    if (text === undefined || text.start !== startTime || text.seconds !== startTime[0] || text.nanos !== startTime[1]) {
+      const attributesJson = this.#attributesOf(attributes);
+      const start = this.#start.of(startTime);
+      text = {
+        attributes,
+        start: startTime,
+        seconds: startTime[0],
+        nanos: startTime[1],
+        numberPrefix: concat(P_ATTRIBUTES, attributesJson, P_START, start, P_END),
+        attributesJson,
+        startSuffix: concat(P_HISTOGRAM_START, start, P_END),
+      };
+      this.#sourceTexts.set(attributes, text);
+    }
+    cache[i] = text;
+    return text;
+  }
+
+  #histogramPoint(point: DataPoint<Histogram>, source: SourceText): void {
+    const value = point.value;
+    this.#raw(P_ATTRIBUTES);
+    this.#raw(source.attributesJson);
+    this.#raw(P_BUCKET_COUNTS);
+    const counts = value.buckets.counts;
+    for (let b = 0; b < counts.length; b++) {
+      if (b > 0) this.#byte(0x2c);
+      this.#number(counts[b]);
+    }
+    this.#raw(P_BOUNDS);
+    this.#raw(this.#boundsOf(value.buckets.boundaries));
+    this.#optional(P_COUNT, value.count);
+    this.#optional(P_SUM, value.sum);
+    this.#optional(P_MIN, value.min);
+    this.#optional(P_MAX, value.max);
+    this.#raw(source.startSuffix);
+    this.#raw(this.#end.of(point.endTime));
+    this.#raw(P_CLOSE_TIME);
+  }
+
+  #exponentialPoint(point: DataPoint<ExponentialHistogram>): void {
+    const value = point.value;
+    this.#text(
+      JSON.stringify({
+        attributes: keyValues(point.attributes),
+        count: value.count,
+        min: value.min,
+        max: value.max,
+        sum: value.sum,
+        positive: { offset: value.positive.offset, bucketCounts: value.positive.bucketCounts },
+        negative: { offset: value.negative.offset, bucketCounts: value.negative.bucketCounts },
+        scale: value.scale,
+        zeroCount: value.zeroCount,
+        startTimeUnixNano: timeText(point.startTime),
+        timeUnixNano: timeText(point.endTime),
+      }),
+    );
+  }
+
+  #attributesOf(attributes: Attributes): Uint8Array {
+    let bytes = this.#attributes.get(attributes);
+    if (bytes === undefined) {
+      bytes = utf8.encode(JSON.stringify(keyValues(attributes)));
+      this.#attributes.set(attributes, bytes);
+    }
+    return bytes;
+  }
+
+  #boundsOf(bounds: number[]): Uint8Array {
+    let bytes = this.#bounds.get(bounds);
+    if (bytes === undefined) {
+      bytes = utf8.encode(JSON.stringify(bounds));
+      this.#bounds.set(bounds, bytes);
+    }
+    return bytes;
+  }
+
+  /** `,"key":value` unless the value is undefined (JSON.stringify leaves such keys out). */
+  #optional(key: Uint8Array, value: number | undefined): void {
+    if (value === undefined) return;
+    this.#raw(key);
+    this.#number(value);
+  }
+
+  /** A number as JSON.stringify writes it: integers digit by digit, others through String. */
+  #number(value: unknown): void {
+    if (typeof value === 'number' && Number.isSafeInteger(value)) {
+      this.#ensure(17);
+      let pos = this.#pos;
+      if (value < 0) {
+        this.#bytes[pos++] = 0x2d;
+        this.#pos = digits(this.#bytes, pos, -value);
+      } else {
+        this.#pos = digits(this.#bytes, pos, value);
+      }
+      return;
+    }
+    this.#text(JSON.stringify(value) ?? 'null');
+  }
+
+  #ensure(more: number): void {
+    const needed = this.#pos + more;
+    if (needed <= this.#bytes.length) return;
+    let size = this.#bytes.length * 2;
+    while (size < needed) size *= 2;
+    const bytes = new Uint8Array(size);
+    bytes.set(this.#bytes.subarray(0, this.#pos));
+    this.#bytes = bytes;
+  }
+
+  #byte(value: number): void {
+    this.#ensure(1);
+    this.#bytes[this.#pos++] = value;
+  }
+
+  #raw(data: Uint8Array): void {
+    const length = data.length;
+    this.#ensure(length);
+    const bytes = this.#bytes;
+    const pos = this.#pos;
+    if (length < 24) {
+      for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
+    } else {
+      bytes.set(data, pos);
+    }
+    this.#pos = pos + length;
+  }
+
+  #text(text: string): void {
+    this.#raw(utf8.encode(text));
+  }
+}
