@@ -97,9 +97,9 @@ function typeOf(metric: MetricData): string {
   }
 }
 
-/** As @opentelemetry/core's hrTimeToMilliseconds. */
+/** As @opentelemetry/core's hrTimeToMilliseconds (not rounded). */
 function milliseconds(time: HrTime): number {
-  return Math.round(time[0] * 1e3 + time[1] / 1e6);
+  return time[0] * 1e3 + time[1] / 1e6;
 }
 
 const encoder = new TextEncoder();
@@ -230,14 +230,14 @@ class Chunk {
       let small = n | 0;
       do {
         const quotient = (small / 10) | 0;
-        bytes[--at] = ZERO + small - quotient * 10;
+        bytes[--at] = ZERO + (small - quotient * 10);
         small = quotient;
       } while (small > 0);
       return;
     }
     do {
       const quotient = Math.floor(n / 10);
-      bytes[--at] = ZERO + n - quotient * 10;
+      bytes[--at] = ZERO + (n - quotient * 10);
       n = quotient;
     } while (n > 0);
   }
