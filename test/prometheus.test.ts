@@ -73,7 +73,7 @@ const histogramValue: fc.Arbitrary<Histogram> = fc
   .record({
     boundaries: fc.oneof(
       fc.array(fc.double({ noNaN: true }), { maxLength: 5 }).map((b) => b.sort((x, y) => x - y)),
-      fc.constantFrom([0, 5, 10], [0, 100, Infinity], [1, 2, 4, 8, 16, 32], [0.001, 0.25]),
+      fc.constantFrom([0, 5, 10], [0, 100, Infinity], [1, 2, 4, 8, 16, 32], [0.001, 0.25]).map((b) => [...b]),
     ),
     extra: fc.integer({ min: -1, max: 2 }),
     counts: fc.array(fc.oneof(fc.nat(1000), fc.constantFrom(0, 2 ** 53 - 1)), { maxLength: 8 }),
@@ -135,7 +135,7 @@ const options: fc.Arbitrary<PrometheusTextOptions> = fc.record(
 function bump(metrics: ResourceMetrics): void {
   for (const { metrics: list } of metrics.scopeMetrics) {
     for (const m of list) {
-      for (const point of m.dataPoints as DataPoint<number | Histogram>[]) {
+      for (const point of m.dataPoints as { value: number | Histogram }[]) {
         if (typeof point.value === 'number') point.value = point.value + 1;
         else {
           const counts = point.value.buckets.counts;
