@@ -43,6 +43,12 @@ const KEYS = [
   'fds',
   'floorMs',
   'points',
+  'prometheusBytes',
+  'prometheusGzipBytes',
+  'prometheusGzipMs',
+  'prometheusGzipOverFloor',
+  'prometheusTextMs',
+  'prometheusTextOverFloor',
   'qmpPerVmMs',
   'retainedBytesPerFd',
   'serializeJsonMs',
@@ -95,11 +101,15 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     expect(lines.map((line) => line.fds)).toEqual([5, 10]);
     for (const line of lines) {
       expect(Object.keys(line).sort()).toEqual(KEYS);
-      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs']) {
+      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs', 'prometheusTextMs', 'prometheusGzipMs']) {
         expect(line[key], key).toBeGreaterThan(0);
       }
       expect(line.collectOverFloor).toBeCloseTo(line.collectMs! / line.floorMs!, 9);
       expect(line.serializeOverFloor).toBeCloseTo(line.serializeProtoMs! / line.floorMs!, 9);
+      expect(line.prometheusTextOverFloor).toBeCloseTo(line.prometheusTextMs! / line.floorMs!, 9);
+      // Text compresses: fewer gzip bytes than text bytes, and neither empty.
+      expect(line.prometheusGzipBytes).toBeGreaterThan(0);
+      expect(line.prometheusGzipBytes).toBeLessThan(line.prometheusBytes!);
       expect(line.collectPerVmMs).toBeCloseTo(line.collectMs! / (line.fds! / 5), 9);
       expect(Number.isFinite(line.retainedBytesPerFd)).toBe(true);
       if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);

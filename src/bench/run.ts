@@ -6,9 +6,13 @@
  * run, QMP query-stats per VM on real QEMU guests.
  */
 import { cpus, loadavg, release } from 'node:os';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { constants as zlib, createGzip } from 'node:zlib';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
+import { PrometheusTextSerializer } from '../exporters/prometheus-text.js';
 import { pread } from '../native/libc.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from '../sources/fleet.js';
@@ -35,6 +39,12 @@ export interface SizeResult {
   /** collect() and then the OTLP JSON / protobuf serialization of its result. */
   readonly collectJson: Summary;
   readonly collectProto: Summary;
+  /** collect() and the Prometheus text of its result (PrometheusTextExporter's), plain and
+   * through gzip as a scrape that asks for it gets it; and the bytes of each. */
+  readonly collectPrometheus: Summary;
+  readonly collectPrometheusGzip: Summary;
+  readonly prometheusBytes: number;
+  readonly prometheusGzipBytes: number;
   /** Data points of one collection. */
   readonly points: number;
   /** The same with vCPU series summed per VM. */
@@ -65,6 +75,12 @@ export interface BenchLine {
   aggregatedPoints: number;
   aggregatedCollectMs: number;
   aggregatedSerializeProtoMs: number;
+  prometheusTextMs: number;
+  prometheusGzipMs: number;
+  prometheusTextOverFloor: number;
+  prometheusGzipOverFloor: number;
+  prometheusBytes: number;
+  prometheusGzipBytes: number;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
@@ -84,6 +100,12 @@ export function benchLine(result: SizeResult): BenchLine {
     aggregatedPoints: result.aggregated.points,
     aggregatedCollectMs: result.aggregated.collect.median,
     aggregatedSerializeProtoMs: result.aggregated.collectProto.median,
+    prometheusTextMs: result.collectPrometheus.median,
+    prometheusGzipMs: result.collectPrometheusGzip.median,
+    prometheusTextOverFloor: result.collectPrometheus.median / result.floor.median,
+    prometheusGzipOverFloor: result.collectPrometheusGzip.median / result.floor.median,
+    prometheusBytes: result.prometheusBytes,
+    prometheusGzipBytes: result.prometheusGzipBytes,
   };
 }
 
@@ -133,6 +155,28 @@ class Subject {
   collectJson = async (): Promise<Uint8Array | undefined> => JsonMetricsSerializer.serializeRequest(await this.collect());
   collectProto = async (): Promise<Uint8Array | undefined> => ProtobufMetricsSerializer.serializeRequest(await this.collect());
 
+  readonly #prometheus = new PrometheusTextSerializer();
+
+  /** A scrape's body, chunk by chunk, as the exporter streams it; returns its bytes. */
+  collectPrometheus = async (): Promise<number> => {
+    let bytes = 0;
+    for (const chunk of this.#prometheus.chunks(await this.collect())) bytes += chunk.length;
+    return bytes;
+  };
+
+  /** The same through gzip at the exporter's level, streamed; returns the compressed bytes. */
+  collectPrometheusGzip = async (): Promise<number> => {
+    let bytes = 0;
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        bytes += chunk.length;
+        done();
+      },
+    });
+    await pipeline(Readable.from(this.#prometheus.chunks(await this.collect()), { objectMode: false }), createGzip({ level: zlib.Z_BEST_SPEED }), sink);
+    return bytes;
+  };
+
   /** Data points of one collection. */
   async points(): Promise<number> {
     return pointsOf(await this.collect());
@@ -160,6 +204,7 @@ async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
       await subject.collectJson();
       await subject.collectProto();
       await aggregated.collectProto();
+      await subject.collectPrometheusGzip();
     }
   } finally {
     fleet.close();
@@ -177,6 +222,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     const allocatedBytesPerCycle = await allocatedPerRun(options.iterations ?? ALLOCATION_COLLECTIONS, subject.collect);
     const [floor, collect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect]);
     const [collectJson, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.collectJson, subject.collectProto]);
+    const [collectPrometheus, collectPrometheusGzip] = await sample(iterationsFor(options, 11, 3000), [subject.collectPrometheus, subject.collectPrometheusGzip]);
     // Made after the memory was measured, so that its state is not counted, and timed on its
     // own, so that neither producer runs with the other's state in the CPU's cache.
     const aggregated = new Subject(fleet, options.reuseDataPoints, 'vm');
@@ -191,6 +237,10 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       collect: summarize(collect!),
       collectJson: summarize(collectJson!),
       collectProto: summarize(collectProto!),
+      collectPrometheus: summarize(collectPrometheus!),
+      collectPrometheusGzip: summarize(collectPrometheusGzip!),
+      prometheusBytes: await subject.collectPrometheus(),
+      prometheusGzipBytes: await subject.collectPrometheusGzip(),
       points: await subject.points(),
       aggregated: { points: await aggregated.points(), collect: summarize(aggregatedCollect!), collectProto: summarize(aggregatedProto!) },
       qmp,
