@@ -157,6 +157,7 @@ describe('PrometheusTextSerializer', () => {
         // The labels are cached now; the values must still be this scrape's.
         bump(metrics);
         const chunks = [...ours.chunks(metrics, chunkBytes)];
+        expect(chunks.filter((chunk) => chunk.length === 0)).toEqual([]);
         expect(Buffer.concat(chunks).toString('utf8')).toBe(theirs.serialize(metrics));
       }),
       { numRuns: 400 },

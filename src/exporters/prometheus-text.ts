@@ -58,6 +58,7 @@ const SCOPE_SCHEMA_URL_LABEL = 'otel.scope.schema_url';
 const NEWLINE = 0x0a;
 const SPACE = 0x20;
 const CLOSE = 0x7d;
+const COMMA = 0x2c;
 const MINUS = 0x2d;
 const ZERO = 0x30;
 
@@ -123,6 +124,9 @@ interface MetricText {
    * comparison. */
   readonly pointAttributes: Attributes[];
   readonly pointHeads: Uint8Array[];
+  /** For histograms, `name_bucket{head,` by index: a bucket line is then this, its `le` and
+   * its value (one copy fewer on most lines of a scrape). */
+  readonly pointBuckets: (Uint8Array | undefined)[];
   readonly name: string;
   /** The additional labels hold an `le` (see #ownLeText). */
   readonly ownLe: boolean;
@@ -141,13 +145,10 @@ interface MetricText {
   readonly heads: WeakMap<Attributes, Uint8Array>;
 }
 
-/** `le` labels of one boundaries array and `additional`: `,le="0.5"} ` and `le="0.5"} ` per
- * bucket (the second where the series has no other label), or whole label lists when the
- * additional labels hold an `le` of their own. */
+/** The `le` label of each bucket of one boundaries array, with the line's closing: `le="0.5"} `. */
 interface BucketLabels {
-  readonly afterHead: Uint8Array[];
   readonly alone: Uint8Array[];
-  /** Bytes of the longest. */
+  /** Bytes of the longest, and one for the comma before it. */
   readonly longest: number;
 }
 
@@ -176,7 +177,7 @@ class Chunk {
   /** Room for `needed` more bytes; returns the full chunk to hand out, if it had to be replaced. */
   reserve(needed: number): Buffer | undefined {
     if (this.length + needed <= this.bytes.length) return undefined;
-    const full = this.bytes.subarray(0, this.length);
+    const full = this.length > 0 ? this.bytes.subarray(0, this.length) : undefined;
     this.bytes = Buffer.allocUnsafe(Math.max(this.size, needed));
     this.length = 0;
     return full;
@@ -315,6 +316,7 @@ export class PrometheusTextSerializer {
         if (text.pointAttributes.length > points.length) {
           text.pointAttributes.length = points.length;
           text.pointHeads.length = points.length;
+          text.pointBuckets.length = points.length;
         }
       }
     }
@@ -382,6 +384,7 @@ export class PrometheusTextSerializer {
       scrape,
       pointAttributes: [],
       pointHeads: [],
+      pointBuckets: [],
       name,
       ownLe: additionalLabels !== undefined && Object.hasOwn(additionalLabels, 'le'),
       open: encoder.encode(`${name}{`),
@@ -405,7 +408,22 @@ export class PrometheusTextSerializer {
     const head = this.#head(text, attributes);
     text.pointAttributes[i] = attributes;
     text.pointHeads[i] = head;
+    text.pointBuckets[i] = undefined;
     return head;
+  }
+
+  /** The bucket line prefix of points[i] of a histogram, after #pointHead. */
+  #pointBucket(text: MetricText, i: number, head: Uint8Array): Uint8Array {
+    let prefix = text.pointBuckets[i];
+    if (prefix === undefined) {
+      const open = text.bucketOpen;
+      prefix = new Uint8Array(open.length + head.length + (head.length > 0 ? 1 : 0));
+      prefix.set(open);
+      prefix.set(head, open.length);
+      if (head.length > 0) prefix[prefix.length - 1] = COMMA;
+      text.pointBuckets[i] = prefix;
+    }
+    return prefix;
   }
 
   /** `attributes,additional` of a series, rendered once per attributes object. */
@@ -475,7 +493,8 @@ export class PrometheusTextSerializer {
         if (stamp) chunk.timestamp(point.endTime);
         chunk.byte(NEWLINE);
       }
-      const les = head.length > 0 ? labels.afterHead : labels.alone;
+      const prefix = this.#pointBucket(text, i, head);
+      const les = labels.alone;
       let cumulative = 0;
       let infiniteBoundary = false;
       for (let b = 0; b < counts.length; b++) {
@@ -484,8 +503,7 @@ export class PrometheusTextSerializer {
         // As the official serializer: after an explicit +Inf bound, no implicit one.
         if (bound === undefined && infiniteBoundary) break;
         if (bound === Infinity) infiniteBoundary = true;
-        chunk.put(text.bucketOpen);
-        if (head.length > 0) chunk.put(head);
+        chunk.put(prefix);
         chunk.put(les[b]!);
         chunk.number(cumulative);
         if (stamp) chunk.timestamp(point.endTime);
@@ -529,14 +547,12 @@ export class PrometheusTextSerializer {
     if (!byBounds) this.#buckets.set(text.additional, (byBounds = new WeakMap()));
     let labels = byBounds.get(boundaries);
     if (labels === undefined || labels.alone.length < buckets) {
-      const afterHead: Uint8Array[] = [];
       const alone: Uint8Array[] = [];
       for (let i = 0; i < Math.max(buckets, boundaries.length + 1); i++) {
         const le = leOf(boundaries[i]);
-        afterHead.push(encoder.encode(`,le="${le}"} `));
         alone.push(encoder.encode(`le="${le}"} `));
       }
-      labels = { afterHead, alone, longest: Math.max(...afterHead.map((le) => le.length)) };
+      labels = { alone, longest: Math.max(...alone.map((le) => le.length)) + 1 };
       byBounds.set(boundaries, labels);
     }
     return labels;
