@@ -13,6 +13,12 @@ export { KvmStatsProducer, type KvmStatsProducerOptions, type SourceSet } from '
 export { KvmStatsInstruments, observeKvmStats, type KvmStatsInstrumentsOptions } from './otel/instruments.js';
 export { histogramBounds, mapStat, mapTable, type MetricKind, type MetricMapping, type TableMapping, type UnitMode } from './otel/mapping.js';
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
+export {
+  PROMETHEUS_CONTENT_TYPE,
+  PrometheusTextExporter,
+  type PrometheusTextExporterOptions,
+} from './exporters/prometheus-exporter.js';
+export { PrometheusTextSerializer, type PrometheusTextOptions } from './exporters/prometheus-text.js';
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';
