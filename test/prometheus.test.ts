@@ -360,14 +360,15 @@ describeKvm('the Prometheus text exporter on real KVM stats', () => {
     );
     await reader.startServer();
     const text = (await get(port, '/metrics')).body.toString('utf8');
-    expect(text).toMatch(/^kvm_vcpu_halt_wait_ns_seconds_total\{/m);
+    // The kernel's `_ns` stays in the name until base-unit names drop it (issue 14).
+    expect(text).toMatch(/^kvm_vcpu_halt_wait(_ns)?_seconds_total\{/m);
     // Everything parses; the only complaints are about the kernel's own abbreviations (_ns),
     // which base-unit names drop (issue 14).
     const all = promtool(text);
     expect([0, 3], all.output).toContain(all.status);
     for (const line of all.output.split('\n').filter(Boolean)) expect(line).toMatch(/metric names should not contain abbreviated units$/);
     const flagged = new Set(all.output.split('\n').filter(Boolean).map((line) => line.split(' ')[0]));
-    expect(flagged.size).toBeGreaterThan(0);
+    expect(flagged.size === 0).toBe(all.status === 0);
     // The same scrape without those families: clean.
     const families = text.split(/(?=^# HELP )/m).filter((family) => ![...flagged].some((name) => family.startsWith(`# HELP ${name} `)));
     const clean = promtool(families.join(''));
