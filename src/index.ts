@@ -26,6 +26,12 @@ export { OtlpJsonEncoder } from './exporters/otlp-json.js';
 export { OtlpProtobufEncoder } from './exporters/otlp-protobuf.js';
 
 // Sources: one open stats fd and who owns it.
+export {
+  PROMETHEUS_CONTENT_TYPE,
+  PrometheusTextExporter,
+  type PrometheusTextExporterOptions,
+} from './exporters/prometheus-exporter.js';
+export { PrometheusTextSerializer, type PrometheusTextOptions } from './exporters/prometheus-text.js';
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';

@@ -240,6 +240,23 @@ describe('agent with a saved image (no /dev/kvm needed)', () => {
     }
     expect(agent.stderr()).toBe(`kvm-stats-otel: serving Prometheus on 127.0.0.1:${port} failed with EADDRINUSE: choose another port with --prometheus [host:]port\n`);
   });
+
+  it('Prometheus alone: scrapes wait for the resource, so target_info has host.id and nothing is logged', async () => {
+    // What the SDK's host detector reads, read here too.
+    const machineId = readFileSync('/etc/machine-id', 'utf8').trim();
+    const port = await freePort();
+    agent = startAgentProcess(['--file', IMAGE, '--prometheus', `127.0.0.1:${port}`, '--interval', '60000']);
+    await agent.waitForLog(/reading 1 stats fds/, 20_000);
+    for (let i = 0; i < 3; i++) {
+      const scrape = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(scrape).toMatch(new RegExp(`^target_info\\{.*host_id="${machineId}".*\\} 1$`, 'm'));
+      expect(scrape).toMatch(/^kvm_vcpu_exits_total\{kvm_vcpu_id="3",.*\} 1000$/m);
+    }
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const lines = logLines(agent.stderr());
+    expect(lines.filter((line) => line.level === 'error')).toEqual([]);
+    expect(agent.stderr()).not.toContain('async attributes');
+  });
 });
 
 describeKvm('agent on a demo VM (real KVM)', () => {

@@ -47,6 +47,12 @@ const KEYS = [
   'jsonBytesPerExport',
   'points',
   'protoBytesPerExport',
+  'prometheusBytes',
+  'prometheusGzipBytes',
+  'prometheusGzipMs',
+  'prometheusGzipOverFloor',
+  'prometheusTextMs',
+  'prometheusTextOverFloor',
   'qmpPerVmMs',
   'retainedBytesPerFd',
   'serializeFastJsonMs',
@@ -101,7 +107,7 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     expect(lines.map((line) => line.fds)).toEqual([5, 10]);
     for (const line of lines) {
       expect(Object.keys(line).sort()).toEqual(KEYS);
-      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'serializeFastJsonMs', 'serializeFastProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs', 'protoBytesPerExport', 'jsonBytesPerExport']) {
+      for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'serializeFastJsonMs', 'serializeFastProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs', 'protoBytesPerExport', 'jsonBytesPerExport', 'prometheusTextMs', 'prometheusGzipMs']) {
         expect(line[key], key).toBeGreaterThan(0);
       }
       expect(line.collectOverFloor).toBeCloseTo(line.collectMs! / line.floorMs!, 9);
@@ -110,6 +116,10 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
       expect(line.fastJsonOverFloor).toBeCloseTo(line.serializeFastJsonMs! / line.floorMs!, 9);
       // The same series in both encodings: JSON spells out what protobuf packs.
       expect(line.jsonBytesPerExport).toBeGreaterThan(line.protoBytesPerExport!);
+      expect(line.prometheusTextOverFloor).toBeCloseTo(line.prometheusTextMs! / line.floorMs!, 9);
+      // Text compresses: fewer gzip bytes than text bytes, and neither empty.
+      expect(line.prometheusGzipBytes).toBeGreaterThan(0);
+      expect(line.prometheusGzipBytes).toBeLessThan(line.prometheusBytes!);
       expect(line.collectPerVmMs).toBeCloseTo(line.collectMs! / (line.fds! / 5), 9);
       expect(Number.isFinite(line.retainedBytesPerFd)).toBe(true);
       if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);

@@ -14,7 +14,6 @@ import {
   LowMemoryTemporalitySelector,
 } from '@opentelemetry/exporter-metrics-otlp-http';
 import { createEmptyMetadata } from '@opentelemetry/otlp-grpc-exporter-base';
-import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import {
   AggregationTemporality,
   type InstrumentType,
@@ -25,6 +24,7 @@ import {
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { KvmOtlpMetricExporter } from '../exporters/otlp-exporter.js';
+import { PrometheusTextExporter } from '../exporters/prometheus-exporter.js';
 import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference } from './config.js';
 import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './console-exporter.js';
 import type { Logger } from './log.js';
@@ -129,7 +129,9 @@ export function createOutputs(config: AgentConfig, producerFor: (output: OutputN
   }
   if (config.prometheus) {
     const { host, port } = config.prometheus;
-    const exporter = new PrometheusExporter({ host, port, preventServerStart: true, metricProducers: [producerFor('prometheus')] });
+    // Base units get OpenTelemetry's Prometheus unit suffixes (`_seconds`); exact units keep
+    // today's names. The exporter waits for the resource's host.id before a scrape reads it.
+    const exporter = new PrometheusTextExporter({ host, port, preventServerStart: true, metricProducers: [producerFor('prometheus')], unitSuffixes: config.units === 'base' });
     const where = `${host ?? ''}:${port}`;
     outputs.push({
       name: 'prometheus',

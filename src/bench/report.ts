@@ -36,6 +36,9 @@ const COLUMNS = [
   'VM-summed: points',
   'VM-summed: collect() ms',
   'VM-summed: collect + protobuf ms',
+  'collect + Prometheus text ms (/ floor)',
+  'collect + Prometheus gzip ms (/ floor)',
+  'Prometheus bytes (gzip)',
 ];
 
 export function tableHeader(): string {
@@ -68,6 +71,9 @@ export function tableRow(result: SizeResult): string {
     bytes(line.aggregatedPoints),
     spread(result.aggregated.collect),
     spread(result.aggregated.collectProto, 1),
+    `${spread(result.collectPrometheus, 1)} (${line.prometheusTextOverFloor.toFixed(1)})`,
+    `${spread(result.collectPrometheusGzip, 1)} (${line.prometheusGzipOverFloor.toFixed(1)})`,
+    `${bytes(line.prometheusBytes)} (${bytes(line.prometheusGzipBytes)})`,
   ];
   return `| ${cells.join(' | ')} |\n`;
 }

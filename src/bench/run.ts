@@ -6,11 +6,15 @@
  * run, QMP query-stats per VM on real QEMU guests.
  */
 import { cpus, loadavg, release } from 'node:os';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { constants as zlib, createGzip } from 'node:zlib';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { OtlpJsonEncoder } from '../exporters/otlp-json.js';
 import { OtlpProtobufEncoder } from '../exporters/otlp-protobuf.js';
+import { PrometheusTextSerializer } from '../exporters/prometheus-text.js';
 import { pread } from '../native/libc.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from './fleet.js';
@@ -43,6 +47,12 @@ export interface SizeResult {
   /** Bytes of one export's request body. */
   readonly protoBytes: number;
   readonly jsonBytes: number;
+  /** collect() and the Prometheus text of its result (PrometheusTextExporter's), plain and
+   * through gzip as a scrape that asks for it gets it; and the bytes of each. */
+  readonly collectPrometheus: Summary;
+  readonly collectPrometheusGzip: Summary;
+  readonly prometheusBytes: number;
+  readonly prometheusGzipBytes: number;
   /** Data points of one collection. */
   readonly points: number;
   /** The same with vCPU series summed per VM. */
@@ -79,6 +89,12 @@ export interface BenchLine {
   aggregatedPoints: number;
   aggregatedCollectMs: number;
   aggregatedSerializeProtoMs: number;
+  prometheusTextMs: number;
+  prometheusGzipMs: number;
+  prometheusTextOverFloor: number;
+  prometheusGzipOverFloor: number;
+  prometheusBytes: number;
+  prometheusGzipBytes: number;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
@@ -104,6 +120,12 @@ export function benchLine(result: SizeResult): BenchLine {
     aggregatedPoints: result.aggregated.points,
     aggregatedCollectMs: result.aggregated.collect.median,
     aggregatedSerializeProtoMs: result.aggregated.collectProto.median,
+    prometheusTextMs: result.collectPrometheus.median,
+    prometheusGzipMs: result.collectPrometheusGzip.median,
+    prometheusTextOverFloor: result.collectPrometheus.median / result.floor.median,
+    prometheusGzipOverFloor: result.collectPrometheusGzip.median / result.floor.median,
+    prometheusBytes: result.prometheusBytes,
+    prometheusGzipBytes: result.prometheusGzipBytes,
   };
 }
 
@@ -170,6 +192,28 @@ class Subject {
     return bytes.length;
   };
 
+  readonly #prometheus = new PrometheusTextSerializer();
+
+  /** A scrape's body, chunk by chunk, as the exporter streams it; returns its bytes. */
+  collectPrometheus = async (): Promise<number> => {
+    let bytes = 0;
+    for (const chunk of this.#prometheus.chunks(await this.collect())) bytes += chunk.length;
+    return bytes;
+  };
+
+  /** The same through gzip at the exporter's level, streamed; returns the compressed bytes. */
+  collectPrometheusGzip = async (): Promise<number> => {
+    let bytes = 0;
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        bytes += chunk.length;
+        done();
+      },
+    });
+    await pipeline(Readable.from(this.#prometheus.chunks(await this.collect()), { objectMode: false }), createGzip({ level: zlib.Z_BEST_SPEED }), sink);
+    return bytes;
+  };
+
   /** Data points of one collection. */
   async points(): Promise<number> {
     return pointsOf(await this.collect());
@@ -199,6 +243,7 @@ async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
       await subject.collectFastJson();
       await subject.collectFastProto();
       await aggregated.collectProto();
+      await subject.collectPrometheusGzip();
     }
   } finally {
     fleet.close();
@@ -220,6 +265,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     const [, collectFastJson, collectFastProto] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collectFastJson, subject.collectFastProto]);
     const protoBytes = await subject.collectFastProto();
     const jsonBytes = await subject.collectFastJson();
+    const [collectPrometheus, collectPrometheusGzip] = await sample(iterationsFor(options, 11, 3000), [subject.collectPrometheus, subject.collectPrometheusGzip]);
     // Made after the memory was measured, so that its state is not counted, and timed on its
     // own, so that neither producer runs with the other's state in the CPU's cache.
     const aggregated = new Subject(fleet, options.reuseDataPoints, 'vm');
@@ -238,6 +284,10 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       collectFastProto: summarize(collectFastProto!),
       protoBytes,
       jsonBytes,
+      collectPrometheus: summarize(collectPrometheus!),
+      collectPrometheusGzip: summarize(collectPrometheusGzip!),
+      prometheusBytes: await subject.collectPrometheus(),
+      prometheusGzipBytes: await subject.collectPrometheusGzip(),
       points: await subject.points(),
       aggregated: { points: await aggregated.points(), collect: summarize(aggregatedCollect!), collectProto: summarize(aggregatedProto!) },
       qmp,

@@ -1,0 +1,560 @@
+/**
+ * The Prometheus text exposition of a ResourceMetrics, character for character what
+ * @opentelemetry/exporter-prometheus's PrometheusSerializer writes for the same data (names,
+ * labels and their order, HELP/UNIT/TYPE lines, target_info, escaping, number formatting,
+ * histogram buckets), but written as bytes, in chunks, at a fraction of the cost:
+ *
+ * - A series' labels are rendered once, per attributes object (the producer shares one per
+ *   source across all its metrics and keeps it for the source's life; the SDK keeps one per
+ *   series), and kept as UTF-8 bytes while that object lives. A scrape copies them.
+ * - Only values are formatted per scrape, integers straight into the output bytes.
+ * - The text comes out as a sequence of chunks of about `chunkBytes`, each a new buffer, so a
+ *   consumer with backpressure (an HTTP response, a gzip stream) holds a few chunks, never
+ *   the whole body.
+ *
+ * Attributes objects must not change once their data points are serialized (the SDK and the
+ * producer never change them): the rendered labels are those of the first time seen.
+ *
+ * `unitSuffixes` adds OpenTelemetry's Prometheus-compatibility unit suffixes to names (see
+ * prometheus-units.ts) and writes the Prometheus unit in the UNIT line; off, the text is today's.
+ */
+import { type Attributes, type AttributeValue, type HrTime, diag } from '@opentelemetry/api';
+import {
+  type DataPoint,
+  DataPointType,
+  type Histogram,
+  type MetricData,
+  type ResourceMetrics,
+  type ScopeMetrics,
+} from '@opentelemetry/sdk-metrics';
+import { prometheusUnit, withUnitSuffix } from './prometheus-units.js';
+
+export interface PrometheusTextOptions {
+  /** Prepended to every metric name with an underscore. */
+  readonly prefix?: string;
+  /** Each sample with its data point's end time in ms. Default false. */
+  readonly appendTimestamp?: boolean;
+  /** Resource attributes whose names match are added to every series as labels. */
+  readonly withResourceConstantLabels?: RegExp;
+  /** No otel_scope_* labels. Default false. */
+  readonly withoutScopeInfo?: boolean;
+  /** No target_info series. Default false. */
+  readonly withoutTargetInfo?: boolean;
+  /** OpenTelemetry's Prometheus-compatibility unit suffixes (`_seconds`, `_bytes`). Default false. */
+  readonly unitSuffixes?: boolean;
+}
+
+/** Bytes per chunk unless asked otherwise: large enough that per-chunk costs vanish. */
+export const DEFAULT_CHUNK_BYTES = 64 * 1024;
+/** The longest number a value or timestamp is written as ("-1.2345678901234567e-308"). */
+const MAX_NUMBER_BYTES = 32;
+/** Room for a line beyond its name and labels: '} ', a value, ' ' and a timestamp, '\n'. */
+const LINE_EXTRA = 2 * MAX_NUMBER_BYTES + 4;
+const NO_REGISTERED_METRICS = '# no registered metrics';
+const SCOPE_NAME_LABEL = 'otel.scope.name';
+const SCOPE_VERSION_LABEL = 'otel.scope.version';
+const SCOPE_SCHEMA_URL_LABEL = 'otel.scope.schema_url';
+
+const NEWLINE = 0x0a;
+const SPACE = 0x20;
+const CLOSE = 0x7d;
+const COMMA = 0x2c;
+const MINUS = 0x2d;
+const ZERO = 0x30;
+
+function escapeString(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+/** A label value: strings as they are, anything else as JSON, undefined as empty. */
+function escapeLabelValue(value: AttributeValue | undefined = ''): string {
+  return escapeString(typeof value === 'string' ? value : JSON.stringify(value)).replace(/"/g, '\\"');
+}
+
+/** Characters OpenTelemetry allows in names and Prometheus does not become '_', runs of '_' one. */
+function sanitizeName(name: string): string {
+  return name.replace(/[^a-z0-9_]/gi, '_').replace(/_{2,}/g, '_');
+}
+
+/** `k="v",k2="v2"` (no braces), in the object's own key order, as the official serializer. */
+function renderLabels(labels: Attributes | undefined, into = ''): string {
+  if (labels === undefined) return into;
+  for (const [key, value] of Object.entries(labels)) {
+    into += `${into.length > 0 ? ',' : ''}${sanitizeName(key)}="${escapeLabelValue(value)}"`;
+  }
+  return into;
+}
+
+function typeOf(metric: MetricData): string {
+  switch (metric.dataPointType) {
+    case DataPointType.SUM:
+      return metric.isMonotonic ? 'counter' : 'gauge';
+    case DataPointType.GAUGE:
+      return 'gauge';
+    case DataPointType.HISTOGRAM:
+      return 'histogram';
+    default:
+      return 'untyped';
+  }
+}
+
+/** As @opentelemetry/core's hrTimeToMilliseconds (not rounded). */
+function milliseconds(time: HrTime): number {
+  return time[0] * 1e3 + time[1] / 1e6;
+}
+
+const encoder = new TextEncoder();
+
+/** A bucket's `le` label value. */
+function leOf(bound: number | undefined): string {
+  return bound === undefined || bound === Infinity ? '+Inf' : String(bound);
+}
+
+/** A value as `${value}` writes it, '+Inf' and '-Inf' for the infinities. */
+function valueText(value: number): string {
+  return value === Infinity ? '+Inf' : value === -Infinity ? '-Inf' : `${value}`;
+}
+
+/** A metric's constant parts, as bytes, kept from one scrape to the next while it is there. */
+interface MetricText {
+  /** The last scrape that wrote it. */
+  scrape: number;
+  /** The attributes of the points of the last scrape, and their heads, by index: a series whose
+   * attributes object is where it was (the producer's always are) finds its labels with one
+   * comparison. */
+  readonly pointAttributes: Attributes[];
+  readonly pointHeads: Uint8Array[];
+  /** For histograms, `name_bucket{head,` by index: a bucket line is then this, its `le` and
+   * its value (one copy fewer on most lines of a scrape). */
+  readonly pointBuckets: (Uint8Array | undefined)[];
+  readonly name: string;
+  /** The additional labels hold an `le` (see #ownLeText). */
+  readonly ownLe: boolean;
+  /** `name{` / `name ` and the same for _count, _sum, _bucket: with and without labels. */
+  readonly open: Uint8Array;
+  readonly bare: Uint8Array;
+  readonly countOpen: Uint8Array;
+  readonly countBare: Uint8Array;
+  readonly sumOpen: Uint8Array;
+  readonly sumBare: Uint8Array;
+  readonly bucketOpen: Uint8Array;
+  /** Labels added to every series (scope, resource constants), rendered; '' for none. */
+  readonly additional: string;
+  readonly additionalLabels: Attributes | undefined;
+  /** Rendered `attributes,additional` per attributes object, for this `additional`. */
+  readonly heads: WeakMap<Attributes, Uint8Array>;
+}
+
+/** The `le` label of each bucket of one boundaries array, with the line's closing: `le="0.5"} `. */
+interface BucketLabels {
+  readonly alone: Uint8Array[];
+  /** Bytes of the longest, and one for the comma before it. */
+  readonly longest: number;
+}
+
+/** One sample without its timestamp and newline: `name{labels} value`, or `name value`. */
+function writeSample(chunk: Chunk, open: Uint8Array, bare: Uint8Array, head: Uint8Array, value: number): void {
+  if (head.length > 0) {
+    chunk.put(open);
+    chunk.put(head);
+    chunk.byte(CLOSE);
+    chunk.byte(SPACE);
+  } else {
+    chunk.put(bare);
+  }
+  chunk.number(value);
+}
+
+/** Where the text is written: the current chunk and its fill. */
+class Chunk {
+  bytes: Buffer;
+  length = 0;
+
+  constructor(readonly size: number) {
+    this.bytes = Buffer.allocUnsafe(size);
+  }
+
+  /** Room for `needed` more bytes; returns the full chunk to hand out, if it had to be replaced. */
+  reserve(needed: number): Buffer | undefined {
+    if (this.length + needed <= this.bytes.length) return undefined;
+    const full = this.length > 0 ? this.bytes.subarray(0, this.length) : undefined;
+    this.bytes = Buffer.allocUnsafe(Math.max(this.size, needed));
+    this.length = 0;
+    return full;
+  }
+
+  put(source: Uint8Array): void {
+    this.bytes.set(source, this.length);
+    this.length += source.length;
+  }
+
+  byte(value: number): void {
+    this.bytes[this.length++] = value;
+  }
+
+  ascii(text: string): void {
+    this.length += this.bytes.write(text, this.length, 'latin1');
+  }
+
+  /** ' ' and a data point's end time in ms. */
+  timestamp(time: HrTime): void {
+    this.byte(SPACE);
+    this.ascii(String(milliseconds(time)));
+  }
+
+  /** A value as `${value}` writes it, '+Inf' and '-Inf' for the infinities. */
+  number(value: number): void {
+    if (Number.isSafeInteger(value)) {
+      let n = value;
+      if (n < 0) {
+        this.byte(MINUS);
+        n = -n;
+      }
+      this.digits(n);
+    } else if (value === Infinity) {
+      this.ascii('+Inf');
+    } else if (value === -Infinity) {
+      this.ascii('-Inf');
+    } else {
+      this.ascii(`${value}`);
+    }
+  }
+
+  /** A non-negative safe integer in decimal. */
+  digits(n: number): void {
+    let width = 1;
+    for (let power = 10; power <= n; power *= 10) width++;
+    const bytes = this.bytes;
+    let at = this.length + width;
+    this.length = at;
+    if (n < 0x8000_0000) {
+      let small = n | 0;
+      do {
+        const quotient = (small / 10) | 0;
+        bytes[--at] = ZERO + (small - quotient * 10);
+        small = quotient;
+      } while (small > 0);
+      return;
+    }
+    do {
+      const quotient = Math.floor(n / 10);
+      bytes[--at] = ZERO + (n - quotient * 10);
+      n = quotient;
+    } while (n > 0);
+  }
+}
+
+export class PrometheusTextSerializer {
+  readonly #prefix: string | undefined;
+  readonly #appendTimestamp: boolean;
+  readonly #resourceConstantLabels: RegExp | undefined;
+  readonly #withoutScopeInfo: boolean;
+  readonly #withoutTargetInfo: boolean;
+  readonly #unitSuffixes: boolean;
+  /** Rendered heads per set of additional labels: usually one (the producer's scope). */
+  readonly #heads = new Map<string, WeakMap<Attributes, Uint8Array>>();
+  readonly #buckets = new Map<string, WeakMap<readonly number[], BucketLabels>>();
+  readonly #texts = new Map<string, MetricText>();
+  #scrapes = 0;
+
+  constructor(options: PrometheusTextOptions = {}) {
+    this.#prefix = options.prefix ? `${options.prefix}_` : undefined;
+    this.#appendTimestamp = options.appendTimestamp ?? false;
+    this.#resourceConstantLabels = options.withResourceConstantLabels;
+    this.#withoutScopeInfo = options.withoutScopeInfo ?? false;
+    this.#withoutTargetInfo = options.withoutTargetInfo ?? false;
+    this.#unitSuffixes = options.unitSuffixes ?? false;
+  }
+
+  /** The whole text as one string: for tests and small outputs. */
+  serialize(metrics: ResourceMetrics): string {
+    return Buffer.concat([...this.chunks(metrics)]).toString('utf8');
+  }
+
+  /**
+   * The text in chunks of about `chunkBytes` (a longer line gets a chunk of its own size),
+   * each a new buffer the consumer may keep. Data points are read as the chunks are taken:
+   * `metrics` must stay as it is until the last one.
+   */
+  *chunks(metrics: ResourceMetrics, chunkBytes = DEFAULT_CHUNK_BYTES): Generator<Buffer, void, undefined> {
+    const chunk = new Chunk(chunkBytes);
+    const scrape = ++this.#scrapes;
+    if (!this.#withoutTargetInfo) {
+      const labels = renderLabels(metrics.resource.attributes);
+      const text = encoder.encode(`# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${labels ? `{${labels}}` : ''} 1\n`);
+      const full = chunk.reserve(text.length);
+      if (full) yield full;
+      chunk.put(text);
+    }
+    const constants = this.#constantLabels(metrics.resource.attributes);
+    let written = false;
+    for (const scopeMetrics of metrics.scopeMetrics) {
+      for (const metric of scopeMetrics.metrics) {
+        const name = this.#name(metric);
+        if (name === undefined) continue;
+        written = true;
+        const header = encoder.encode(this.#header(name, metric));
+        let full = chunk.reserve(header.length);
+        if (full) yield full;
+        chunk.put(header);
+        const text = this.#metricText(name, scopeMetrics.scope, constants, scrape);
+        const points = metric.dataPoints;
+        const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
+        if (!histogram && metric.dataPointType !== DataPointType.SUM && metric.dataPointType !== DataPointType.GAUGE) {
+          diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
+          continue;
+        }
+        // Plain loops write what fits in the chunk; the generator only hands chunks out.
+        let next = 0;
+        while (next < points.length) {
+          next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], next);
+          if (next === points.length) break;
+          full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, points[next] as DataPoint<number>));
+          if (full) yield full;
+        }
+        // Series that went keep no attributes alive.
+        if (text.pointAttributes.length > points.length) {
+          text.pointAttributes.length = points.length;
+          text.pointHeads.length = points.length;
+          text.pointBuckets.length = points.length;
+        }
+      }
+    }
+    if (!written) {
+      const full = chunk.reserve(NO_REGISTERED_METRICS.length);
+      if (full) yield full;
+      chunk.ascii(NO_REGISTERED_METRICS);
+    }
+    // What metrics no longer exist need not be kept.
+    for (const [key, text] of this.#texts) if (text.scrape !== scrape) this.#texts.delete(key);
+    if (chunk.length > 0) yield chunk.bytes.subarray(0, chunk.length);
+  }
+
+  /** The Prometheus name of a metric, or undefined (and a diag error) when it has none. */
+  #name(metric: MetricData): string | undefined {
+    let name = sanitizeName(escapeString(metric.descriptor.name));
+    if (this.#prefix) name = `${this.#prefix}${name}`;
+    if (name === '' || name === '_') {
+      diag.error(name === '' ? `Normalization for metric "${metric.descriptor.name}" resulted in empty name` : `Normalization for metric "${metric.descriptor.name}" resulted in an invalid name: "_"`);
+      return undefined;
+    }
+    if (name[0]! >= '0' && name[0]! <= '9') name = `_${name}`;
+    const total = metric.dataPointType === DataPointType.SUM && metric.isMonotonic;
+    if (this.#unitSuffixes) name = withUnitSuffix(name, prometheusUnit(metric.descriptor.unit), total);
+    if (total && !name.endsWith('_total')) name += '_total';
+    return name;
+  }
+
+  #header(name: string, metric: MetricData): string {
+    const { description, unit } = metric.descriptor;
+    const shownUnit = this.#unitSuffixes ? prometheusUnit(unit) : unit;
+    const unitLine = shownUnit ? `# UNIT ${name} ${escapeString(shownUnit)}\n` : '';
+    return `# HELP ${name} ${escapeString(description || 'description missing')}\n${unitLine}# TYPE ${name} ${typeOf(metric)}\n`;
+  }
+
+  /** The resource attributes that become labels of every series, if asked for. */
+  #constantLabels(resource: Attributes): Attributes | undefined {
+    const pattern = this.#resourceConstantLabels;
+    if (!pattern) return undefined;
+    const labels: Attributes = {};
+    for (const [key, value] of Object.entries(resource)) if (key.match(pattern)) labels[key] = value;
+    return labels;
+  }
+
+  #metricText(name: string, scope: ScopeMetrics['scope'], constants: Attributes | undefined, scrape: number): MetricText {
+    let additionalLabels: Attributes | undefined;
+    if (this.#withoutScopeInfo) {
+      additionalLabels = constants;
+    } else {
+      const scopeLabels: Attributes = { [SCOPE_NAME_LABEL]: scope.name };
+      if (scope.schemaUrl) scopeLabels[SCOPE_SCHEMA_URL_LABEL] = scope.schemaUrl;
+      if (scope.version) scopeLabels[SCOPE_VERSION_LABEL] = scope.version;
+      additionalLabels = Object.assign(scopeLabels, constants);
+    }
+    const additional = renderLabels(additionalLabels);
+    const key = `${name}\0${additional}`;
+    let text = this.#texts.get(key);
+    if (text !== undefined) {
+      text.scrape = scrape;
+      return text;
+    }
+    let heads = this.#heads.get(additional);
+    if (!heads) this.#heads.set(additional, (heads = new WeakMap()));
+    text = {
+      scrape,
+      pointAttributes: [],
+      pointHeads: [],
+      pointBuckets: [],
+      name,
+      ownLe: additionalLabels !== undefined && Object.hasOwn(additionalLabels, 'le'),
+      open: encoder.encode(`${name}{`),
+      bare: encoder.encode(`${name} `),
+      countOpen: encoder.encode(`${name}_count{`),
+      countBare: encoder.encode(`${name}_count `),
+      sumOpen: encoder.encode(`${name}_sum{`),
+      sumBare: encoder.encode(`${name}_sum `),
+      bucketOpen: encoder.encode(`${name}_bucket{`),
+      additional,
+      additionalLabels,
+      heads,
+    };
+    this.#texts.set(key, text);
+    return text;
+  }
+
+  /** The head of points[i] of a metric. */
+  #pointHead(text: MetricText, i: number, attributes: Attributes): Uint8Array {
+    if (text.pointAttributes[i] === attributes) return text.pointHeads[i]!;
+    const head = this.#head(text, attributes);
+    text.pointAttributes[i] = attributes;
+    text.pointHeads[i] = head;
+    text.pointBuckets[i] = undefined;
+    return head;
+  }
+
+  /** The bucket line prefix of points[i] of a histogram, after #pointHead. */
+  #pointBucket(text: MetricText, i: number, head: Uint8Array): Uint8Array {
+    let prefix = text.pointBuckets[i];
+    if (prefix === undefined) {
+      const open = text.bucketOpen;
+      prefix = new Uint8Array(open.length + head.length + (head.length > 0 ? 1 : 0));
+      prefix.set(open);
+      prefix.set(head, open.length);
+      if (head.length > 0) prefix[prefix.length - 1] = COMMA;
+      text.pointBuckets[i] = prefix;
+    }
+    return prefix;
+  }
+
+  /** `attributes,additional` of a series, rendered once per attributes object. */
+  #head(text: MetricText, attributes: Attributes): Uint8Array {
+    let head = text.heads.get(attributes);
+    if (head === undefined) {
+      let labels = renderLabels(attributes);
+      if (text.additional) labels += `${labels.length > 0 ? ',' : ''}${text.additional}`;
+      head = encoder.encode(labels);
+      text.heads.set(attributes, head);
+    }
+    return head;
+  }
+
+  #numberRoom(text: MetricText, point: DataPoint<number>): number {
+    return text.open.length + this.#head(text, point.attributes).length + LINE_EXTRA;
+  }
+
+  /** Samples of points[from...] while they fit in the chunk; returns the first not written. */
+  #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], from: number): number {
+    const limit = chunk.bytes.length;
+    const stamp = this.#appendTimestamp;
+    for (let i = from; i < points.length; i++) {
+      const point = points[i]!;
+      const head = this.#pointHead(text, i, point.attributes);
+      if (chunk.length + text.open.length + head.length + LINE_EXTRA > limit) return i;
+      writeSample(chunk, text.open, text.bare, head, point.value);
+      if (stamp) chunk.timestamp(point.endTime);
+      chunk.byte(NEWLINE);
+    }
+    return points.length;
+  }
+
+  #histogramRoom(text: MetricText, point: DataPoint<Histogram>): number {
+    if (text.ownLe) return this.#ownLeText(text, point).length;
+    const head = this.#head(text, point.attributes);
+    const labels = this.#bucketLabels(text, point.value.buckets.boundaries, point.value.buckets.counts.length);
+    return (2 + point.value.buckets.counts.length) * (text.bucketOpen.length + head.length + labels.longest + LINE_EXTRA);
+  }
+
+  /** Histogram points[from...] while they fit in the chunk, each whole; returns the first not written. */
+  #histograms(chunk: Chunk, text: MetricText, points: readonly DataPoint<Histogram>[], from: number): number {
+    const limit = chunk.bytes.length;
+    const stamp = this.#appendTimestamp;
+    for (let i = from; i < points.length; i++) {
+      const point = points[i]!;
+      if (text.ownLe) {
+        const whole = this.#ownLeText(text, point);
+        if (chunk.length + whole.length > limit) return i;
+        chunk.put(whole);
+        continue;
+      }
+      const histogram = point.value;
+      const { boundaries, counts } = histogram.buckets;
+      const head = this.#pointHead(text, i, point.attributes);
+      const labels = this.#bucketLabels(text, boundaries, counts.length);
+      if (chunk.length + (2 + counts.length) * (text.bucketOpen.length + head.length + labels.longest + LINE_EXTRA) > limit) return i;
+      const count = histogram.count;
+      if (count != null) {
+        writeSample(chunk, text.countOpen, text.countBare, head, count);
+        if (stamp) chunk.timestamp(point.endTime);
+        chunk.byte(NEWLINE);
+      }
+      const sum = histogram.sum;
+      if (sum != null) {
+        writeSample(chunk, text.sumOpen, text.sumBare, head, sum);
+        if (stamp) chunk.timestamp(point.endTime);
+        chunk.byte(NEWLINE);
+      }
+      const prefix = this.#pointBucket(text, i, head);
+      const les = labels.alone;
+      let cumulative = 0;
+      let infiniteBoundary = false;
+      for (let b = 0; b < counts.length; b++) {
+        cumulative += counts[b]!;
+        const bound = boundaries[b];
+        // As the official serializer: after an explicit +Inf bound, no implicit one.
+        if (bound === undefined && infiniteBoundary) break;
+        if (bound === Infinity) infiniteBoundary = true;
+        chunk.put(prefix);
+        chunk.put(les[b]!);
+        chunk.number(cumulative);
+        if (stamp) chunk.timestamp(point.endTime);
+        chunk.byte(NEWLINE);
+      }
+    }
+    return points.length;
+  }
+
+  /** A histogram point where the additional labels (a resource attribute) have an `le` of their
+   * own, whose place and value the bucket's takes, as in the official serializer: rare, so
+   * rendered as text, point by point. */
+  #ownLeText(text: MetricText, point: DataPoint<Histogram>): Uint8Array {
+    const histogram = point.value;
+    const { boundaries, counts } = histogram.buckets;
+    const attributes = renderLabels(point.attributes);
+    const stamp = this.#appendTimestamp ? ` ${milliseconds(point.endTime)}` : '';
+    const name = text.name;
+    const head = this.#head(text, point.attributes);
+    const headText = Buffer.from(head).toString('utf8');
+    let lines = '';
+    for (const key of ['count', 'sum'] as const) {
+      const value = histogram[key];
+      if (value != null) lines += `${name}_${key}${headText ? `{${headText}}` : ''} ${valueText(value)}${stamp}\n`;
+    }
+    let cumulative = 0;
+    let infiniteBoundary = false;
+    for (let b = 0; b < counts.length; b++) {
+      cumulative += counts[b]!;
+      const bound = boundaries[b];
+      if (bound === undefined && infiniteBoundary) break;
+      if (bound === Infinity) infiniteBoundary = true;
+      lines += `${name}_bucket{${renderLabels(Object.assign({}, text.additionalLabels, { le: leOf(bound) }), attributes)}} ${valueText(cumulative)}${stamp}\n`;
+    }
+    return encoder.encode(lines);
+  }
+
+  /** The label endings of each bucket of `boundaries`, made once per boundaries array. */
+  #bucketLabels(text: MetricText, boundaries: readonly number[], buckets: number): BucketLabels {
+    let byBounds = this.#buckets.get(text.additional);
+    if (!byBounds) this.#buckets.set(text.additional, (byBounds = new WeakMap()));
+    let labels = byBounds.get(boundaries);
+    if (labels === undefined || labels.alone.length < buckets) {
+      const alone: Uint8Array[] = [];
+      for (let i = 0; i < Math.max(buckets, boundaries.length + 1); i++) {
+        const le = leOf(boundaries[i]);
+        alone.push(encoder.encode(`le="${le}"} `));
+      }
+      labels = { alone, longest: Math.max(...alone.map((le) => le.length)) + 1 };
+      byBounds.set(boundaries, labels);
+    }
+    return labels;
+  }
+}
