@@ -21,17 +21,11 @@ export type { UnitMode } from './otel/mapping.js';
 export type { VcpuAggregation } from './otel/aggregation.js';
 // Names a View or a query filters on.
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
-export { KvmOtlpMetricExporter, OTLP_PROTOCOLS, type KvmOtlpMetricExporterOptions, type OtlpProtocol } from './exporters/otlp-exporter.js';
-export { OtlpJsonEncoder } from './exporters/otlp-json.js';
-export { OtlpProtobufEncoder } from './exporters/otlp-protobuf.js';
+// Outputs at the speed of the reads: the official transports with this package's encoders.
+export { KvmOtlpMetricExporter, type KvmOtlpMetricExporterOptions, type OtlpProtocol } from './exporters/otlp-exporter.js';
 
 // Sources: one open stats fd and who owns it.
-export {
-  PROMETHEUS_CONTENT_TYPE,
-  PrometheusTextExporter,
-  type PrometheusTextExporterOptions,
-} from './exporters/prometheus-exporter.js';
-export { PrometheusTextSerializer, type PrometheusTextOptions } from './exporters/prometheus-text.js';
+export { PrometheusTextExporter, type PrometheusTextExporterOptions } from './exporters/prometheus-exporter.js';
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';
