@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -15,7 +15,7 @@ import type { ListedProcess } from '../src/cli/list.js';
 import type { ListedSeries } from '../src/otel/series.js';
 import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
 import type { Problem } from '../src/sources/problem.js';
-import { fdLinks, isStatsLink, processExiting } from '../src/sources/proc.js';
+import { fdLinks, fdTable, isStatsLink, processExiting } from '../src/sources/proc.js';
 import { type ScannedProcess, ScanProvider } from '../src/sources/scan.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -200,6 +200,54 @@ describeKvm('ScanProvider on real KVM', () => {
       expect(shape(scan.sources(), vmm.pid)).toEqual([]);
     } finally {
       await vmm.stop();
+    }
+  });
+
+  it('rescans at a cost that follows the VMMs: processes holding many fds that do not change are not read again', async () => {
+    const { scan } = newScan();
+    /** The least CPU time and fd links read of `n` refreshes: the least disturbed by whatever
+     * else runs on the host (other tests' VMMs come and go). */
+    const cheapest = async (n: number): Promise<{ cpuMs: number; links: number }> => {
+      let cpuMs = Infinity;
+      let links = Infinity;
+      for (let i = 0; i < n; i++) {
+        const start = process.cpuUsage();
+        await scan.refresh();
+        const used = process.cpuUsage(start);
+        cpuMs = Math.min(cpuMs, (used.user + used.system) / 1000);
+        links = Math.min(links, scan.lastRefreshCost.fdLinksRead);
+      }
+      return { cpuMs, links };
+    };
+    await scan.refresh();
+    const without = await cheapest(10);
+    // Ten processes holding 1,500 fds each (one file, inherited 1,500 times): reading every
+    // link of theirs at every rescan took a root agent to 92% of a core in issue 12.
+    const devNull = openSync('/dev/null', 'r');
+    const hogs = Array.from({ length: 10 }, () => spawn('sleep', ['600'], { stdio: ['ignore', 'ignore', 'ignore', ...Array<number>(1500).fill(devNull)] }));
+    closeSync(devNull);
+    try {
+      for (const hog of hogs) for (let i = 0; i < 100 && (fdTable(hog.pid!)?.count ?? 0) < 1500; i++) await sleep(10);
+      // The first rescans read each once (large tables a few per rescan, within a budget)...
+      let settling = 0;
+      for (let i = 0; i < 12; i++) {
+        await scan.refresh();
+        settling += scan.lastRefreshCost.fdLinksRead;
+      }
+      expect(settling).toBeGreaterThanOrEqual(10 * 1500);
+      // ... and then never again while their fd tables do not change.
+      const beside = await cheapest(10);
+      const vmm = await standInVmm(['--vcpus', '1', '-name', 'guest=among-hogs']);
+      await scan.refresh();
+      console.log(
+        `rescan: ${without.cpuMs.toFixed(1)} ms CPU and ${without.links} fd links read alone; ${beside.cpuMs.toFixed(1)} ms and ${beside.links} links beside 10 processes of 1,500 fds (least of 10 rescans)`,
+      );
+      expect(beside.links).toBeLessThan(without.links + 1500);
+      expect(beside.cpuMs).toBeLessThan(4 * without.cpuMs + 5);
+      // Still found at once: a VMM starting is a small, changed fd table.
+      expect(shape(scan.sources(), vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
+    } finally {
+      for (const hog of hogs) hog.kill('SIGKILL');
     }
   });
 

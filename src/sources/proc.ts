@@ -2,7 +2,7 @@
  * What /proc says about the processes that own VMs: thread to process, start time, fd links,
  * command line. Every function returns undefined (or an empty list) for a process that is gone.
  */
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { ANON_INODE_VCPU_PREFIX, ANON_INODE_VCPU_STATS_PREFIX, ANON_INODE_VM, ANON_INODE_VM_STATS } from '../abi/kvm.js';
 import { PF_EXITING, USER_HZ } from '../abi/linux.js';
@@ -70,6 +70,31 @@ export function isVmLink(target: string): boolean {
 /** The N of a vCPU stats fd's link (kvm-vcpu-stats:N), its vCPU id; undefined for a VM's stats fd. */
 export function vcpuIdOfStatsLink(target: string): number | undefined {
   return target.startsWith(ANON_INODE_VCPU_STATS_PREFIX) ? Number(target.slice(ANON_INODE_VCPU_STATS_PREFIX.length)) : undefined;
+}
+
+/** A process's fd table as one stat(2) of /proc/PID/fd tells it: the directory's inode (a new
+ * one for a reused pid) and, on Linux 6.2+, how many fds are open (its st_size). */
+export interface FdTable {
+  readonly ino: number;
+  readonly count: number;
+}
+
+/** One stat(2), whatever the number of fds (any user may make it); undefined for a process that is gone. */
+export function fdTable(pid: number): FdTable | undefined {
+  try {
+    const stat = statSync(`/proc/${pid}/fd`);
+    return { ino: stat.ino, count: stat.size };
+  } catch {
+    return undefined;
+  }
+}
+
+let fdCounts: boolean | undefined;
+/** Whether this kernel says how many fds a process has open in the st_size of /proc/PID/fd
+ * (Linux 6.2+; before, it is 0). This process always has some open. */
+export function kernelCountsFds(): boolean {
+  fdCounts ??= (fdTable(process.pid)?.count ?? 0) > 0;
+  return fdCounts;
 }
 
 export interface FdLink {
