@@ -156,3 +156,29 @@ export function vmNameFromCommandLine(args: readonly string[]): string | undefin
   }
   return undefined;
 }
+
+/** RFC 4122's text form, as QEMU's -uuid takes it. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The VM's UUID a VMM was started with: QEMU's `-uuid X` (libvirt always passes the domain's). */
+export function vmUuidFromCommandLine(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    let value: string | undefined;
+    if (arg === '-uuid' || arg === '--uuid') value = args[i + 1];
+    else if (arg.startsWith('-uuid=') || arg.startsWith('--uuid=')) value = arg.slice(arg.indexOf('=') + 1);
+    if (value !== undefined && UUID.test(value)) return value.toLowerCase();
+  }
+  return undefined;
+}
+
+/**
+ * The VMM's own number of the vCPU whose creating thread is `tid`, where the VMM says it: QEMU
+ * with `-name ...,debug-threads=on` (libvirt always sets it) names each vCPU thread "CPU N/KVM",
+ * N its cpu-index, and creates each vCPU on that thread. Undefined otherwise (another VMM, no
+ * debug-threads, a thread that is gone or belongs to another process).
+ */
+export function vcpuIndexOfThread(pid: number, tid: number): number | undefined {
+  const match = /^CPU (\d+)\/KVM$/.exec(readText(`/proc/${pid}/task/${tid}/comm`)?.trim() ?? '');
+  return match ? Number(match[1]) : undefined;
+}

@@ -43,6 +43,7 @@ import {
   processStartTimeMs,
   vcpuIdOfStatsLink,
   vmNameFromCommandLine,
+  vmUuidFromCommandLine,
 } from './proc.js';
 import type { SourceProvider } from './provider.js';
 import { type StatsSource, statsSource } from './source.js';
@@ -69,6 +70,8 @@ export interface ScannedStatsFd {
   readonly fd: number;
   readonly target: 'vm' | 'vcpu';
   readonly vcpu: number | null;
+  /** The VMM's own number of the vCPU (QEMU's cpu-index), where it says it; null otherwise. */
+  readonly vcpuIndex: number | null;
   /** The kernel's id string, once read: "kvm-1234" or "kvm-1240/vcpu-0". */
   readonly id: string | null;
   /** How it was obtained, when it is read: "pidfd_getfd from process 1234 fd 17". */
@@ -77,6 +80,8 @@ export interface ScannedStatsFd {
   readonly skipped: string | null;
   /** When it is not read because fd `sameAs` has the same id and is read. */
   readonly sameAs: number | null;
+  /** When it is a copy of a stats fd of process `copyOf` (another agent's), which is read from there. */
+  readonly copyOf: number | null;
 }
 
 /** One process that holds KVM VMs or stats fds, as `list` shows it. */
@@ -85,6 +90,8 @@ export interface ScannedProcess {
   /** Its program, e.g. "qemu-system-x86_64". */
   readonly executable: string | null;
   readonly vmName: string | null;
+  /** The VM's UUID on its command line (QEMU's -uuid). */
+  readonly vmUuid: string | null;
   /** How many VM fds (links to kvm-vm) it holds. */
   readonly vmFds: number;
   readonly statsFds: readonly ScannedStatsFd[];
@@ -100,6 +107,7 @@ interface TrackedFd {
   readonly id?: string;
   readonly skipped?: string;
   readonly sameAs?: number;
+  readonly copyOf?: number;
 }
 
 /** What one rescan cost: how many processes it looked at, whose fd links it read, and how many links. */
@@ -231,7 +239,7 @@ export class ScanProvider implements SourceProvider {
         message: `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
       };
       this.#reportOnce('denied', problem);
-      return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds: 0, statsFds: [], problems: [problem] };
+      return { pid, executable, ...namesOf(pid), vmFds: 0, statsFds: [], problems: [problem] };
     }
     const statsLinks = links.filter((link) => isStatsLink(link.target));
     const vmFds = links.filter((link) => link.target === ANON_INODE_VM).length;
@@ -244,10 +252,11 @@ export class ScanProvider implements SourceProvider {
     const problems: Problem[] = [];
     if (statsLinks.length === 0 && !tracked) {
       if (vmFds === 0) return undefined;
-      const problem = noStatsFdsProblem(pid, vmFds);
+      const names = namesOf(pid);
+      const problem = noStatsFdsProblem(pid, vmFds, names.vmName ?? undefined);
       this.#reportOnce('no stats', { ...problem, pid });
       const executable = executableName(pid) ?? null;
-      return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds, statsFds: [], problems: [problem] };
+      return { pid, executable, ...names, vmFds, statsFds: [], problems: [problem] };
     }
     if (!tracked) {
       try {
@@ -261,15 +270,18 @@ export class ScanProvider implements SourceProvider {
       pid,
       executable: tracked.executable ?? null,
       vmName: tracked.owner.vmName ?? null,
+      vmUuid: tracked.owner.vmUuid ?? null,
       vmFds,
       statsFds: [...tracked.fds.values()].map((fd) => ({
         fd: fd.fd,
         target: vcpuIdOfStatsLink(fd.link) === undefined ? 'vm' : 'vcpu',
         vcpu: vcpuIdOfStatsLink(fd.link) ?? null,
+        vcpuIndex: fd.source?.vcpuIndex ?? null,
         id: fd.id ?? null,
         origin: fd.source?.origin ?? null,
         skipped: fd.skipped ?? null,
         sameAs: fd.sameAs ?? null,
+        copyOf: fd.copyOf ?? null,
       })),
       problems,
     };
@@ -325,21 +337,27 @@ export class ScanProvider implements SourceProvider {
     }
     if (!copied) return undefined; // closed or exited meanwhile
     const { file, creator } = copied;
-    const skip = (reason: string, sameAs?: number): TrackedFd => {
+    const skip = (reason: string, also: { sameAs?: number; copyOf?: number } = {}): TrackedFd => {
       file.close();
-      return { fd: link.fd, link: link.target, id: file.id, skipped: reason, ...(sameAs !== undefined ? { sameAs } : {}) };
+      return { fd: link.fd, link: link.target, id: file.id, skipped: reason, ...also };
     };
     if (creator !== undefined && creator !== pid) {
       // A reader's copy (another agent, a hand-over receiver): the VMM itself is scanned.
-      return skip(`a copy of a stats fd of process ${creator}, which is read from there`);
+      return skip(`a copy of a stats fd of process ${creator}, which is read from there`, { copyOf: creator });
     }
     for (const other of tracked.fds.values()) {
       // One series per id: two fds of one VM or vCPU (QEMU 8.1+ with the preload helper too)
       // are one series, and VMs made by one thread have ids that nothing here tells apart.
-      if (other.source?.file.id === file.id) return skip(`id ${file.id} is that of fd ${other.fd}, which is read: one series per id`, other.fd);
+      if (other.source?.file.id === file.id) return skip(`id ${file.id} is that of fd ${other.fd}, which is read: one series per id`, { sameAs: other.fd });
     }
     return { fd: link.fd, link: link.target, id: file.id, source: statsSource(file, tracked.owner, `pidfd_getfd from process ${pid} fd ${link.fd}`) };
   }
+}
+
+/** The guest name and UUID on a process's command line, as `list` shows them. */
+function namesOf(pid: number): { vmName: string | null; vmUuid: string | null } {
+  const args = commandLine(pid);
+  return { vmName: vmNameFromCommandLine(args) ?? null, vmUuid: vmUuidFromCommandLine(args) ?? null };
 }
 
 /** By process, then the VM before its vCPUs, then vCPU id. */
