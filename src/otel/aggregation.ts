@@ -16,10 +16,10 @@
  * vCPU's part of the delta is its whole new value, as for a series of its own.
  */
 import type { Attributes, HrTime } from '@opentelemetry/api';
-import type { Histogram } from '@opentelemetry/sdk-metrics';
 import type { StatsSource } from '../sources/source.js';
+import type { Emitter, TablePlan } from './plan.js';
+import { type Points, histogramCounts, newPoints, resetStartTime, scale, u64, writeHistogram, writeNumber } from './points.js';
 import { ATTR_KVM_VCPU_ID } from './semconv.js';
-import { type HistogramPoint, type NumberPoint, type TablePlan, addPoint, newPoints, resetStartTime, u64 } from './points.js';
 
 // This module's own constant, as in producer.ts: V8 folds it into the hot loop.
 const INEXACT_HIGH_WORD = 0x20_0000;
@@ -44,7 +44,7 @@ export function vmKey(source: StatsSource): string {
 }
 
 /** One VM's vCPU series, summed. */
-export class VmGroup {
+export class VmGroup implements Emitter {
   readonly key: string;
   readonly plan: TablePlan;
   readonly attributes: Attributes;
@@ -52,7 +52,7 @@ export class VmGroup {
   /** The vCPUs in the set of sources at the last regrouping. */
   members: Member[] = [];
   /** One data point per plan slot, updated in place (reuseDataPoints only). */
-  readonly points: (NumberPoint | HistogramPoint)[] | undefined;
+  readonly points: Points | undefined;
   /** Per value: the sum of every member's last value; counters of departed members stay in. */
   readonly #sums: Float64Array;
   /** Delta temporality only: the sums at the previous export, and the values reset members had
@@ -148,10 +148,7 @@ export class VmGroup {
   /** This collection's points: `previousTime` is when the previous export was (undefined before
    * the first), `now` this collection's time. */
   emit(now: HrTime, nowMs: number, collection: number, previousTime: HrTime | undefined): void {
-    const { series, slots } = this.plan;
-    const sums = this.#sums;
-    const exported = this.#exported;
-    const carried = this.#carried;
+    const { series } = this.plan;
     let anyReset = false;
     for (let m = 0, j = 0; m < series.length; m++, j++) {
       const s = series[m]!;
@@ -165,53 +162,34 @@ export class VmGroup {
       if (s.delta && previousTime !== undefined) start = previousTime;
       const k = s.first;
       if (s.histogram) {
-        const point = this.points?.[j] as HistogramPoint | undefined;
-        const counts = point !== undefined ? point.value.buckets.counts : new Array<number>(s.size);
+        const counts = histogramCounts(this, j, s.size);
         let count = 0;
-        for (let b = 0; b < s.size; b++) count += counts[b] = s.delta ? sums[k + b]! - exported![k + b]! + carried![k + b]! : sums[k + b]!;
+        for (let b = 0; b < s.size; b++) count += counts[b] = this.#out(s.delta, k + b);
         let sum: number | undefined;
-        if (s.sumWord >= 0) {
-          const at = k + s.size;
-          sum = s.delta ? sums[at]! - exported![at]! + carried![at]! : sums[at]!;
-          if (s.scaled) sum = (sum * s.multiplier) / s.divisor;
-        }
-        if (point === undefined) {
-          const value: Histogram = { buckets: { boundaries: s.mapping.bounds as number[], counts }, count };
-          if (sum !== undefined) value.sum = sum;
-          addPoint(slots[j]!, { startTime: start, endTime: now, attributes: this.attributes, value });
-        } else {
-          point.value.count = count;
-          if (sum !== undefined) point.value.sum = sum;
-          if (point.startTime !== start) point.startTime = start;
-        }
+        if (s.sumWord >= 0) sum = this.#out(s.delta, k + s.size);
+        writeHistogram(this, j, s, start, now, counts, count, sum);
       } else {
-        let value = s.delta ? sums[k]! - exported![k]! + carried![k]! : sums[k]!;
-        if (s.scaled) value = (value * s.multiplier) / s.divisor;
-        this.#number(j, start, now, value);
+        writeNumber(this, j, s.slot, start, now, scale(s, this.#out(s.delta, k)));
         if (s.maxSlot) {
           let max = 0;
           for (const member of this.members) if (member.previous[k]! > max) max = member.previous[k]!;
-          if (s.scaled) max = (max * s.multiplier) / s.divisor;
-          this.#number(++j, start, now, max);
+          writeNumber(this, ++j, s.maxSlot, start, now, scale(s, max));
         }
       }
     }
-    if (exported) {
-      exported.set(sums);
-      if (anyReset) carried!.fill(0);
+    if (this.#exported) {
+      this.#exported.set(this.#sums);
+      if (anyReset) this.#carried!.fill(0);
     }
     this.lastCollection = collection;
     this.lastCollectionMs = nowMs;
   }
 
-  #number(j: number, start: HrTime, now: HrTime, value: number): void {
-    const point = this.points?.[j] as NumberPoint | undefined;
-    if (point === undefined) {
-      addPoint(this.plan.slots[j]!, { startTime: start, endTime: now, attributes: this.attributes, value });
-    } else {
-      if (point.startTime !== start) point.startTime = start;
-      point.value = value;
-    }
+  /** The value at k to export: the VM's sum, or under delta its change since the previous
+   * export and what members lost to a reset. */
+  #out(delta: boolean, k: number): number {
+    const sum = this.#sums[k]!;
+    return delta ? sum - this.#exported![k]! + this.#carried![k]! : sum;
   }
 
   /** A member left the set of sources: its gauges leave the sums; its counters stay. */

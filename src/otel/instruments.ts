@@ -2,16 +2,18 @@
  * The API-only way in: observable counters and gauges generated from the descriptor table on
  * any Meter, fed by one batch callback per collection (one pread per source), so the SDK's
  * Views and the reader's temporality apply. The OpenTelemetry API has no pre-bucketed
- * histogram, so histograms come only through KvmStatsProducer.
+ * histogram, so histograms come only through KvmStatsProducer. Stats are selected as the
+ * producer selects them (`include`, `exclude`): an excluded stat gets no instrument.
  */
 import type { Attributes, BatchObservableCallback, BatchObservableResult, Meter, Observable } from '@opentelemetry/api';
 import { ValueType, diag } from '@opentelemetry/api';
 import type { StatsSource } from '../sources/source.js';
-import { type MetricMapping, type UnitMode, mapTable } from './mapping.js';
-import { type SourceSet, reportSkipped, sourceAttributes } from './producer.js';
+import type { MetricMapping, TableMapping, UnitMode } from './mapping.js';
+import { type SourceSet, currentSources, metricKey, sourceAttributes, tableMapping } from './plan.js';
+import { StatSelection, type StatSelectionOptions } from './selection.js';
 import { SCOPE_NAME } from './semconv.js';
 
-export interface KvmStatsInstrumentsOptions {
+export interface KvmStatsInstrumentsOptions extends StatSelectionOptions {
   readonly sources: SourceSet;
   readonly units?: UnitMode;
 }
@@ -22,6 +24,9 @@ export class KvmStatsInstruments {
   readonly #meter: Meter;
   readonly #sources: SourceSet;
   readonly #units: UnitMode;
+  readonly #selection: StatSelection;
+  /** The selected metrics of each table mapping. */
+  readonly #selected = new WeakMap<TableMapping, readonly MetricMapping[]>();
   /** Instruments by metric name, kind and unit; undefined for histograms (not observable). */
   readonly #instruments = new Map<string, Observable | undefined>();
   readonly #callback: BatchObservableCallback = (result) => this.#observe(result);
@@ -33,7 +38,8 @@ export class KvmStatsInstruments {
     this.#meter = meter;
     this.#sources = options.sources;
     this.#units = options.units ?? 'exact';
-    for (const source of this.#currentSources()) this.#instrumentsFor(source);
+    this.#selection = new StatSelection(options);
+    for (const source of currentSources(this.#sources)) this.#instrumentsFor(source);
     this.#register();
   }
 
@@ -48,10 +54,6 @@ export class KvmStatsInstruments {
     this.#meter.removeBatchObservableCallback(this.#callback, [...this.#registered]);
   }
 
-  #currentSources(): Iterable<StatsSource> {
-    return typeof this.#sources === 'function' ? this.#sources() : this.#sources;
-  }
-
   #register(): void {
     if (this.#registered.size > 0) this.#meter.removeBatchObservableCallback(this.#callback, [...this.#registered]);
     this.#registered = new Set([...this.#instruments.values()].filter((i): i is Observable => i !== undefined));
@@ -60,11 +62,12 @@ export class KvmStatsInstruments {
 
   /** The instruments for a source's metrics; true if any had to be created. */
   #instrumentsFor(source: StatsSource): { metrics: readonly MetricMapping[]; created: boolean } {
-    reportSkipped(source.file.table);
-    const { metrics } = mapTable(source.file.table, source.file.target, this.#units);
+    const mapping = tableMapping(source.file, this.#units);
+    let metrics = this.#selected.get(mapping);
+    if (!metrics) this.#selected.set(mapping, (metrics = this.#selection.select(mapping, source.file.table)));
     let created = false;
     for (const metric of metrics) {
-      const key = `${metric.name}|${metric.kind}|${metric.unit}`;
+      const key = metricKey(metric);
       if (this.#instruments.has(key)) continue;
       created = true;
       const options = {
@@ -87,7 +90,7 @@ export class KvmStatsInstruments {
   #observe(result: BatchObservableResult): void {
     if (this.#closed) return;
     let grew = false;
-    for (const source of this.#currentSources()) {
+    for (const source of currentSources(this.#sources)) {
       const { metrics, created } = this.#instrumentsFor(source);
       grew ||= created;
       try {
@@ -99,7 +102,7 @@ export class KvmStatsInstruments {
       let attributes = this.#attributes.get(source);
       if (!attributes) this.#attributes.set(source, (attributes = sourceAttributes(source)));
       for (const metric of metrics) {
-        const instrument = this.#instruments.get(`${metric.name}|${metric.kind}|${metric.unit}`);
+        const instrument = this.#instruments.get(metricKey(metric));
         // Instruments made during this callback are registered for the next collection.
         if (instrument && this.#registered.has(instrument)) {
           result.observe(instrument, (source.file.value(metric.stat) * metric.multiplier) / metric.divisor, attributes);
@@ -110,7 +113,8 @@ export class KvmStatsInstruments {
   }
 }
 
-/** Adds observable instruments for every stat of `sources` to `meter`. */
+/** Adds observable instruments for every selected stat of `sources` to `meter`; a RangeError
+ * for a malformed include or exclude pattern. */
 export function observeKvmStats(meter: Meter, options: KvmStatsInstrumentsOptions): KvmStatsInstruments {
   return new KvmStatsInstruments(meter, options);
 }

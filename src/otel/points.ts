@@ -1,13 +1,16 @@
 /**
- * What the producer and the VM aggregation share: the plan of how each stat of a descriptor
- * table becomes data points (worked out once per table), the metrics those points gather in,
- * and the data points that are updated in place with reuseDataPoints.
+ * Data points, for the producer and the VM aggregation alike: the one writer of a series' point
+ * of a collection (a new point appended to its metric, or a reused one updated in place), the
+ * points that are updated in place with reuseDataPoints, and the decoding and time helpers
+ * both use.
  */
 import type { Attributes, HrTime } from '@opentelemetry/api';
-import type { DataPoint, Histogram, MetricDescriptor, MetricData } from '@opentelemetry/sdk-metrics';
-import type { MetricKind, MetricMapping } from './mapping.js';
+import type { DataPoint, Histogram } from '@opentelemetry/sdk-metrics';
+import type { Emitter, MetricSlot, SeriesPlan, TablePlan } from './plan.js';
 
 export type Point = DataPoint<number | Histogram>;
+/** An emitter's reused data points, one per entry of its plan's slots. */
+export type Points = (NumberPoint | HistogramPoint)[];
 
 const TWO_POW_32 = 0x1_0000_0000;
 
@@ -17,66 +20,9 @@ export function u64(words: Uint32Array, word: number): number {
   return words[word]! + words[word + 1]! * TWO_POW_32;
 }
 
-/** Where one metric's data points gather during a collection: one per name, kind and unit. */
-export interface MetricSlot {
-  readonly descriptor: MetricDescriptor;
-  readonly kind: MetricKind;
-  /** This collection's points, `count` of them (reused arrays may hold more until trimmed). */
-  points: Point[];
-  count: number;
-  /** The MetricData handed out again at every collection (reuseDataPoints). */
-  data: MetricData | undefined;
-}
-
-/**
- * How one selected stat of a descriptor table is decoded and where its points go, worked out
- * once per table. Stats that the selection excludes have none.
- */
-export interface SeriesPlan {
-  readonly mapping: MetricMapping;
-  /** Its metric; under VM aggregation the summed one. */
-  readonly slot: MetricSlot;
-  /** Under VM aggregation, a gauge's second metric: the largest vCPU's value. */
-  readonly maxSlot: MetricSlot | undefined;
-  /** Index of the value's low 32-bit word in the data block (offset / 4). */
-  readonly word: number;
-  /** Index of the series' first value in the previous values: a histogram keeps its buckets
-   * there, then its sum. */
-  readonly first: number;
-  readonly histogram: boolean;
-  /** Buckets of a histogram; 1 otherwise. */
-  readonly size: number;
-  /** Word of the histogram's sum companion; -1 without one. */
-  readonly sumWord: number;
-  /** A value that goes down was reset (cumulative and peak stats); instant values just change. */
-  readonly resets: boolean;
-  /** Exported as the difference to the previous collection (sums and histograms under DELTA). */
-  readonly delta: boolean;
-  /** Under VM aggregation, a boolean counts as 1 when set (any value but 0). */
-  readonly boolean: boolean;
-  /** Values need value * multiplier / divisor. */
-  readonly scaled: boolean;
-  readonly multiplier: number;
-  readonly divisor: number;
-}
-
-/** The plan of one descriptor table. */
-export interface TablePlan {
-  /** Tells plans apart in grouping keys. */
-  readonly id: number;
-  readonly series: readonly SeriesPlan[];
-  /** How many previous values the series keep. */
-  readonly values: number;
-  /** The metric of each data point an emitter of this plan has, in order: per series its slot,
-   * then its maxSlot where it has one. */
-  readonly slots: readonly MetricSlot[];
-}
-
-/** Whatever owns data points for a plan: a source, or a VM's summed vCPUs. */
-export interface Emitter {
-  readonly plan: TablePlan;
-  /** One data point per entry of plan.slots, updated in place (reuseDataPoints only). */
-  readonly points: (NumberPoint | HistogramPoint)[] | undefined;
+/** A series' value in its metric's unit. */
+export function scale(series: SeriesPlan, value: number): number {
+  return series.scaled ? (value * series.multiplier) / series.divisor : value;
 }
 
 /** A counter's or gauge's data point, updated in place (reuseDataPoints). Number and histogram
@@ -117,14 +63,63 @@ export function resetStartTime(previousTime: HrTime | undefined, startTime: HrTi
   return previousTime ? [previousTime[0], previousTime[1]] : startTime;
 }
 
-/** Appends this collection's point for one series to its metric. */
+/** Appends a point to its metric's points of this collection. */
 export function addPoint(slot: MetricSlot, point: Point): void {
   slot.points[slot.count++] = point;
 }
 
+/**
+ * This collection's point j of an emitter, a counter or gauge in `slot`: the emitter's reused
+ * point updated in place (reuseDataPoints; its endTime is the collection time the producer
+ * rolls in place), else a new point appended to the metric.
+ */
+export function writeNumber(emitter: Emitter, j: number, slot: MetricSlot, startTime: HrTime, endTime: HrTime, value: number): void {
+  const points = emitter.points;
+  if (points === undefined) {
+    addPoint(slot, { startTime, endTime, attributes: emitter.attributes, value });
+    return;
+  }
+  const point = points[j] as NumberPoint;
+  if (point.startTime !== startTime) point.startTime = startTime;
+  point.value = value;
+}
+
+/** Where this collection's bucket counts of an emitter's histogram point j go: the reused
+ * point's own array, else a new one for a new point. */
+export function histogramCounts(emitter: Emitter, j: number, size: number): number[] {
+  const points = emitter.points;
+  return points === undefined ? new Array<number>(size) : (points[j] as HistogramPoint).value.buckets.counts;
+}
+
+/** This collection's point j of an emitter, a histogram, as writeNumber does: its counts filled
+ * in the array that histogramCounts gave, its sum (where it has one) as read, scaled here. */
+export function writeHistogram(
+  emitter: Emitter,
+  j: number,
+  series: SeriesPlan,
+  startTime: HrTime,
+  endTime: HrTime,
+  counts: number[],
+  count: number,
+  sum: number | undefined,
+): void {
+  if (sum !== undefined) sum = scale(series, sum);
+  const points = emitter.points;
+  if (points === undefined) {
+    const value: Histogram = { buckets: { boundaries: series.mapping.bounds as number[], counts }, count };
+    if (sum !== undefined) value.sum = sum;
+    addPoint(series.slot, { startTime, endTime, attributes: emitter.attributes, value });
+    return;
+  }
+  const point = points[j] as HistogramPoint;
+  point.value.count = count;
+  if (sum !== undefined) point.value.sum = sum;
+  if (point.startTime !== startTime) point.startTime = startTime;
+}
+
 /** The data points an emitter of `plan` updates in place (reuseDataPoints), one per plan.slots. */
-export function newPoints(plan: TablePlan, startTime: HrTime, endTime: HrTime, attributes: Attributes): (NumberPoint | HistogramPoint)[] {
-  const points: (NumberPoint | HistogramPoint)[] = [];
+export function newPoints(plan: TablePlan, startTime: HrTime, endTime: HrTime, attributes: Attributes): Points {
+  const points: Points = [];
   for (const series of plan.series) {
     if (series.histogram) {
       const value: Histogram = { buckets: { boundaries: series.mapping.bounds as number[], counts: new Array<number>(series.size).fill(0) }, count: 0 };

@@ -3,14 +3,15 @@
  * reader with the reader's `metricProducers` option.
  *
  * The collection path is built for thousands of fds polled several times a second. What never
- * changes is worked out once: the mapping per descriptor table, a plan per table (which stats
- * the selection exports, where each value sits in the data block, how it is checked and
- * scaled, which metric it feeds), and per source its attributes and start time; with VM
- * aggregation, which VM each vCPU belongs to, worked out again only when the set of sources
- * changes. A collection is then one pread per source into one shared buffer and, per selected
- * stat, a few loads from the block's 32-bit words (no parsing, no BigInt) compared with the
- * previous collection's values, and one data point (or one addition to its VM's sums). Every
- * point of a collection has the collection's time as endTime, as the SDK's own points do.
+ * changes is worked out once (plan.ts): the mapping per descriptor table, a plan per table
+ * (which stats the selection exports, where each value sits in the data block, how it is
+ * checked and scaled, which metric it feeds), and per source its attributes and start time;
+ * with VM aggregation, which VM each vCPU belongs to, worked out again only when the set of
+ * sources changes. A collection is then one pread per source into one shared buffer and, per
+ * selected stat, a few loads from the block's 32-bit words (no parsing, no BigInt) compared
+ * with the previous collection's values, and one data point, written as points.ts writes every
+ * point (or one addition to its VM's sums). Every point of a collection has the collection's
+ * time as endTime, as the SDK's own points do.
  *
  * Data points. The SDK gives a producer's result no lifetime: InMemoryMetricExporter keeps every
  * result it exported, and a result may still be in use when the next collect() starts. So by
@@ -22,7 +23,7 @@
  * export is in flight) with the OTLP exporters, which serialize when export() is called, and
  * PrometheusExporter, which serializes each scrape as it collects it.
  */
-import { type Attributes, type HrTime, ValueType, diag } from '@opentelemetry/api';
+import { type HrTime, diag } from '@opentelemetry/api';
 import { type Resource, emptyResource } from '@opentelemetry/resources';
 import {
   AggregationTemporality,
@@ -36,31 +37,16 @@ import {
   type ScopeMetrics,
 } from '@opentelemetry/sdk-metrics';
 import type { StatsSource } from '../sources/source.js';
-import type { DescriptorTable } from '../stats/descriptors.js';
-import { type Member, type VcpuAggregation, VCPU_AGGREGATIONS, type VmGroup, VmGroups } from './aggregation.js';
-import { type MetricMapping, type TableMapping, type UnitMode, mapTable, vmAggregateMappings } from './mapping.js';
-import {
-  type Emitter,
-  type HistogramPoint,
-  type MetricSlot,
-  type NumberPoint,
-  type SeriesPlan,
-  type TablePlan,
-  addPoint,
-  millisToHrTime,
-  newPoints,
-  resetStartTime,
-  setHrTime,
-  u64,
-} from './points.js';
+import { type VcpuAggregation, VCPU_AGGREGATIONS, type VmGroup, VmGroups } from './aggregation.js';
+import type { UnitMode } from './mapping.js';
+import { type Emitter, type MetricSlot, Planner, type SeriesPlan, type SourceSet, type SourceState, currentSources } from './plan.js';
+import { addPoint, histogramCounts, millisToHrTime, resetStartTime, scale, setHrTime, u64, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
-import { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, SCOPE_NAME } from './semconv.js';
+import { SCOPE_NAME } from './semconv.js';
 import { SCOPE_VERSION } from './version.js';
 
 export { millisToHrTime } from './points.js';
-
-/** The sources to read: a fixed list, or a function asked at every collection. */
-export type SourceSet = Iterable<StatsSource> | (() => Iterable<StatsSource>);
+export type { SourceSet } from './plan.js';
 
 export interface KvmStatsProducerOptions {
   readonly sources: SourceSet;
@@ -97,66 +83,18 @@ const TWO_POW_32 = 0x1_0000_0000;
 /** A high word at or above this makes the u64 larger than 2^53: no longer exact as a double. */
 const INEXACT_HIGH_WORD = 0x20_0000;
 
-/**
- * Where every fd of one data-block size is read: one buffer that stays in the CPU's cache,
- * rather than each file's own. Decoding copies what it needs into SourceState.previous.
- */
-interface Scratch {
-  readonly words: Uint32Array;
-  readonly bytes: Uint8Array;
-}
-
-/** What the producer keeps per source between collections. */
-interface SourceState extends Emitter, Member {
-  readonly scratch: Scratch;
-  readonly attributes: Attributes;
-  readonly startTime: HrTime;
-  /** Start times of series that were reset since the source was first read. */
-  resetStarts: (HrTime | undefined)[] | undefined;
-  /** The values of the previous collection, decoded, for resets and deltas; zeros before the
-   * first (so the first delta covers everything since the start). */
-  readonly previous: Float64Array;
-  /** The collection that last read the source (0: none yet), and its time in ms. */
-  lastCollection: number;
-  lastCollectionMs: number;
-  reportedInexact: boolean;
-}
-
-/** Attributes of a source's data points, built once; the source's extra attributes first, so
- * the standard ones win. */
-export function sourceAttributes(source: StatsSource): Attributes {
-  const attributes: Attributes = { ...source.attributes };
-  if (source.pid !== undefined) attributes[ATTR_PROCESS_PID] = source.pid;
-  if (source.vmName !== undefined) attributes[ATTR_KVM_VM_NAME] = source.vmName;
-  if (source.file.vcpuId !== undefined) attributes[ATTR_KVM_VCPU_ID] = source.file.vcpuId;
-  return attributes;
-}
-
-const reportedTables = new WeakSet<DescriptorTable>();
-
-/** Says once per descriptor table which stats it skips and why. */
-export function reportSkipped(table: DescriptorTable): void {
-  if (reportedTables.has(table) || table.skipped.length === 0) return;
-  reportedTables.add(table);
-  for (const { name, reason } of table.skipped) log.warn(`skipping KVM stat ${name}: ${reason}`);
-}
-
-let planIds = 0;
 const NO_GROUPS: readonly VmGroup[] = [];
 
 export class KvmStatsProducer implements MetricProducer {
   readonly #sources: SourceSet;
   readonly #temporality: AggregationTemporality;
-  readonly #units: UnitMode;
   readonly #resource: Resource;
   readonly #reuse: boolean;
-  readonly #selection: StatSelection;
   /** The VMs of the vCPU sources; undefined without VM aggregation. */
   readonly #vms: VmGroups | undefined;
-  readonly #states = new WeakMap<StatsSource, SourceState>();
-  readonly #slots = new Map<string, MetricSlot>();
-  readonly #plans = new Map<TableMapping, TablePlan>();
-  readonly #scratch = new Map<number, Scratch>();
+  readonly #planner: Planner;
+  /** The planner's metrics, in the order they were first planned. */
+  readonly #slots: Map<string, MetricSlot>;
   /** The sources of the last collection and their states, in order: found again without a
    * WeakMap lookup while the set of sources stays the same. */
   readonly #order: StatsSource[] = [];
@@ -178,16 +116,17 @@ export class KvmStatsProducer implements MetricProducer {
   constructor(options: KvmStatsProducerOptions) {
     this.#sources = options.sources;
     this.#temporality = options.temporality === AggregationTemporality.DELTA ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
-    this.#units = options.units ?? 'exact';
     this.#resource = options.resource ?? emptyResource();
     this.#reuse = options.reuseDataPoints ?? false;
-    this.#selection = new StatSelection(options);
+    const selection = new StatSelection(options);
     const aggregation = options.vcpuAggregation ?? 'none';
     if (!VCPU_AGGREGATIONS.includes(aggregation)) throw new RangeError(`vcpuAggregation must be ${VCPU_AGGREGATIONS.join(' or ')}, not ${JSON.stringify(aggregation)}`);
-    this.#vms =
-      aggregation === 'vm'
-        ? new VmGroups({ delta: this.#temporality === AggregationTemporality.DELTA, pointsEnd: this.#reuse ? this.#now : undefined })
-        : undefined;
+    const delta = this.#temporality === AggregationTemporality.DELTA;
+    // Reused points all end at #now, which #tick rolls in place.
+    const pointsEnd = this.#reuse ? this.#now : undefined;
+    this.#vms = aggregation === 'vm' ? new VmGroups({ delta, pointsEnd }) : undefined;
+    this.#planner = new Planner({ selection, units: options.units ?? 'exact', delta, vms: this.#vms, pointsEnd });
+    this.#slots = this.#planner.slots;
   }
 
   get temporality(): AggregationTemporality {
@@ -259,7 +198,7 @@ export class KvmStatsProducer implements MetricProducer {
    * the order differs from the previous collection's) and regroups the VMs when the set changed.
    * Returns how many there are. */
   #gather(): number {
-    const sources = typeof this.#sources === 'function' ? this.#sources() : this.#sources;
+    const sources = currentSources(this.#sources);
     const order = this.#order;
     const orderStates = this.#orderStates;
     let total = 0;
@@ -268,7 +207,7 @@ export class KvmStatsProducer implements MetricProducer {
       const i = total++;
       if (order[i] === source) continue;
       order[i] = source;
-      orderStates[i] = this.#stateOf(source);
+      orderStates[i] = this.#planner.stateOf(source);
       changed = true;
     }
     if (order.length > total) {
@@ -302,107 +241,6 @@ export class KvmStatsProducer implements MetricProducer {
     if (read.lastCollection === this.#collection - 1) return this.#previous;
     // It missed a collection (a read error, a timeout).
     return millisToHrTime(read.lastCollectionMs);
-  }
-
-  #stateOf(source: StatsSource): SourceState {
-    let state = this.#states.get(source);
-    // A vCPU whose VM ended (it left the set of sources with the VM's last vCPU) starts afresh.
-    if (state && !state.group?.ended) return state;
-    const { file } = source;
-    reportSkipped(file.table);
-    const aggregated = this.#vms !== undefined && file.target === 'vcpu';
-    const plan = this.#planFor(file.table, mapTable(file.table, file.target, this.#units), aggregated);
-    const attributes = sourceAttributes(source);
-    const startTime = millisToHrTime(source.startTimeMs);
-    const group: VmGroup | undefined = aggregated ? this.#vms!.groupOf(source, plan, attributes, startTime) : undefined;
-    state = {
-      plan,
-      attributes,
-      startTime,
-      scratch: this.#scratchFor(file.table.dataSize),
-      resetStarts: undefined,
-      previous: new Float64Array(plan.values),
-      lastCollection: 0,
-      lastCollectionMs: 0,
-      // A vCPU summed into its VM has no points of its own.
-      points: this.#reuse && group === undefined ? newPoints(plan, startTime, this.#now, attributes) : undefined,
-      reportedInexact: false,
-      group,
-      stamp: 0,
-      departed: false,
-    };
-    this.#states.set(source, state);
-    return state;
-  }
-
-  #scratchFor(size: number): Scratch {
-    let scratch = this.#scratch.get(size);
-    if (!scratch) {
-      const words = new Uint32Array(size / 4);
-      this.#scratch.set(size, (scratch = { words, bytes: new Uint8Array(words.buffer) }));
-    }
-    return scratch;
-  }
-
-  /** The plan of a table: a series per selected stat (excluded stats get none, so they cost
-   * nothing per collection), fed to the summed metrics of its VM when `aggregated`. */
-  #planFor(table: DescriptorTable, mapping: TableMapping, aggregated: boolean): TablePlan {
-    let plan = this.#plans.get(mapping);
-    if (plan) return plan;
-    const delta = this.#temporality === AggregationTemporality.DELTA;
-    let values = 0;
-    const slots: MetricSlot[] = [];
-    const series = this.#selection.select(mapping, table).map((metric): SeriesPlan => {
-      const histogram = metric.kind === 'histogram';
-      const first = values;
-      values += histogram ? metric.stat.size + (metric.sumFrom ? 1 : 0) : 1;
-      const outputs = aggregated ? vmAggregateMappings(metric) : [{ mapping: metric }];
-      const [slot, maxSlot] = outputs.map((output) => this.#slotFor(output.mapping));
-      slots.push(slot!, ...(maxSlot ? [maxSlot] : []));
-      const gauge = metric.kind === 'gauge';
-      const boolean = aggregated && metric.stat.unit === 'boolean';
-      return {
-        mapping: metric,
-        slot: slot!,
-        maxSlot,
-        word: metric.stat.offset >>> 2,
-        first,
-        histogram,
-        size: metric.stat.size,
-        sumWord: metric.sumFrom ? metric.sumFrom.offset >>> 2 : -1,
-        // Summed gauges just change: a VM's sum of them has no start to reset.
-        resets: metric.stat.type !== 'instant' && !(aggregated && gauge),
-        delta: delta && !gauge,
-        boolean,
-        scaled: !boolean && (metric.multiplier !== 1 || metric.divisor !== 1),
-        multiplier: metric.multiplier,
-        divisor: metric.divisor,
-      };
-    });
-    plan = { id: ++planIds, series, values, slots };
-    this.#plans.set(mapping, plan);
-    return plan;
-  }
-
-  #slotFor(metric: MetricMapping): MetricSlot {
-    const key = `${metric.name}|${metric.kind}|${metric.unit}`;
-    let slot = this.#slots.get(key);
-    if (!slot) {
-      slot = {
-        descriptor: {
-          name: metric.name,
-          description: metric.description,
-          unit: metric.unit,
-          valueType: metric.integer ? ValueType.INT : ValueType.DOUBLE,
-        },
-        kind: metric.kind,
-        points: [],
-        count: 0,
-        data: undefined,
-      };
-      this.#slots.set(key, slot);
-    }
-    return slot;
   }
 
   /** Turns one source's freshly read words into data points. */
@@ -439,14 +277,7 @@ export class KvmStatsProducer implements MetricProducer {
       else if (series.delta) value -= before;
     }
     if (series.delta && previousTime !== undefined) start = previousTime;
-    if (series.scaled) value = (value * series.multiplier) / series.divisor;
-    if (state.points === undefined) {
-      addPoint(series.slot, { startTime: start, endTime: this.#now, attributes: state.attributes, value });
-    } else {
-      const point = state.points[m] as NumberPoint;
-      if (point.startTime !== start) point.startTime = start;
-      point.value = value;
-    }
+    writeNumber(state, m, series.slot, start, this.#now, scale(series, value));
     return high >= INEXACT_HIGH_WORD;
   }
 
@@ -455,8 +286,7 @@ export class KvmStatsProducer implements MetricProducer {
   #emitHistogram(state: SourceState, m: number, series: SeriesPlan, words: Uint32Array, previousTime: HrTime | undefined): boolean {
     const { previous } = state;
     const { word, first, size, sumWord, delta } = series;
-    const point = state.points?.[m] as HistogramPoint | undefined;
-    const counts = point !== undefined ? point.value.buckets.counts : new Array<number>(size);
+    const counts = histogramCounts(state, m, size);
     // One pass: decode, keep as previous, look for a bucket that went down (a reset), count.
     let highs = 0;
     let reset = false;
@@ -491,16 +321,7 @@ export class KvmStatsProducer implements MetricProducer {
       }
     }
     if (delta && previousTime !== undefined) start = previousTime;
-    if (sum !== undefined && series.scaled) sum = (sum * series.multiplier) / series.divisor;
-    if (point === undefined) {
-      const value: Histogram = { buckets: { boundaries: series.mapping.bounds as number[], counts }, count };
-      if (sum !== undefined) value.sum = sum;
-      addPoint(series.slot, { startTime: start, endTime: this.#now, attributes: state.attributes, value });
-    } else {
-      point.value.count = count;
-      if (sum !== undefined) point.value.sum = sum;
-      if (point.startTime !== start) point.startTime = start;
-    }
+    writeHistogram(state, m, series, start, this.#now, counts, count, sum);
     return highs >>> 0 >= INEXACT_HIGH_WORD;
   }
 

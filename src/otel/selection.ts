@@ -5,10 +5,10 @@
  * include patterns keeps every stat, one with include patterns keeps only the stats they match;
  * then every stat an exclude pattern matches goes. The default, no patterns, exports every stat.
  *
- * Applied once per descriptor table, when the producer plans it: an excluded stat gets no plan,
- * so it costs nothing per collection beyond its share of the one pread. A pattern that matches
- * no stat of a table of its target is reported once per table (a typo should not silently
- * export nothing).
+ * Applied once per descriptor table, when the producer plans it (the observable instruments
+ * select the same way): an excluded stat gets no plan, so it costs nothing per collection beyond
+ * its share of the one pread. A pattern that matches no stat of a table of its target is
+ * reported once per table (a typo should not silently export nothing).
  */
 import { diag } from '@opentelemetry/api';
 import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
