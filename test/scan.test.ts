@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
 import { problemText } from '../src/cli/hints.js';
-import type { ListedProcess } from '../src/cli/list.js';
+import { type ListedProcess, renderList } from '../src/cli/list.js';
 import type { ListedSeries } from '../src/otel/series.js';
 import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
 import type { Problem } from '../src/sources/problem.js';
@@ -167,7 +167,7 @@ describeKvm('ScanProvider on real KVM', () => {
     expect(shape(scan.sources(), vmm.pid)).toEqual([]);
     expect(copies.every((s) => s.file.closed)).toBe(true);
     expect(openStatsFds(copies)).toBe(0);
-    expect(reports.filter((r) => r.pid === vmm.pid)).toEqual([{ kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} (node) exited: closed its 3 stats fds` }]);
+    expect(reports.filter((r) => r.pid === vmm.pid)).toEqual([{ kind: 'exited', pid: vmm.pid, vmName: 'leaving', message: `process ${vmm.pid} (node) exited: closed its 3 stats fds` }]);
   });
 
   it('skips a reader\'s copies (another agent) and reads the VMM itself', async () => {
@@ -178,9 +178,16 @@ describeKvm('ScanProvider on real KVM', () => {
     expect(shape(scan.sources(), reader.pid)).toEqual([]);
     expect(shape(scan.sources(), vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
     const listed = scan.scanned().find((p) => p.pid === reader.pid)!;
-    expect(listed.statsFds.map((fd) => fd.skipped)).toEqual([
-      `a copy of a stats fd of process ${vmm.pid}, which is read from there`,
-      `a copy of a stats fd of process ${vmm.pid}, which is read from there`,
+    expect(listed.statsFds.map((fd) => [fd.skipped, fd.copyOf])).toEqual([
+      [`a copy of a stats fd of process ${vmm.pid}, which is read from there`, vmm.pid],
+      [`a copy of a stats fd of process ${vmm.pid}, which is read from there`, vmm.pid],
+    ]);
+    // `list` folds a holder's copies into one line per process copied from (another agent held 2,500).
+    const text = renderList([{ ...listed, problems: [] }]).split('\n');
+    expect(text).toEqual([
+      `pid ${reader.pid}  node  0 VM fd(s)`,
+      `  2 stats fd(s) not read: copies of stats fds of process ${vmm.pid}, which is read from there (--json lists them)`,
+      '',
     ]);
   });
 
@@ -265,7 +272,7 @@ describeKvm('ScanProvider on real KVM', () => {
       message: `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
     };
     expect(reports).toEqual([expected]);
-    expect(scanned).toEqual([{ pid: vmm.pid, executable: 'qemu-stand-in', vmName: null, vmFds: 0, statsFds: [], problems: [expected] }]);
+    expect(scanned).toEqual([{ pid: vmm.pid, executable: 'qemu-stand-in', vmName: null, vmUuid: null, vmFds: 0, statsFds: [], problems: [expected] }]);
     // The command line says which flag gives the fds over.
     expect(problemText(expected)).toBe(`${expected.message} (handoff --pid ${vmm.pid})`);
   });
@@ -289,11 +296,12 @@ describeKvm('kvm-stats-otel list', () => {
         pid: vmm.pid,
         executable: 'node',
         vmName: 'listed',
+        vmUuid: null,
         vmFds: 1,
         statsFds: [
-          { fd: fds.vm, target: 'vm', vcpu: null, id: `kvm-${vmm.pid}`, origin: origin('vm'), skipped: null, sameAs: null },
-          { fd: fds['vcpu-0'], target: 'vcpu', vcpu: 0, id: `kvm-${vmm.pid}/vcpu-0`, origin: origin('vcpu-0'), skipped: null, sameAs: null },
-          { fd: fds['vcpu-1'], target: 'vcpu', vcpu: 1, id: `kvm-${vmm.pid}/vcpu-1`, origin: origin('vcpu-1'), skipped: null, sameAs: null },
+          { fd: fds.vm, target: 'vm', vcpu: null, vcpuIndex: null, id: `kvm-${vmm.pid}`, origin: origin('vm'), skipped: null, sameAs: null, copyOf: null },
+          { fd: fds['vcpu-0'], target: 'vcpu', vcpu: 0, vcpuIndex: null, id: `kvm-${vmm.pid}/vcpu-0`, origin: origin('vcpu-0'), skipped: null, sameAs: null, copyOf: null },
+          { fd: fds['vcpu-1'], target: 'vcpu', vcpu: 1, vcpuIndex: null, id: `kvm-${vmm.pid}/vcpu-1`, origin: origin('vcpu-1'), skipped: null, sameAs: null, copyOf: null },
         ],
         problems: [],
       });
