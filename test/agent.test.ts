@@ -23,7 +23,7 @@ import {
 } from '../examples/local-collector/collector.js';
 import { buildImage, writeImage } from './helpers/image.js';
 import { describeKvm } from './helpers/kvm.js';
-import { ROOT, startVmm } from './helpers/processes.js';
+import { JsonLineChild, ROOT, fixtureCommand, startVmm } from './helpers/processes.js';
 
 interface LogLine {
   level: string;
@@ -278,6 +278,7 @@ describeKvm('agent on a demo VM (real KVM)', () => {
       const lines = logLines(agent.stderr());
       expect(lines.map((l) => l.msg)).toEqual([
         expect.stringMatching(/^reading 3 stats fds/),
+        expect.stringMatching(/^VM demo \(process \d+\) found: 2 vCPU\(s\)$/),
         `${signal}: one last collection and export, then exit`,
         'stopped: every stats fd closed',
       ]);
@@ -301,6 +302,34 @@ describeKvm('agent on a demo VM (real KVM)', () => {
     }
     await agent.waitForLog(new RegExp(`process ${vmm.pid} \\(node\\) exited: closed its 2 stats fds`), 30_000);
     expect(await agent.stop('SIGTERM')).toBe(0);
+  });
+
+  it('--scan: says at info, with its name, when a VM is found (pid, vCPUs), hot-plugged and gone; its banner has no demo hints', async () => {
+    agent = startAgentProcess(['--scan', '--console', '--interval', '300', '--rescan-interval', '300', '--log-level', 'info']);
+    await agent.waitForLog(/"msg":"reading \d+ stats fds from scan of \/proc/, 30_000);
+    const banner = agent.stdout().split('\n').filter((line) => line.startsWith('#'));
+    expect(banner).toEqual([
+      '# kvm-stats-otel agent: reading the KVM stats of every VMM found in /proc;',
+      '# every 0.3 s, exporting to this console. Ctrl-C stops it.',
+      '# To a collector as well: --endpoint http://collector:4318 (or OTEL_EXPORTER_OTLP_ENDPOINT).',
+      '# VMs that come and go are followed every 0.3 s, and logged on stderr; kvm-stats-otel list shows what is found.',
+      '# Every flag and variable: kvm-stats-otel agent --help; README.md, section "The agent".',
+    ]);
+    const { child: vmm } = await JsonLineChild.start(fixtureCommand('scan-vmm.ts', ['--vcpus', '2', '-name', 'guest=logged']), 'scan-vmm fixture');
+    try {
+      await agent.waitForLog(new RegExp(`"msg":"VM logged \\(process ${vmm.pid}\\) found: 2 vCPU\\(s\\)"`), 30_000);
+      await vmm.request('vcpu');
+      await agent.waitForLog(new RegExp(`"msg":"VM logged \\(process ${vmm.pid}\\): 3 vCPU\\(s\\), was 2"`), 30_000);
+    } finally {
+      // A clean stop: the VMM closes its stats fds (a VM destroyed) or exits first, whichever the scan sees.
+      await vmm.stop();
+    }
+    await agent.waitForLog(new RegExp(`"msg":"(VM logged \\(process ${vmm.pid}\\) gone: its stats fds were closed|process ${vmm.pid} \\(node\\) exited: closed its 4 stats fds)"`), 30_000);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const about = logLines(agent.stderr()).filter((l) => l.processPid === vmm.pid);
+    expect(about.length).toBeGreaterThanOrEqual(2);
+    for (const line of about) expect(line).toMatchObject({ level: 'info', vmName: 'logged' });
+    expect(about[0]).toMatchObject({ vcpus: 2 });
   });
 
   it('--include, --exclude and --vcpu-aggregation vm: exactly the chosen stats, one series per VM, a typo said once', async () => {
@@ -365,6 +394,7 @@ describeKvm('agent on a demo VM (real KVM)', () => {
     // Nothing else was logged on the way: the SDK's own messages about the failures went to debug.
     expect(lines.filter((l) => l.level !== 'warn').map((l) => l.msg)).toEqual([
       expect.stringMatching(/^reading 2 stats fds/),
+      expect.stringMatching(/^VM demo \(process \d+\) found: 1 vCPU\(s\)$/),
       `export to http://127.0.0.1:${port}/v1/metrics works again after ${failures.length} failed exports`,
       'SIGTERM: one last collection and export, then exit',
       'stopped: every stats fd closed',

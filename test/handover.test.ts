@@ -210,7 +210,7 @@ describeKvm('HandoverProvider on real KVM', () => {
       await vmm.stop();
       expect(provider.sources()).toEqual([]); // one call: the exit is seen through the VMM's pidfd
       expect(sources.every((s) => s.file.closed)).toBe(true);
-      expect(reports).toEqual([{ kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} exited: closed its 3 handed-over stats fds` }]);
+      expect(reports).toEqual([{ kind: 'exited', pid: vmm.pid, vmName: 'handed', message: `process ${vmm.pid} exited: closed its 3 handed-over stats fds` }]);
     } finally {
       await vmm.stop();
     }

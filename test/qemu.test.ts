@@ -4,6 +4,7 @@
  * and vCPU stats, a hot-plugged vCPU appears at the next refresh, and after QMP `quit` every
  * copy is closed at the next collection.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,9 +15,12 @@ import { KvmStatsProducer } from '../src/otel/producer.js';
 import { HandoverProvider } from '../src/sources/handover-receiver.js';
 import type { Problem } from '../src/sources/problem.js';
 import { QemuGuest, type QemuGuestOptions, qemuAvailable } from '../src/bench/qemu.js';
+import { openProcessStats } from '../src/sources/pid.js';
 import { ScanProvider } from '../src/sources/scan.js';
+import type { ListedProcess } from '../src/cli/list.js';
 import type { StatsSource } from '../src/sources/source.js';
 import { describeKvm } from './helpers/kvm.js';
+import { ROOT } from './helpers/processes.js';
 
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -57,7 +61,8 @@ describeKvm('QEMU with and without the preload helper', () => {
       {
         kind: 'no-stats-fds',
         pid: guest.pid,
-        message: `process ${guest.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
+        vmName: 'plain',
+        message: `process ${guest.pid} (VM plain) holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
       },
     ]);
     expect(reports.filter((r) => r.pid === guest.pid)).toEqual(found!.problems);
@@ -82,7 +87,8 @@ describeKvm('QEMU with and without the preload helper', () => {
 
     const { resourceMetrics } = await new KvmStatsProducer({ sources: () => scan.sources().filter((s) => s.pid === guest.pid) }).collect();
     const exits = points(resourceMetrics, 'kvm.vcpu.exits');
-    expect(exits.map((p) => p.attributes)).toEqual([0, 1].map((vcpu) => ({ 'process.pid': guest.pid, 'kvm.vm.name': 'preloaded', 'kvm.vcpu.id': vcpu })));
+    // debug-threads=on (as libvirt has it): each vCPU thread is "CPU N/KVM", N its index.
+    expect(exits.map((p) => p.attributes)).toEqual([0, 1].map((vcpu) => ({ 'process.pid': guest.pid, 'kvm.vm.name': 'preloaded', 'kvm.vcpu.id': vcpu, 'kvm.vcpu.index': vcpu })));
     expect(exits[0]!.value).toBeGreaterThan(0); // the firmware ran on vCPU 0
 
     // Hot-plug a third vCPU: QEMU makes it (KVM_CREATE_VCPU) before device_add returns.
@@ -102,8 +108,62 @@ describeKvm('QEMU with and without the preload helper', () => {
     expect(handover.sources()).toEqual([]);
     expect(copies.every((s) => s.file.closed)).toBe(true);
     expect(reports).toEqual([
-      { kind: 'exited', pid: guest.pid, message: `process ${guest.pid} (qemu-system-x86_64) exited: closed its 4 stats fds` },
-      { kind: 'exited', pid: guest.pid, message: `process ${guest.pid} exited: closed its 4 handed-over stats fds` },
+      { kind: 'exited', pid: guest.pid, vmName: 'preloaded', message: `process ${guest.pid} (qemu-system-x86_64) exited: closed its 4 stats fds` },
+      { kind: 'exited', pid: guest.pid, vmName: 'preloaded', message: `process ${guest.pid} exited: closed its 4 handed-over stats fds` },
     ]);
+  });
+
+  it('kvm.vcpu.index is QEMU\'s vCPU number where the kernel\'s id differs (a topology with gaps), kvm.vm.uuid its -uuid: scan, --pid, hand-over, list', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'kvm-qemu-')), 'agent.sock');
+    const handover = new HandoverProvider(path);
+    cleanup.push(() => handover.close());
+    await handover.refresh();
+    const uuid = '5f0c3a4e-1b2d-4c6e-8f90-a1b2c3d4e5f6';
+    const guest = await start({
+      vcpus: 1, topology: { sockets: 2, cores: 3, threads: 1 }, name: 'topology', uuid,
+      env: { LD_PRELOAD: helper, [PRELOAD_SOCKET_ENV]: path },
+    });
+    // libvirt's second vCPU of <topology sockets='2' cores='3' threads='1'/>: socket 1, core 0.
+    await guest.qmp.execute('device_add', { driver: 'qemu64-x86_64-cpu', id: 'cpu3', 'socket-id': 1, 'core-id': 0, 'thread-id': 0 });
+    // What QEMU calls each vCPU, by the thread that runs it (and created it in KVM).
+    const cpus = await guest.qmp.execute<{ 'cpu-index': number; 'thread-id': number }[]>('query-cpus-fast');
+    const indexOfThread = new Map(cpus.map((cpu) => [cpu['thread-id'], cpu['cpu-index']]));
+    const scan = new ScanProvider();
+    cleanup.push(() => scan.close());
+    await scan.refresh();
+    await handover.refresh();
+    const scanned = scan.sources().filter((s) => s.pid === guest.pid);
+    const expected = scanned.filter((s) => s.file.target === 'vcpu').map((s) => [s.file.vcpuId, indexOfThread.get(s.file.threadId)]);
+    expect(expected).toHaveLength(2);
+    // The kernel's id of the hot-plugged vCPU is its APIC ID (4 here), QEMU's number 3.
+    expect(expected.some(([id, index]) => id !== index)).toBe(true);
+    const pid = openProcessStats(guest.pid);
+    cleanup.push(async () => pid.sources.forEach((s) => s.file.close()));
+    for (const [how, sources] of [['scan', scanned], ['--pid', pid.sources], ['hand-over', handover.sources()]] as const) {
+      const vcpus = [...sources].filter((s) => s.file.target === 'vcpu').sort((a, b) => a.file.vcpuId! - b.file.vcpuId!);
+      expect(vcpus.map((s) => [s.file.vcpuId, s.vcpuIndex]), how).toEqual(expected);
+      expect(new Set(sources.map((s) => s.vmUuid)), how).toEqual(new Set([uuid]));
+    }
+
+    const producer = new KvmStatsProducer({ sources: scanned });
+    const exits = points((await producer.collect()).resourceMetrics, 'kvm.vcpu.exits');
+    expect(exits.map((p) => p.attributes)).toEqual(
+      expected.map(([id, index]) => ({ 'process.pid': guest.pid, 'kvm.vm.name': 'topology', 'kvm.vm.uuid': uuid, 'kvm.vcpu.id': id, 'kvm.vcpu.index': index })),
+    );
+    expect(points((await producer.collect()).resourceMetrics, 'kvm.vm.remote_tlb_flush').map((p) => p.attributes)).toEqual([
+      { 'process.pid': guest.pid, 'kvm.vm.name': 'topology', 'kvm.vm.uuid': uuid },
+    ]);
+    // One series per VM drops both vCPU numbers.
+    const perVm = points((await new KvmStatsProducer({ sources: scanned, vcpuAggregation: 'vm' }).collect()).resourceMetrics, 'kvm.vcpu.exits');
+    expect(perVm.map((p) => p.attributes)).toEqual([{ 'process.pid': guest.pid, 'kvm.vm.name': 'topology', 'kvm.vm.uuid': uuid }]);
+
+    const list = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), 'list', '--json'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(list.status, list.stderr).toBe(0);
+    const listed = (JSON.parse(list.stdout) as { processes: ListedProcess[] }).processes.find((p) => p.pid === guest.pid)!;
+    expect(listed).toMatchObject({ vmName: 'topology', vmUuid: uuid });
+    expect(listed.statsFds.filter((fd) => fd.target === 'vcpu').map((fd) => [fd.vcpu, fd.vcpuIndex])).toEqual(expected);
+    const text = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), 'list'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 }).stdout;
+    expect(text).toContain(`pid ${guest.pid}  qemu-system-x86_64  vm topology  uuid ${uuid}  1 VM fd(s)`);
+    for (const [id, index] of expected) expect(text).toMatch(new RegExp(`vCPU ${id} index ${index} `));
   });
 });

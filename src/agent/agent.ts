@@ -17,6 +17,7 @@ import { type Output, createOutputs, producerTemporality } from './outputs.js';
 import { agentResource } from './resource.js';
 import { type OpenSources, openSources } from './sources.js';
 import { SelfTelemetry } from './telemetry.js';
+import { VmLog } from './vm-log.js';
 
 export interface Agent {
   readonly outputs: readonly Output[];
@@ -41,7 +42,8 @@ function timeout(ms: number): { promise: Promise<'timeout'>; cancel(): void } {
 /** One log line per problem: its kind and process as fields, its text as `describe` words it
  * (the CLI adds which flag helps). */
 export async function startAgent(config: AgentConfig, log: Logger, describe: (problem: Problem) => string = (problem) => problem.message): Promise<Agent> {
-  const open = await openSources(config.sources, (problem) => log.warn({ kind: problem.kind, processPid: problem.pid, code: problem.code }, describe(problem)));
+  const vms = new VmLog(log);
+  const open = await openSources(config.sources, (problem) => vms.problem(problem, describe(problem)));
   const { providers, sources } = open;
   let meterProvider: MeterProvider | undefined;
   try {
@@ -76,7 +78,8 @@ export async function startAgent(config: AgentConfig, log: Logger, describe: (pr
       { sources: sources().length, providers: providers.map((p) => p.description), outputs: outputs.map((o) => o.description), intervalMs: config.exportIntervalMillis },
       `reading ${sources().length} stats fds from ${providers.map((p) => p.description).join(', ')}; exporting to ${outputs.map((o) => o.description).join(', ')} every ${config.exportIntervalMillis} ms`,
     );
-    return running(config, log, open, outputs, meterProvider);
+    vms.update(sources());
+    return running(config, log, open, outputs, meterProvider, vms);
   } catch (error) {
     await meterProvider?.shutdown().catch(() => undefined);
     await open.close();
@@ -84,7 +87,7 @@ export async function startAgent(config: AgentConfig, log: Logger, describe: (pr
   }
 }
 
-function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: readonly Output[], meterProvider: MeterProvider): Agent {
+function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: readonly Output[], meterProvider: MeterProvider, vms: VmLog): Agent {
   const { providers } = open;
   let refreshing = false;
   // Also what keeps the process alive: the SDK's own timers are unref'ed.
@@ -94,6 +97,7 @@ function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: r
     for (const provider of providers) {
       await provider.refresh().catch((error: Error) => log.warn({ provider: provider.description }, `refreshing ${provider.description} failed: ${error.message}`));
     }
+    vms.update(open.sources());
     refreshing = false;
   }, config.rescanIntervalMillis);
   let stopping: Promise<boolean> | undefined;

@@ -18,8 +18,14 @@ export interface QemuGuestOptions {
   /** Room for vCPUs hot-plugged later (device_add); default: vcpus. */
   readonly maxVcpus?: number;
   readonly memoryMiB?: number;
-  /** Becomes `-name guest=NAME`. */
+  /** Becomes `-name guest=NAME,debug-threads=on`. */
   readonly name?: string;
+  /** `debug-threads=on` names each vCPU thread "CPU N/KVM", as libvirt always has it; default true. */
+  readonly debugThreads?: boolean;
+  /** `-uuid UUID`, as libvirt passes the domain's. */
+  readonly uuid?: string;
+  /** The CPU topology of `-smp` (maxcpus = sockets x cores x threads unless maxVcpus says otherwise). */
+  readonly topology?: { readonly sockets: number; readonly cores: number; readonly threads: number };
   /** Extra environment, e.g. LD_PRELOAD of the stats helper. */
   readonly env?: Record<string, string>;
   readonly binary?: string;
@@ -51,10 +57,14 @@ export class QemuGuest {
     const binary = options.binary ?? QEMU_BINARY;
     const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-qemu-'));
     const qmpPath = join(dir, 'qmp.sock');
+    const topology = options.topology;
+    const maxVcpus = options.maxVcpus ?? (topology ? topology.sockets * topology.cores * topology.threads : (options.vcpus ?? 2));
+    const smp = [`${options.vcpus ?? 2}`, ...(topology ? [`sockets=${topology.sockets}`, `cores=${topology.cores}`, `threads=${topology.threads}`] : []), `maxcpus=${maxVcpus}`];
     const args = [
-      '-enable-kvm', ...(options.cpu ? ['-cpu', options.cpu] : []), '-smp', `${options.vcpus ?? 2},maxcpus=${options.maxVcpus ?? options.vcpus ?? 2}`, '-m', String(options.memoryMiB ?? 64),
+      '-enable-kvm', ...(options.cpu ? ['-cpu', options.cpu] : []), '-smp', smp.join(','), '-m', String(options.memoryMiB ?? 64),
       '-nodefaults', '-no-user-config', '-display', 'none',
-      '-name', `guest=${options.name ?? 'kvm-stats-test'}`,
+      '-name', `guest=${options.name ?? 'kvm-stats-test'}${options.debugThreads === false ? '' : ',debug-threads=on'}`,
+      ...(options.uuid ? ['-uuid', options.uuid] : []),
       '-qmp', `unix:${qmpPath},server=on,wait=off`,
     ];
     const child = spawn(binary, args, { env: { ...process.env, ...options.env }, stdio: ['ignore', 'ignore', 'pipe'] });

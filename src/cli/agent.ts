@@ -24,14 +24,21 @@ export function banner(config: AgentConfig): string {
     config.prometheus ? `a Prometheus endpoint on ${config.prometheus.host ?? ''}:${config.prometheus.port}/metrics` : '',
     'this console',
   ].filter(Boolean);
+  const demo = config.sources.demo !== undefined;
+  const found = config.sources.scan || config.sources.listen !== undefined;
   return [
     `# kvm-stats-otel agent: reading the KVM stats of ${what.join(', ')};`,
     `# every ${config.exportIntervalMillis / 1000} s, exporting to ${to.join(' and ')}. Ctrl-C stops it.`,
-    '# A real collector: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 npm start (or agent --endpoint URL).',
-    '# Real VMs: kvm-stats-otel agent --scan (every VMM on the host; root), or --pid PID for one.',
+    // The demo's hints lead to real things; a run on real VMs needs only what fits it.
+    demo ? '# A real collector: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 npm start (or agent --endpoint URL).' : '',
+    demo ? '# Real VMs: kvm-stats-otel agent --scan (every VMM on the host; root), or --pid PID for one.' : '',
+    !demo && !config.otlp ? '# To a collector as well: --endpoint http://collector:4318 (or OTEL_EXPORTER_OTLP_ENDPOINT).' : '',
+    found ? `# VMs that come and go are followed every ${config.rescanIntervalMillis / 1000} s, and logged on stderr; kvm-stats-otel list shows what is found.` : '',
     '# Every flag and variable: kvm-stats-otel agent --help; README.md, section "The agent".',
     '',
-  ].join('\n');
+  ]
+    .filter((line, i, all) => line !== '' || i === all.length - 1)
+    .join('\n');
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one exits at once. */

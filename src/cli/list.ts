@@ -52,15 +52,24 @@ export function renderList(processes: readonly ListedProcess[], series?: ListedS
   if (processes.length === 0) return 'no process that this user can look into holds KVM VMs or stats fds\n';
   const lines: string[] = [];
   for (const vmm of processes) {
-    const head = [`pid ${vmm.pid}`, vmm.executable ?? 'unknown program', vmm.vmName !== null ? `vm ${vmm.vmName}` : '', `${vmm.vmFds} VM fd(s)`];
+    const head = [`pid ${vmm.pid}`, vmm.executable ?? 'unknown program', vmm.vmName !== null ? `vm ${vmm.vmName}` : '', vmm.vmUuid !== null ? `uuid ${vmm.vmUuid}` : '', `${vmm.vmFds} VM fd(s)`];
     lines.push(head.filter(Boolean).join('  '));
     // Fds with the id of one that is read are counted, not listed: a process may hold thousands.
     const same = vmm.statsFds.filter((fd) => fd.sameAs !== null);
+    // So are copies of another process's stats fds (another agent): one line per process copied from.
+    const copies = new Map<number, number>();
     for (const fd of vmm.statsFds) {
       if (fd.sameAs !== null) continue;
-      const what = fd.target === 'vm' ? 'VM' : `vCPU ${fd.vcpu}`;
+      if (fd.copyOf !== null) {
+        copies.set(fd.copyOf, (copies.get(fd.copyOf) ?? 0) + 1);
+        continue;
+      }
+      const what = fd.target === 'vm' ? 'VM' : `vCPU ${fd.vcpu}${fd.vcpuIndex !== null ? ` index ${fd.vcpuIndex}` : ''}`;
       const how = fd.origin ?? `not read: ${fd.skipped}`;
       lines.push(`  fd ${String(fd.fd).padEnd(5)} ${what.padEnd(9)} ${(fd.id ?? '').padEnd(20)} ${how}`);
+    }
+    for (const [creator, count] of copies) {
+      lines.push(`  ${count.toLocaleString('en-US')} stats fd(s) not read: copies of stats fds of process ${creator}, which is read from there (--json lists them)`);
     }
     if (same.length > 0) lines.push(`  ${same.length} more stats fd(s) not read: each has the id of one above (one series per id; --json lists them)`);
     for (const problem of vmm.problems) lines.push(`  ! ${problem}`);

@@ -19,7 +19,7 @@ import type { Attributes, HrTime } from '@opentelemetry/api';
 import type { StatsSource } from '../sources/source.js';
 import type { Emitter, TablePlan } from './plan.js';
 import { type Points, histogramCounts, newPoints, resetStartTime, scale, u64, writeHistogram, writeNumber } from './points.js';
-import { ATTR_KVM_VCPU_ID } from './semconv.js';
+import { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX } from './semconv.js';
 
 // This module's own constant, as in producer.ts: V8 folds it into the hot loop.
 const INEXACT_HIGH_WORD = 0x20_0000;
@@ -251,7 +251,7 @@ export class VmGroups {
     const key = `${plan.id}|${vmKey(source)}`;
     let group = this.#byKey.get(key);
     if (group === undefined || group.ended) {
-      const { [ATTR_KVM_VCPU_ID]: _, ...vmAttributes } = attributes;
+      const { [ATTR_KVM_VCPU_ID]: _id, [ATTR_KVM_VCPU_INDEX]: _index, ...vmAttributes } = attributes;
       group = new VmGroup(key, plan, vmAttributes, startTime, { delta: this.#delta, pointsEnd: this.#pointsEnd });
       this.#byKey.set(key, group);
     }

@@ -16,7 +16,7 @@ import type { Member, VmGroup, VmGroups } from './aggregation.js';
 import { type MetricKind, type MetricMapping, type TableMapping, type UnitMode, mapTable, vmAggregateMappings } from './mapping.js';
 import { type Points, type Point, millisToHrTime, newPoints } from './points.js';
 import type { StatSelection } from './selection.js';
-import { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, SCOPE_NAME } from './semconv.js';
+import { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX, ATTR_KVM_VM_NAME, ATTR_KVM_VM_UUID, ATTR_PROCESS_PID, SCOPE_NAME } from './semconv.js';
 
 /** The sources to read: a fixed list, or a function asked at every collection. */
 export type SourceSet = Iterable<StatsSource> | (() => Iterable<StatsSource>);
@@ -34,7 +34,9 @@ export function sourceAttributes(source: StatsSource): Attributes {
   const attributes: Attributes = { ...source.attributes };
   if (source.pid !== undefined) attributes[ATTR_PROCESS_PID] = source.pid;
   if (source.vmName !== undefined) attributes[ATTR_KVM_VM_NAME] = source.vmName;
+  if (source.vmUuid !== undefined) attributes[ATTR_KVM_VM_UUID] = source.vmUuid;
   if (source.file.vcpuId !== undefined) attributes[ATTR_KVM_VCPU_ID] = source.file.vcpuId;
+  if (source.file.vcpuId !== undefined && source.vcpuIndex !== undefined) attributes[ATTR_KVM_VCPU_INDEX] = source.vcpuIndex;
   return attributes;
 }
 

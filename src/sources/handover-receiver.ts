@@ -65,7 +65,7 @@ export const HANDOVER_LIMITS = {
 } as const;
 
 /** Attributes a sender may not set: the receiver derives them from the kernel. */
-const RESERVED_ATTRIBUTES = new Set(['process.pid', 'kvm.vcpu.id', 'kvm.vm.name']);
+const RESERVED_ATTRIBUTES = new Set(['process.pid', 'kvm.vcpu.id', 'kvm.vm.name', 'kvm.vm.uuid', 'kvm.vcpu.index']);
 const ATTRIBUTE_KEY = /^[A-Za-z][A-Za-z0-9_.-]*$/;
 
 /** What a sender says about the fds of one message. Every field is optional. */
@@ -530,7 +530,8 @@ export class HandoverProvider implements SourceProvider {
     }
     const vmName = header.vmName ?? vmNameFromCommandLine(commandLine(pid));
     const origin = `hand-over from pid ${peer.pid} uid ${peer.uid}${header.sender ? ` (${header.sender})` : ''}`;
-    const source = statsSource(file, { pid, vmName, startTimeMs: vmm.owner.startTimeMs, attributes: header.attributes }, origin);
+    // The UUID, like the start time, from the owner's command line (kernel-named owner), never the header.
+    const source = statsSource(file, { pid, vmName, vmUuid: vmm.owner.vmUuid, startTimeMs: vmm.owner.startTimeMs, attributes: header.attributes }, origin);
     vmm.hold(file.id, { source, sender });
     if (sender.pidfd >= 0) sender.held++;
     return undefined;

@@ -10,7 +10,7 @@ import { NativeError } from '../native/errors.js';
 import { closeFd, pidfdGetfd, pidfdOpen, readableNow } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
 import type { Problem, ProblemReporter } from './problem.js';
-import { commandLine, isStatsLink, processOfThread, processStartTimeMs, vmNameFromCommandLine } from './proc.js';
+import { commandLine, isStatsLink, processOfThread, processStartTimeMs, vmNameFromCommandLine, vmUuidFromCommandLine } from './proc.js';
 import { type StatsOwner, type StatsSource, closeSources } from './source.js';
 
 /** One fd held for a process: its source when it is read (the scan also keeps fds it skips). */
@@ -40,10 +40,18 @@ export class HeldProcess<F extends HeldFd = HeldFd> {
     return this.#pidfd;
   }
 
-  /** Who it is, for its sources' attributes: the pid, the guest name on its command line, its start. Read once. */
+  /** Who it is, for its sources' attributes: the pid, the guest name and UUID on its command line, its start. Read once. */
   get owner(): StatsOwner {
-    this.#owner ??= { pid: this.pid, vmName: vmNameFromCommandLine(commandLine(this.pid)), startTimeMs: processStartTimeMs(this.pid) };
+    if (!this.#owner) {
+      const args = commandLine(this.pid);
+      this.#owner = { pid: this.pid, vmName: vmNameFromCommandLine(args), vmUuid: vmUuidFromCommandLine(args), startTimeMs: processStartTimeMs(this.pid) };
+    }
     return this.#owner;
+  }
+
+  /** The guest name, if its owner was read (a process that has exited has no command line left). */
+  get knownVmName(): string | undefined {
+    return this.#owner?.vmName;
   }
 
   /** How many of its fds are read. */
@@ -131,8 +139,9 @@ export class HeldProcesses<F extends HeldFd = HeldFd> {
   /** Lets go of a process known to have exited, and says how many of its fds were closed. */
   exited(held: HeldProcess<F>): void {
     const count = held.sourceCount;
+    const vmName = held.knownVmName;
     this.drop(held);
-    if (count > 0) this.#options.report(exitedProblem(held.pid, count, this.#options.noun, held.executable));
+    if (count > 0) this.#options.report({ ...exitedProblem(held.pid, count, this.#options.noun, held.executable), ...(vmName !== undefined ? { vmName } : {}) });
   }
 
   /** Lets go of a process without a word (the scan: it holds no stats fds any more). */
@@ -166,12 +175,13 @@ export function exitedProblem(pid: number, count: number, noun = 'stats fds', ex
   return { kind: 'exited', pid, message: `process ${pid}${executable ? ` (${executable})` : ''} exited: closed its ${count} ${noun}` };
 }
 
-/** What to do about a process that holds VMs but no stats fds to copy. */
-export function noStatsFdsProblem(pid: number, vms: number): Problem {
+/** What to do about a process that holds VMs but no stats fds to copy; names the guest where its command line does. */
+export function noStatsFdsProblem(pid: number, vms: number, vmName?: string): Problem {
   return {
     kind: 'no-stats-fds',
     pid,
-    message: `process ${pid} holds ${vms} KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
+    ...(vmName !== undefined ? { vmName } : {}),
+    message: `process ${pid}${vmName !== undefined ? ` (VM ${vmName})` : ''} holds ${vms} KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
   };
 }
 

@@ -7,7 +7,7 @@ import { ANON_INODE_VM } from '../abi/kvm.js';
 import { closeFd, pidfdOpen } from '../native/libc.js';
 import { copyStatsFd, noStatsFdsProblem } from './held-process.js';
 import { type Problem, errnoCode } from './problem.js';
-import { type FdLink, commandLine, fdLinks, isStatsLink, processStartTimeMs, vmNameFromCommandLine } from './proc.js';
+import { type FdLink, commandLine, fdLinks, isStatsLink, processStartTimeMs, vmNameFromCommandLine, vmUuidFromCommandLine } from './proc.js';
 import { type StatsSource, statsSource } from './source.js';
 
 export interface ProcessStats {
@@ -42,11 +42,13 @@ export function openProcessStats(pid: number): ProcessStats {
   const problems: Problem[] = [];
   if (statsLinks.length === 0) {
     const vms = links.filter((link) => link.target === ANON_INODE_VM).length;
-    problems.push(vms > 0 ? noStatsFdsProblem(pid, vms) : { kind: 'no-stats-fds', pid, message: `process ${pid} holds no KVM stats fds: is it a VMM running a KVM guest?` });
+    problems.push(vms > 0 ? noStatsFdsProblem(pid, vms, vmNameFromCommandLine(commandLine(pid))) : { kind: 'no-stats-fds', pid, message: `process ${pid} holds no KVM stats fds: is it a VMM running a KVM guest?` });
     return { pid, sources, problems };
   }
+  const args = commandLine(pid);
   const owner = {
-    vmName: vmNameFromCommandLine(commandLine(pid)),
+    vmName: vmNameFromCommandLine(args),
+    vmUuid: vmUuidFromCommandLine(args),
     startTimeMs: processStartTimeMs(pid),
   };
   const pidfd = pidfdOpen(pid);

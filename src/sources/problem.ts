@@ -18,6 +18,8 @@ export interface Problem {
   readonly kind: ProblemKind;
   /** The process it is about: the VMM, or for a refused hand-over the sender (SO_PEERCRED). */
   readonly pid?: number;
+  /** The guest's name, where the problem is about a VMM that gives one (QEMU's -name). */
+  readonly vmName?: string;
   /** The errno name, where a system call failed: "EPERM", "EMFILE". */
   readonly code?: string;
   /** One line: what went wrong and what is needed. */

@@ -2,7 +2,7 @@
  * What /proc says about the processes that own VMs: thread to process, start time, fd links,
  * command line. Every function returns undefined (or an empty list) for a process that is gone.
  */
-import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { ANON_INODE_VCPU_PREFIX, ANON_INODE_VCPU_STATS_PREFIX, ANON_INODE_VM, ANON_INODE_VM_STATS } from '../abi/kvm.js';
 import { PF_EXITING, USER_HZ } from '../abi/linux.js';
@@ -72,6 +72,31 @@ export function vcpuIdOfStatsLink(target: string): number | undefined {
   return target.startsWith(ANON_INODE_VCPU_STATS_PREFIX) ? Number(target.slice(ANON_INODE_VCPU_STATS_PREFIX.length)) : undefined;
 }
 
+/** A process's fd table as one stat(2) of /proc/PID/fd tells it: the directory's inode (a new
+ * one for a reused pid) and, on Linux 6.2+, how many fds are open (its st_size). */
+export interface FdTable {
+  readonly ino: number;
+  readonly count: number;
+}
+
+/** One stat(2), whatever the number of fds (any user may make it); undefined for a process that is gone. */
+export function fdTable(pid: number): FdTable | undefined {
+  try {
+    const stat = statSync(`/proc/${pid}/fd`);
+    return { ino: stat.ino, count: stat.size };
+  } catch {
+    return undefined;
+  }
+}
+
+let fdCounts: boolean | undefined;
+/** Whether this kernel says how many fds a process has open in the st_size of /proc/PID/fd
+ * (Linux 6.2+; before, it is 0). This process always has some open. */
+export function kernelCountsFds(): boolean {
+  fdCounts ??= (fdTable(process.pid)?.count ?? 0) > 0;
+  return fdCounts;
+}
+
 export interface FdLink {
   readonly fd: number;
   readonly target: string;
@@ -130,4 +155,30 @@ export function vmNameFromCommandLine(args: readonly string[]): string | undefin
     if (first && !first.includes('=')) return first;
   }
   return undefined;
+}
+
+/** RFC 4122's text form, as QEMU's -uuid takes it. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The VM's UUID a VMM was started with: QEMU's `-uuid X` (libvirt always passes the domain's). */
+export function vmUuidFromCommandLine(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    let value: string | undefined;
+    if (arg === '-uuid' || arg === '--uuid') value = args[i + 1];
+    else if (arg.startsWith('-uuid=') || arg.startsWith('--uuid=')) value = arg.slice(arg.indexOf('=') + 1);
+    if (value !== undefined && UUID.test(value)) return value.toLowerCase();
+  }
+  return undefined;
+}
+
+/**
+ * The VMM's own number of the vCPU whose creating thread is `tid`, where the VMM says it: QEMU
+ * with `-name ...,debug-threads=on` (libvirt always sets it) names each vCPU thread "CPU N/KVM",
+ * N its cpu-index, and creates each vCPU on that thread. Undefined otherwise (another VMM, no
+ * debug-threads, a thread that is gone or belongs to another process).
+ */
+export function vcpuIndexOfThread(pid: number, tid: number): number | undefined {
+  const match = /^CPU (\d+)\/KVM$/.exec(readText(`/proc/${pid}/task/${tid}/comm`)?.trim() ?? '');
+  return match ? Number(match[1]) : undefined;
 }

@@ -11,6 +11,17 @@
  * A known fd is keyed by process (its pidfd), fd number and link target, and checked with
  * kcmp(2) against the copy held here: every anon inode has the same inode number, so an fd
  * number reused for another stats fd could not be told apart otherwise.
+ *
+ * Cost: reading a process's fd links costs one readlink per fd, so a rescan that read every
+ * process would cost what the host's busiest fd holders make it cost (any user can open 19,000
+ * fds). A rescan therefore stats /proc/PID/fd (one call, whatever the fd count; its size is the
+ * number of open fds on Linux 6.2+) and reads the links only of processes whose fd table
+ * changed since they were last read, and of those it holds stats fds of (a VMM can swap one
+ * stats fd for another without the count moving). Changed fd tables of more than
+ * SMALL_FD_TABLE fds share a budget per rescan, fewest fds first: a process that keeps changing
+ * a large table (a hostile one) is read at most about once per size/WALK_BUDGET rescans, while a
+ * VMM starting (a few dozen fds) is read at once. Without the count (older kernels) every
+ * process is read at every rescan.
  */
 import { readdirSync } from 'node:fs';
 import { ANON_INODE_VM } from '../abi/kvm.js';
@@ -20,15 +31,19 @@ import { type HeldProcess, HeldProcesses, copyStatsFd, noStatsFdsProblem } from 
 import { type Problem, type ProblemReporter, SaidOnce, errnoCode } from './problem.js';
 import {
   type FdLink,
+  type FdTable,
   commandLine,
   executableName,
   fdLinks,
+  fdTable,
   isStatsLink,
+  kernelCountsFds,
   processExiting,
   processStartTicks,
   processStartTimeMs,
   vcpuIdOfStatsLink,
   vmNameFromCommandLine,
+  vmUuidFromCommandLine,
 } from './proc.js';
 import type { SourceProvider } from './provider.js';
 import { type StatsSource, statsSource } from './source.js';
@@ -36,11 +51,27 @@ import { type StatsSource, statsSource } from './source.js';
 /** Program names of VMMs, to say which processes that cannot be looked into matter. */
 const VMM_NAME = /qemu|kvm|firecracker|cloud-hyperv|crosvm|libkrun|vmm/i;
 
+/** Fd tables up to this size are read whenever they change. */
+const SMALL_FD_TABLE = 256;
+/** How many fd links of larger changed tables one rescan reads (besides one table that waited its turn). */
+const WALK_BUDGET = 4096;
+
+/** What the last read of a process's fd links found, and its fd table then. */
+interface Walked {
+  readonly table: FdTable;
+  /** Undefined when it holds nothing of KVM's. */
+  readonly found: ScannedProcess | undefined;
+  /** Rescans it has waited since its table changed (a large table over the budget). */
+  readonly waited: number;
+}
+
 /** One stats fd of a VMM, as `list` shows it. */
 export interface ScannedStatsFd {
   readonly fd: number;
   readonly target: 'vm' | 'vcpu';
   readonly vcpu: number | null;
+  /** The VMM's own number of the vCPU (QEMU's cpu-index), where it says it; null otherwise. */
+  readonly vcpuIndex: number | null;
   /** The kernel's id string, once read: "kvm-1234" or "kvm-1240/vcpu-0". */
   readonly id: string | null;
   /** How it was obtained, when it is read: "pidfd_getfd from process 1234 fd 17". */
@@ -49,6 +80,8 @@ export interface ScannedStatsFd {
   readonly skipped: string | null;
   /** When it is not read because fd `sameAs` has the same id and is read. */
   readonly sameAs: number | null;
+  /** When it is a copy of a stats fd of process `copyOf` (another agent's), which is read from there. */
+  readonly copyOf: number | null;
 }
 
 /** One process that holds KVM VMs or stats fds, as `list` shows it. */
@@ -57,6 +90,8 @@ export interface ScannedProcess {
   /** Its program, e.g. "qemu-system-x86_64". */
   readonly executable: string | null;
   readonly vmName: string | null;
+  /** The VM's UUID on its command line (QEMU's -uuid). */
+  readonly vmUuid: string | null;
   /** How many VM fds (links to kvm-vm) it holds. */
   readonly vmFds: number;
   readonly statsFds: readonly ScannedStatsFd[];
@@ -72,6 +107,14 @@ interface TrackedFd {
   readonly id?: string;
   readonly skipped?: string;
   readonly sameAs?: number;
+  readonly copyOf?: number;
+}
+
+/** What one rescan cost: how many processes it looked at, whose fd links it read, and how many links. */
+export interface RescanCost {
+  readonly processes: number;
+  readonly fdTablesRead: number;
+  readonly fdLinksRead: number;
 }
 
 export interface ScanProviderOptions {
@@ -86,7 +129,10 @@ export class ScanProvider implements SourceProvider {
   /** Keyed "pid:start ticks:what", so each problem is said once per process. */
   readonly #said: SaidOnce;
   #kcmpWorks = true;
+  /** Per process, what its last read found: read again only when its fd table changes. */
+  readonly #walked = new Map<number, Walked>();
   #lastScan: ScannedProcess[] = [];
+  #lastCost: RescanCost = { processes: 0, fdTablesRead: 0, fdLinksRead: 0 };
   #closed = false;
 
   constructor(options: ScanProviderOptions = {}) {
@@ -101,18 +147,58 @@ export class ScanProvider implements SourceProvider {
     this.#processes.reap();
     const scanned: ScannedProcess[] = [];
     const live = new Set<number>();
+    const changed: { pid: number; table: FdTable; walked: Walked | undefined }[] = [];
+    const counts = kernelCountsFds();
     for (const name of readdirSync('/proc')) {
       if (!/^\d+$/.test(name)) continue;
       const pid = Number(name);
       live.add(pid);
       // Our own fds are copies (or VMs another provider reads).
       if (pid === process.pid) continue;
+      const table = fdTable(pid);
+      if (!table) continue; // exited meanwhile
+      const walked = this.#walked.get(pid);
+      const same = walked !== undefined && counts && walked.table.ino === table.ino && walked.table.count === table.count;
+      if (same && !this.#processes.get(pid)) {
+        if (walked.found) scanned.push(walked.found);
+        continue;
+      }
+      changed.push({ pid, table, walked });
+    }
+    // Fewest fds first; a table's turn comes sooner with every rescan it waited.
+    const cost = (entry: (typeof changed)[number]): number => (counts ? entry.table.count / 2 ** (entry.walked?.waited ?? 0) : 0);
+    changed.sort((a, b) => cost(a) - cost(b));
+    let spent = 0;
+    let linksRead = 0;
+    let tablesRead = 0;
+    for (const { pid, table, walked } of changed) {
+      const large = counts && table.count > SMALL_FD_TABLE && !this.#processes.get(pid);
+      if (large) {
+        const waited = walked?.waited ?? 0;
+        const fits = spent + table.count <= WALK_BUDGET || (spent === 0 && waited >= table.count / WALK_BUDGET);
+        if (!fits) {
+          this.#walked.set(pid, { table: walked?.table ?? { ino: -1, count: -1 }, found: walked?.found, waited: waited + 1 });
+          if (walked?.found) scanned.push(walked.found);
+          continue;
+        }
+        spent += table.count;
+      }
       const found = this.#scanProcess(pid);
+      tablesRead++;
+      linksRead += table.count;
+      this.#walked.set(pid, { table, found, waited: 0 });
       if (found) scanned.push(found);
     }
     // Processes that are gone cannot be reported again; forget what was said about them.
     this.#said.forget((key) => !live.has(Number(key.slice(0, key.indexOf(':')))));
-    this.#lastScan = scanned;
+    for (const pid of this.#walked.keys()) if (!live.has(pid)) this.#walked.delete(pid);
+    this.#lastScan = scanned.sort((a, b) => a.pid - b.pid);
+    this.#lastCost = { processes: live.size, fdTablesRead: tablesRead, fdLinksRead: linksRead };
+  }
+
+  /** What the last refresh() cost (fd links counted from the kernel's fd counts: 0 before Linux 6.2). */
+  get lastRefreshCost(): RescanCost {
+    return this.#lastCost;
   }
 
   /** The sources open now; first closes those of VMMs that have exited. */
@@ -153,7 +239,7 @@ export class ScanProvider implements SourceProvider {
         message: `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
       };
       this.#reportOnce('denied', problem);
-      return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds: 0, statsFds: [], problems: [problem] };
+      return { pid, executable, ...namesOf(pid), vmFds: 0, statsFds: [], problems: [problem] };
     }
     const statsLinks = links.filter((link) => isStatsLink(link.target));
     const vmFds = links.filter((link) => link.target === ANON_INODE_VM).length;
@@ -166,10 +252,11 @@ export class ScanProvider implements SourceProvider {
     const problems: Problem[] = [];
     if (statsLinks.length === 0 && !tracked) {
       if (vmFds === 0) return undefined;
-      const problem = noStatsFdsProblem(pid, vmFds);
+      const names = namesOf(pid);
+      const problem = noStatsFdsProblem(pid, vmFds, names.vmName ?? undefined);
       this.#reportOnce('no stats', { ...problem, pid });
       const executable = executableName(pid) ?? null;
-      return { pid, executable, vmName: vmNameFromCommandLine(commandLine(pid)) ?? null, vmFds, statsFds: [], problems: [problem] };
+      return { pid, executable, ...names, vmFds, statsFds: [], problems: [problem] };
     }
     if (!tracked) {
       try {
@@ -183,15 +270,18 @@ export class ScanProvider implements SourceProvider {
       pid,
       executable: tracked.executable ?? null,
       vmName: tracked.owner.vmName ?? null,
+      vmUuid: tracked.owner.vmUuid ?? null,
       vmFds,
       statsFds: [...tracked.fds.values()].map((fd) => ({
         fd: fd.fd,
         target: vcpuIdOfStatsLink(fd.link) === undefined ? 'vm' : 'vcpu',
         vcpu: vcpuIdOfStatsLink(fd.link) ?? null,
+        vcpuIndex: fd.source?.vcpuIndex ?? null,
         id: fd.id ?? null,
         origin: fd.source?.origin ?? null,
         skipped: fd.skipped ?? null,
         sameAs: fd.sameAs ?? null,
+        copyOf: fd.copyOf ?? null,
       })),
       problems,
     };
@@ -247,21 +337,27 @@ export class ScanProvider implements SourceProvider {
     }
     if (!copied) return undefined; // closed or exited meanwhile
     const { file, creator } = copied;
-    const skip = (reason: string, sameAs?: number): TrackedFd => {
+    const skip = (reason: string, also: { sameAs?: number; copyOf?: number } = {}): TrackedFd => {
       file.close();
-      return { fd: link.fd, link: link.target, id: file.id, skipped: reason, ...(sameAs !== undefined ? { sameAs } : {}) };
+      return { fd: link.fd, link: link.target, id: file.id, skipped: reason, ...also };
     };
     if (creator !== undefined && creator !== pid) {
       // A reader's copy (another agent, a hand-over receiver): the VMM itself is scanned.
-      return skip(`a copy of a stats fd of process ${creator}, which is read from there`);
+      return skip(`a copy of a stats fd of process ${creator}, which is read from there`, { copyOf: creator });
     }
     for (const other of tracked.fds.values()) {
       // One series per id: two fds of one VM or vCPU (QEMU 8.1+ with the preload helper too)
       // are one series, and VMs made by one thread have ids that nothing here tells apart.
-      if (other.source?.file.id === file.id) return skip(`id ${file.id} is that of fd ${other.fd}, which is read: one series per id`, other.fd);
+      if (other.source?.file.id === file.id) return skip(`id ${file.id} is that of fd ${other.fd}, which is read: one series per id`, { sameAs: other.fd });
     }
     return { fd: link.fd, link: link.target, id: file.id, source: statsSource(file, tracked.owner, `pidfd_getfd from process ${pid} fd ${link.fd}`) };
   }
+}
+
+/** The guest name and UUID on a process's command line, as `list` shows them. */
+function namesOf(pid: number): { vmName: string | null; vmUuid: string | null } {
+  const args = commandLine(pid);
+  return { vmName: vmNameFromCommandLine(args) ?? null, vmUuid: vmUuidFromCommandLine(args) ?? null };
 }
 
 /** By process, then the VM before its vCPUs, then vCPU id. */

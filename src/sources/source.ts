@@ -4,12 +4,15 @@
  * OpenTelemetry reads nothing else.
  */
 import type { StatsFile } from '../stats/stats-file.js';
+import { vcpuIndexOfThread } from './proc.js';
 
 export interface StatsOwner {
   /** The process that owns the VM (not the creating thread in the id string). */
   readonly pid?: number | undefined;
   /** A name for the VM, where the VMM gives one. */
   readonly vmName?: string | undefined;
+  /** The VM's UUID, where the VMM was given one (QEMU's -uuid): unlike the pid, it survives a restart. */
+  readonly vmUuid?: string | undefined;
   /** Start of the cumulative values, ms since the epoch: the owner's start where known. */
   readonly startTimeMs?: number | undefined;
   /** More attributes for every data point, e.g. from a hand-over sender; the standard ones win. */
@@ -22,18 +25,28 @@ export interface StatsSource {
   readonly file: StatsFile;
   readonly pid: number | undefined;
   readonly vmName: string | undefined;
+  readonly vmUuid?: string | undefined;
+  /**
+   * The VMM's own number of this vCPU (QEMU's cpu-index, libvirt's vCPU number), where the VMM
+   * says it; the kernel's vCPU id (file.vcpuId, the APIC id on x86) may differ from it.
+   */
+  readonly vcpuIndex?: number | undefined;
   readonly startTimeMs: number;
   /** How the fd was obtained, for `read` and logs: "own VM", "pidfd_getfd from 1234 fd 17", a path. */
   readonly origin: string;
   readonly attributes?: SourceAttributes | undefined;
 }
 
-/** Wraps an open StatsFile; without a known start time, cumulative values start now. */
+/** Wraps an open StatsFile; without a known start time, cumulative values start now. A vCPU of
+ * a known process gets its index from the name of the thread that created it (vcpuIndexOfThread). */
 export function statsSource(file: StatsFile, owner: StatsOwner, origin: string): StatsSource {
+  const vcpuIndex = owner.pid !== undefined && file.vcpuId !== undefined ? vcpuIndexOfThread(owner.pid, file.threadId) : undefined;
   return {
     file,
     pid: owner.pid,
     vmName: owner.vmName,
+    ...(owner.vmUuid !== undefined ? { vmUuid: owner.vmUuid } : {}),
+    ...(vcpuIndex !== undefined ? { vcpuIndex } : {}),
     startTimeMs: owner.startTimeMs ?? Date.now(),
     origin,
     ...(owner.attributes ? { attributes: owner.attributes } : {}),
