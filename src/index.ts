@@ -20,7 +20,7 @@ export { observeKvmStats, type KvmStatsInstruments, type KvmStatsInstrumentsOpti
 export type { UnitMode } from './otel/mapping.js';
 export type { VcpuAggregation } from './otel/aggregation.js';
 // Names a View or a query filters on.
-export { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
+export { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX, ATTR_KVM_VM_NAME, ATTR_KVM_VM_UUID, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
 // Outputs at the speed of the reads: the official transports with this package's encoders.
 export { KvmOtlpMetricExporter, type KvmOtlpMetricExporterOptions, type OtlpProtocol } from './exporters/otlp-exporter.js';
 

@@ -15,7 +15,9 @@ const ENTRY = resolve(ROOT, 'src', 'index.ts');
 /** Names a program can use at run time. */
 const VALUES = [
   'ATTR_KVM_VCPU_ID',
+  'ATTR_KVM_VCPU_INDEX',
   'ATTR_KVM_VM_NAME',
+  'ATTR_KVM_VM_UUID',
   'ATTR_PROCESS_PID',
   'DemoProvider',
   'DemoVm',
