@@ -61,16 +61,21 @@ describe('agent: bad flags and variables', () => {
       [['--demo', '--bogus'], {}, /unknown option '--bogus'/],
       [['--demo', '--log-level', 'loud'], {}, /Allowed choices are fatal, error/],
       [['--demo'], { OTEL_METRIC_EXPORT_INTERVAL: 'soon' }, /^kvm-stats-otel: OTEL_METRIC_EXPORT_INTERVAL="soon" is not valid: /],
-      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS="no-equals-sign" is not valid/],
+      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: expected name=value pairs/],
       [['--demo', '--interval', '1000', '--export-timeout', '5000'], {}, /export timeout \(5000 ms\) must not be longer than the export interval \(1000 ms\)/],
       [['--demo', '--include', 'vcpu:exits,exits'], {}, /^kvm-stats-otel: option '--include <patterns>' argument 'vcpu:exits,exits' is invalid\. include pattern "exits" is not TARGET:STAT: TARGET is vm or vcpu/],
       [['--demo', '--exclude', 'kvm.vcpu.exits'], {}, /exclude pattern "kvm\.vcpu\.exits" is not TARGET:STAT \(write vcpu:exits: patterns name the kernel's stat, not the metric\)/],
       [['--demo', '--vcpu-aggregation', 'host'], {}, /argument 'host' is invalid\. Allowed choices are none, vm/],
       [[], {}, /say what to read: --demo, --pid PID, --file IMAGE, --scan or --listen PATH/],
+      // A CRLF would pass start-up and then fail every export; the message names the header, not its value.
+      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20s3cr3t%0D%0AX-Evil: 1' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: the value of header authorization holds a line break or another control character, which HTTP does not allow\n$/],
+      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'bad name=s3cr3t' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: header name "bad name" is not a valid HTTP field name/],
+      [['--demo', '--header', 'authorization=s3cr3t%0A'], {}, /^kvm-stats-otel: option '--header' is invalid: the value of header authorization holds a line break/],
     ];
     for (const [args, env, message] of cases) {
       const result = run(args, env);
       const what = `${JSON.stringify(env)} agent ${args.join(' ')}`;
+      expect(result.stderr, what).not.toContain('s3cr3t');
       expect(result.code, what).toBe(2);
       expect(result.stderr.trim().split('\n'), what).toHaveLength(1);
       expect(result.stderr, what).toMatch(message);
@@ -313,7 +318,7 @@ describeKvm('agent on a demo VM (real KVM)', () => {
       '# every 0.3 s, exporting to this console. Ctrl-C stops it.',
       '# To a collector as well: --endpoint http://collector:4318 (or OTEL_EXPORTER_OTLP_ENDPOINT).',
       '# VMs that come and go are followed every 0.3 s, and logged on stderr; kvm-stats-otel list shows what is found.',
-      '# Every flag and variable: kvm-stats-otel agent --help; README.md, section "The agent".',
+      '# Every flag and variable: kvm-stats-otel agent --help; docs/agent.md.',
     ]);
     const { child: vmm } = await JsonLineChild.start(fixtureCommand('scan-vmm.ts', ['--vcpus', '2', '-name', 'guest=logged']), 'scan-vmm fixture');
     try {
@@ -372,6 +377,19 @@ describeKvm('agent on a demo VM (real KVM)', () => {
     expect(vms).toMatch(/^# Real VMs: kvm-stats-otel agent --scan /);
     expect(await agent.stop('SIGINT')).toBe(0);
     expect(agent.stderr()).toBe('');
+  });
+
+  it('never shows the credentials of an endpoint URL: not in the banner, the start-up line or a failed export', async () => {
+    const port = await freePort();
+    agent = startAgentProcess(['--file', IMAGE, '--console', '--otlp', '--endpoint', `http://alice:s3cr3t@127.0.0.1:${port}`, '--interval', '300', '--timeout', '200']);
+    await agent.waitForLog(/"failures":2,/, 30_000);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const everything = agent.stdout() + agent.stderr();
+    expect(everything).not.toContain('s3cr3t');
+    expect(everything).not.toContain('alice');
+    // Still says where it sends, credentials masked.
+    expect(agent.stdout()).toContain(`OTLP http/protobuf to http://***@127.0.0.1:${port}/v1/metrics`);
+    expect(logLines(agent.stderr()).find((l) => l.msg.startsWith('export to'))!.msg).toMatch(new RegExp(`^export to http://\\*\\*\\*@127\\.0\\.0\\.1:${port}/v1/metrics failed`));
   });
 
   it('logs an unreachable collector once per export, keeps collecting, and sends again when it is back', async () => {

@@ -158,6 +158,43 @@ export function keyValueList(text: string): Record<string, string> {
   return pairs;
 }
 
+/** An HTTP field name is a token (RFC 9110); a value may not hold CR, LF, NUL or other
+ * controls but tab. Checked at start-up: a header the HTTP client refuses would otherwise fail
+ * every export. Messages name the header, never its value (it is often a secret). */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// eslint-disable-next-line no-control-regex
+const HEADER_VALUE_FORBIDDEN = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+export function headerList(text: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const item of text.split(',')) {
+    if (item.trim() === '') continue;
+    const equals = item.indexOf('=');
+    const name = equals < 0 ? '' : item.slice(0, equals).trim();
+    if (name === '') throw new Error('expected name=value pairs separated by commas, and an item has no name= part');
+    if (!HEADER_NAME.test(name)) throw new Error(`header name ${JSON.stringify(name)} is not a valid HTTP field name (letters, digits and !#$%&'*+-.^_\`|~ only)`);
+    let value: string;
+    try {
+      value = decodeURIComponent(item.slice(equals + 1).trim());
+    } catch {
+      throw new Error(`the value of header ${name} is not valid percent-encoding`);
+    }
+    if (HEADER_VALUE_FORBIDDEN.test(value)) throw new Error(`the value of header ${name} holds a line break or another control character, which HTTP does not allow`);
+    headers[name] = value;
+  }
+  return headers;
+}
+
+/** A URL as it may be shown or logged: user and password, often a token, become ***. */
+export function redactedUrl(url: string): string {
+  return redactCredentials(url);
+}
+
+/** Any `scheme://user:password@` in a text (a URL, or an error that quotes one) loses its userinfo. */
+export function redactCredentials(text: string): string {
+  return text.replace(/(\/\/)[^/\s@]*@/g, '$1***@');
+}
+
 export function prometheusAddress(text: string): { host: string | undefined; port: number } {
   const match = /^(?:\[?([^\]]*?)\]?:)?(\d+)$/.exec(text.trim());
   const port = match ? Number(match[2]) : NaN;
@@ -174,6 +211,8 @@ export interface Setting<T> {
   readonly parse: (text: string) => T;
   /** For --help and the README, from AGENT_DEFAULTS; the value itself is decided in resolveConfig. */
   readonly defaultText?: string;
+  /** Its values are never repeated in a message (headers carry tokens). */
+  readonly secret?: boolean;
 }
 
 function setting<T>(value: Setting<T>): Setting<T> {
@@ -202,7 +241,8 @@ export const SETTINGS = {
   header: setting({
     description: 'a header on every OTLP request (repeatable; the variables take a comma-separated list)',
     env: ['OTEL_EXPORTER_OTLP_METRICS_HEADERS', 'OTEL_EXPORTER_OTLP_HEADERS'],
-    parse: keyValueList,
+    parse: headerList,
+    secret: true,
   }),
   timeout: setting({
     description: 'time limit of one OTLP request',
@@ -277,7 +317,7 @@ function fromEnv<T>(s: Setting<T>, env: Environment): T | undefined {
     try {
       return s.parse(text);
     } catch (error) {
-      throw new ConfigError(`${name}=${JSON.stringify(text)} is not valid: ${(error as Error).message}`);
+      throw new ConfigError(`${name}${s.secret ? '' : `=${JSON.stringify(text)}`} is not valid: ${(error as Error).message}`);
     }
   }
   return undefined;

@@ -25,7 +25,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { KvmOtlpMetricExporter } from '../exporters/otlp-exporter.js';
 import { PrometheusTextExporter } from '../exporters/prometheus-exporter.js';
-import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference } from './config.js';
+import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference, redactCredentials, redactedUrl } from './config.js';
 import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './console-exporter.js';
 import type { Logger } from './log.js';
 
@@ -76,7 +76,8 @@ export class ReportingExporter implements PushMetricExporter {
     this.inner.export(metrics, (result) => {
       if (result.code !== EXPORT_SUCCESS) {
         this.#failures++;
-        const reason = result.error?.message ?? 'unknown error';
+        // An error may quote the URL: no credentials in the log.
+        const reason = redactCredentials(result.error?.message ?? 'unknown error');
         this.log.warn({ failures: this.#failures }, `export to ${this.target} failed: ${reason}; retrying at the next interval: check that the collector runs and the endpoint is right`);
       } else if (this.#failures > 0) {
         this.log.info({ failures: this.#failures }, `export to ${this.target} works again after ${this.#failures} failed exports`);
@@ -123,8 +124,8 @@ function pushOutput(name: OutputName, description: string, exporter: PushMetricE
 export function createOutputs(config: AgentConfig, producerFor: (output: OutputName) => MetricProducer, log: Logger): Output[] {
   const outputs: Output[] = [];
   if (config.otlp) {
-    const description = `OTLP ${config.otlp.protocol} to ${config.otlp.url}`;
-    const exporter = new ReportingExporter(otlpExporter(config.otlp, config.temporality), config.otlp.url, log.child({ output: 'otlp' }));
+    const description = `OTLP ${config.otlp.protocol} to ${redactedUrl(config.otlp.url)}`;
+    const exporter = new ReportingExporter(otlpExporter(config.otlp, config.temporality), redactedUrl(config.otlp.url), log.child({ output: 'otlp' }));
     outputs.push(pushOutput('otlp', description, exporter, producerFor('otlp'), config));
   }
   if (config.prometheus) {

@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import { startAgent } from '../agent/agent.js';
-import { type AgentConfig, type AgentFlags, resolveConfig } from '../agent/config.js';
+import { type AgentConfig, type AgentFlags, redactedUrl, resolveConfig } from '../agent/config.js';
 import { createLogger, routeDiagnostics } from '../agent/log.js';
 import { addConfigOptions, addSourceOptions, inFlagTerms } from './flags.js';
 import { problemText } from './hints.js';
@@ -20,7 +20,7 @@ export function banner(config: AgentConfig): string {
     config.sources.listen !== undefined ? `whatever is handed over on ${config.sources.listen}` : '',
   ].filter(Boolean);
   const to = [
-    config.otlp ? `OTLP ${config.otlp.protocol} to ${config.otlp.url}` : '',
+    config.otlp ? `OTLP ${config.otlp.protocol} to ${redactedUrl(config.otlp.url)}` : '',
     config.prometheus ? `a Prometheus endpoint on ${config.prometheus.host ?? ''}:${config.prometheus.port}/metrics` : '',
     'this console',
   ].filter(Boolean);
@@ -34,7 +34,7 @@ export function banner(config: AgentConfig): string {
     demo ? '# Real VMs: kvm-stats-otel agent --scan (every VMM on the host; root), or --pid PID for one.' : '',
     !demo && !config.otlp ? '# To a collector as well: --endpoint http://collector:4318 (or OTEL_EXPORTER_OTLP_ENDPOINT).' : '',
     found ? `# VMs that come and go are followed every ${config.rescanIntervalMillis / 1000} s, and logged on stderr; kvm-stats-otel list shows what is found.` : '',
-    '# Every flag and variable: kvm-stats-otel agent --help; README.md, section "The agent".',
+    '# Every flag and variable: kvm-stats-otel agent --help; docs/agent.md.',
     '',
   ]
     .filter((line, i, all) => line !== '' || i === all.length - 1)

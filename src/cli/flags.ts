@@ -14,7 +14,7 @@ import {
   type Setting,
   type SettingName,
   SettingError,
-  keyValueList,
+  headerList,
   milliseconds,
   prometheusAddress,
 } from '../agent/config.js';
@@ -74,6 +74,18 @@ function flagParser<T>(parse: (text: string) => T): (text: string) => T {
       return parse(text);
     } catch (error) {
       throw new InvalidArgumentError((error as Error).message);
+    }
+  };
+}
+
+/** Like flagParser, for values that must not be echoed (commander's own message repeats the
+ * argument): a usage error that names the flag and the problem only. */
+function secretParser<T>(flag: string, parse: (text: string) => T): (text: string) => T {
+  return (text) => {
+    try {
+      return parse(text);
+    } catch (error) {
+      throw new UsageError(`option '${flag}' is invalid: ${(error as Error).message}`);
     }
   };
 }
@@ -154,7 +166,7 @@ export function addConfigOptions(command: Command): Command {
     const defaultText = s.defaultText ? `; default ${s.defaultText}` : '';
     const option = new Option(SETTING_FLAGS[name], `${s.description} (env ${s.env.join(', ')}${defaultText})`);
     // --header repeats: each flag adds its pairs.
-    command.addOption(name === 'header' ? option.argParser(collect(flagParser(keyValueList))) : option.argParser(flagParser(s.parse)));
+    command.addOption(name === 'header' ? option.argParser(collect(secretParser('--header', headerList))) : option.argParser(flagParser(s.parse)));
   }
   addSelectionOptions(command);
   return command
