@@ -61,7 +61,7 @@ describe('agent: bad flags and variables', () => {
       [['--demo', '--bogus'], {}, /unknown option '--bogus'/],
       [['--demo', '--log-level', 'loud'], {}, /Allowed choices are fatal, error/],
       [['--demo'], { OTEL_METRIC_EXPORT_INTERVAL: 'soon' }, /^kvm-stats-otel: OTEL_METRIC_EXPORT_INTERVAL="soon" is not valid: /],
-      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: expected name=value pairs/],
+      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'no-equals-sign' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: expected key=value pairs separated by commas, and an item has no key= part/],
       [['--demo', '--interval', '1000', '--export-timeout', '5000'], {}, /export timeout \(5000 ms\) must not be longer than the export interval \(1000 ms\)/],
       [['--demo', '--include', 'vcpu:exits,exits'], {}, /^kvm-stats-otel: option '--include <patterns>' argument 'vcpu:exits,exits' is invalid\. include pattern "exits" is not TARGET:STAT: TARGET is vm or vcpu/],
       [['--demo', '--exclude', 'kvm.vcpu.exits'], {}, /exclude pattern "kvm\.vcpu\.exits" is not TARGET:STAT \(write vcpu:exits: patterns name the kernel's stat, not the metric\)/],

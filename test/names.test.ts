@@ -150,7 +150,7 @@ describe('Prometheus names', () => {
     expect(prometheusNames({ name: 'kvm.vcpu.exits', kind: 'sum', unit: '1' }, true).name).toBe('kvm_vcpu_exits_total');
     expect(prometheusNames({ name: 'kvm.vcpu.x.max', kind: 'gauge', unit: 's' }, true).name).toBe('kvm_vcpu_x_max_seconds');
     expect(['ms', 'us', 'ns', 'KiBy', 'MiBy', 'GiBy', 'kBy', 'MBy', 'GBy', 'By/s'].map(prometheusUnitSuffix)).toEqual([
-      'milliseconds', 'microseconds', 'nanoseconds', 'kibibytes', 'mebibytes', 'gibibytes', 'kilobytes', 'megabytes', 'gigabytes', 'bytes_per_seconds',
+      'milliseconds', 'microseconds', 'nanoseconds', 'kibibytes', 'mebibytes', 'gibibytes', 'kilobytes', 'megabytes', 'gigabytes', 'bytes_per_second',
     ]);
   });
 

@@ -24,7 +24,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../examples/local-collector/collector.js';
 import { PROMETHEUS_CONTENT_TYPE, PrometheusTextExporter, acceptsGzip } from '../src/exporters/prometheus-exporter.js';
 import { PrometheusTextSerializer, type PrometheusTextOptions } from '../src/exporters/prometheus-text.js';
-import { prometheusUnit, withUnitSuffix } from '../src/exporters/prometheus-units.js';
+import { prometheusUnit, withUnitSuffix } from '../src/otel/prometheus-units.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { DemoVm } from '../src/sources/demo.js';
 import { VmFleet } from '../src/bench/fleet.js';

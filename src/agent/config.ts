@@ -141,14 +141,15 @@ export function nonEmpty(text: string): string {
 /**
  * A list of key=value pairs separated by commas, values percent-encoded: the format of
  * OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES (W3C Baggage without properties).
+ * `secret`: a malformed item is not quoted (header values carry tokens).
  */
-export function keyValueList(text: string): Record<string, string> {
+export function keyValueList(text: string, secret = false): Record<string, string> {
   const pairs: Record<string, string> = {};
   for (const item of text.split(',')) {
     if (item.trim() === '') continue;
     const equals = item.indexOf('=');
     const key = equals < 0 ? '' : item.slice(0, equals).trim();
-    if (key === '') throw new Error(`expected key=value pairs separated by commas, got ${JSON.stringify(item.trim())}`);
+    if (key === '') throw new Error(`expected key=value pairs separated by commas, ${secret ? 'and an item has no key= part' : `got ${JSON.stringify(item.trim())}`}`);
     try {
       pairs[key] = decodeURIComponent(item.slice(equals + 1).trim());
     } catch {
@@ -166,21 +167,10 @@ const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const HEADER_VALUE_FORBIDDEN = /[\x00-\x08\x0a-\x1f\x7f]/;
 
 export function headerList(text: string): Record<string, string> {
-  const headers: Record<string, string> = {};
-  for (const item of text.split(',')) {
-    if (item.trim() === '') continue;
-    const equals = item.indexOf('=');
-    const name = equals < 0 ? '' : item.slice(0, equals).trim();
-    if (name === '') throw new Error('expected name=value pairs separated by commas, and an item has no name= part');
+  const headers = keyValueList(text, true);
+  for (const [name, value] of Object.entries(headers)) {
     if (!HEADER_NAME.test(name)) throw new Error(`header name ${JSON.stringify(name)} is not a valid HTTP field name (letters, digits and !#$%&'*+-.^_\`|~ only)`);
-    let value: string;
-    try {
-      value = decodeURIComponent(item.slice(equals + 1).trim());
-    } catch {
-      throw new Error(`the value of header ${name} is not valid percent-encoding`);
-    }
     if (HEADER_VALUE_FORBIDDEN.test(value)) throw new Error(`the value of header ${name} holds a line break or another control character, which HTTP does not allow`);
-    headers[name] = value;
   }
   return headers;
 }

@@ -27,7 +27,7 @@ import {
   type ResourceMetrics,
   type ScopeMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { prometheusUnit, withUnitSuffix } from './prometheus-units.js';
+import { prometheusUnit, withUnitSuffix } from '../otel/prometheus-units.js';
 
 export interface PrometheusTextOptions {
   /** Prepended to every metric name with an underscore. */

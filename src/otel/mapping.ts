@@ -3,6 +3,7 @@
  * for histograms, bucket bounds and the stat that supplies the sum. Decided once per
  * descriptor table; the producer and the instruments only apply it.
  */
+import { prometheusUnit } from './prometheus-units.js';
 import type { DescriptorTable, StatDescriptor, StatsTarget, StatUnit } from '../stats/descriptors.js';
 import { statMeaning } from './meanings.js';
 import { METRIC_PREFIX } from './semconv.js';
@@ -149,25 +150,6 @@ export function nameWithoutUnit(stat: StatDescriptor): string | undefined {
   return suffix ? stat.name.slice(0, -suffix.length) : undefined;
 }
 
-/** Prometheus words for the UCUM units this mapping produces (the OpenTelemetry specification's
- * Prometheus compatibility rules: abbreviations become full words). */
-const PROMETHEUS_UNIT_WORDS: Readonly<Record<string, string>> = {
-  s: 'seconds',
-  ms: 'milliseconds',
-  us: 'microseconds',
-  ns: 'nanoseconds',
-  By: 'bytes',
-  KiBy: 'kibibytes',
-  MiBy: 'mebibytes',
-  GiBy: 'gibibytes',
-  kBy: 'kilobytes',
-  MBy: 'megabytes',
-  GBy: 'gigabytes',
-  // The specification turns "1" into "ratio"; the kernel's "none" and boolean stats are counts
-  // and states (pages_4k, exits, blocking), never ratios, so "1" adds no suffix here.
-  '1': '',
-};
-
 /** Characters Prometheus does not allow become `_`, runs of `_` one, as
  * @opentelemetry/exporter-prometheus (0.223) sanitizes metric names. */
 export function prometheusSanitize(name: string): string {
@@ -181,15 +163,7 @@ export function prometheusSanitize(name: string): string {
  * Prometheus) and for "1", "a/b" as "a_per_b".
  */
 export function prometheusUnitSuffix(unit: string): string {
-  const known = PROMETHEUS_UNIT_WORDS[unit];
-  if (known !== undefined) return known;
-  const bare = unit.replace(/\{[^}]*\}/g, '').trim();
-  if (bare === '') return '';
-  return bare
-    .split('/')
-    .map((part) => PROMETHEUS_UNIT_WORDS[part] ?? prometheusSanitize(part).replace(/^_+|_+$/g, ''))
-    .filter((part) => part !== '')
-    .join('_per_');
+  return prometheusUnit(unit);
 }
 
 /** How a metric is named in Prometheus text: the name on its HELP/TYPE lines and its series. */
