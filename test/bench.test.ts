@@ -45,6 +45,8 @@ const KEYS = [
   'points',
   'qmpPerVmMs',
   'retainedBytesPerFd',
+  'schedCollectMs',
+  'schedPerVcpuUs',
   'serializeJsonMs',
   'serializeOverFloor',
   'serializeProtoMs',
@@ -102,6 +104,9 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
       expect(line.serializeOverFloor).toBeCloseTo(line.serializeProtoMs! / line.floorMs!, 9);
       expect(line.collectPerVmMs).toBeCloseTo(line.collectMs! / (line.fds! / 5), 9);
       expect(Number.isFinite(line.retainedBytesPerFd)).toBe(true);
+      // A schedstat file per vCPU: collect() reads each too, so it costs more (a few µs a file).
+      expect(line.schedCollectMs).toBeGreaterThan(0);
+      expect(line.schedPerVcpuUs).toBeCloseTo(((line.schedCollectMs! - line.collectMs!) * 1000) / ((line.fds! / 5) * 4), 6);
       if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);
       else expect(line.qmpPerVmMs).toBeNull();
     }

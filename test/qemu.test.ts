@@ -4,8 +4,9 @@
  * and vCPU stats, a hot-plugged vCPU appears at the next refresh, and after QMP `quit` every
  * copy is closed at the next collection.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, beforeAll, expect, it } from 'vitest';
@@ -101,9 +102,58 @@ describeKvm('QEMU with and without the preload helper', () => {
     expect(shape(scan.sources(), guest.pid)).toEqual([]);
     expect(handover.sources()).toEqual([]);
     expect(copies.every((s) => s.file.closed)).toBe(true);
-    expect(reports).toEqual([
+    // Every vCPU had its thread's scheduler time, and those files are closed with it.
+    expect(copies.filter((s) => s.file.target === 'vcpu').every((s) => s.schedstat !== undefined && s.schedstat.closed)).toBe(true);
+    // Other VMMs on this host may be reported too (a test VMM's vCPUs share a thread).
+    expect(reports.filter((r) => r.pid === guest.pid)).toEqual([
       { kind: 'exited', pid: guest.pid, message: `process ${guest.pid} (qemu-system-x86_64) exited: closed its 4 stats fds` },
       { kind: 'exited', pid: guest.pid, message: `process ${guest.pid} exited: closed its 4 handed-over stats fds` },
     ]);
+  });
+  it('exports each vCPU thread\'s scheduler time beside its KVM stats, between two reads of /proc, summed per VM too', async () => {
+    const guest = await start({ vcpus: 2, name: 'sched', env: { LD_PRELOAD: helper } });
+    const reports: Problem[] = [];
+    const scan = new ScanProvider({ report: (problem) => reports.push(problem) });
+    cleanup.push(() => scan.close());
+    await scan.refresh();
+    const sources = () => scan.sources().filter((s) => s.pid === guest.pid);
+    const vcpus = sources().filter((s) => s.file.target === 'vcpu');
+    expect(vcpus.map((s) => s.file.vcpuId)).toEqual([0, 1]);
+    // QEMU creates each vCPU on its own thread, which is a thread of QEMU and not its main one.
+    const tids = vcpus.map((s) => s.file.threadId);
+    expect(new Set(tids).size).toBe(2);
+    expect(tids).not.toContain(guest.pid);
+    expect(vcpus.map((s) => s.schedstat?.tid)).toEqual(tids);
+    const read = (tid: number) => readFileSync(`/proc/${guest.pid}/task/${tid}/schedstat`, 'latin1').trim().split(' ').map(Number);
+    const producer = new KvmStatsProducer({ sources });
+    const summed = new KvmStatsProducer({ sources, vcpuAggregation: 'vm' });
+    let moved = false;
+    let first: number | undefined;
+    for (let round = 0; round < 4; round++) {
+      await sleep(250);
+      const before = tids.map(read);
+      const { resourceMetrics: rm, errors } = await producer.collect();
+      const { resourceMetrics: vm } = await summed.collect();
+      const after = tids.map(read);
+      expect(errors).toEqual([]);
+      ['kvm.vcpu.sched.cpu_time', 'kvm.vcpu.sched.run_delay', 'kvm.vcpu.sched.timeslices'].forEach((name, i) => {
+        const exported = points(rm, name);
+        expect(exported.map((p) => p.attributes)).toEqual(points(rm, 'kvm.vcpu.exits').map((p) => p.attributes));
+        exported.forEach((point, v) => {
+          expect(point.value, `${name} vCPU ${v}`).toBeGreaterThanOrEqual(before[v]![i]!);
+          expect(point.value, `${name} vCPU ${v}`).toBeLessThanOrEqual(after[v]![i]!);
+        });
+        const [total] = points(vm, name);
+        expect(total!.attributes).toEqual({ 'process.pid': guest.pid, 'kvm.vm.name': 'sched' });
+        expect(total!.value).toBeGreaterThanOrEqual(before[0]![i]! + before[1]![i]!);
+        expect(total!.value).toBeLessThanOrEqual(after[0]![i]! + after[1]![i]!);
+      });
+      const timeslices = points(rm, 'kvm.vcpu.sched.timeslices')[0]!.value;
+      if (first !== undefined && timeslices > first) moved = true;
+      first ??= timeslices;
+    }
+    // The firmware's vCPU 0 runs (it wakes for the timer while it waits to retry the boot).
+    expect(moved).toBe(true);
+    expect(reports.filter((r) => r.pid === guest.pid)).toEqual([]);
   });
 });

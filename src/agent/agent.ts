@@ -41,7 +41,10 @@ function timeout(ms: number): { promise: Promise<'timeout'>; cancel(): void } {
 /** One log line per problem: its kind and process as fields, its text as `describe` words it
  * (the CLI adds which flag helps). */
 export async function startAgent(config: AgentConfig, log: Logger, describe: (problem: Problem) => string = (problem) => problem.message): Promise<Agent> {
-  const open = await openSources(config.sources, (problem) => log.warn({ kind: problem.kind, processPid: problem.pid, code: problem.code }, describe(problem)));
+  const open = await openSources(config.sources, (problem) =>
+    // A VMM whose vCPUs share a thread is not something to fix: said, not warned.
+    log[problem.kind === 'no-schedstat' ? 'info' : 'warn']({ kind: problem.kind, processPid: problem.pid, code: problem.code }, describe(problem)),
+  );
   const { providers, sources } = open;
   let meterProvider: MeterProvider | undefined;
   try {

@@ -30,6 +30,8 @@ const COLUMNS = [
   'VM-summed: points',
   'VM-summed: collect() ms',
   'VM-summed: collect + protobuf ms',
+  'with vCPU schedstat: collect() ms',
+  'schedstat µs per vCPU',
 ];
 
 export function tableHeader(): string {
@@ -56,6 +58,8 @@ export function tableRow(result: SizeResult): string {
     bytes(line.aggregatedPoints),
     spread(result.aggregated.collect),
     spread(result.aggregated.collectProto, 1),
+    result.sched ? spread(result.sched.collect) : 'n/a',
+    line.schedPerVcpuUs === null ? 'n/a' : line.schedPerVcpuUs.toFixed(2),
   ];
   return `| ${cells.join(' | ')} |\n`;
 }

@@ -2,14 +2,18 @@
  * The benchmark of the collection path, per number of stats fds, all in one process and one run
  * so that the ratios compare like with like: the pread floor, KvmStatsProducer.collect(), collect
  * plus OTLP serialization, memory per fd and allocation per collection; the same with vCPU
- * series summed per VM (vcpuAggregation 'vm'), and the data points each makes; and, once per
- * run, QMP query-stats per VM on real QEMU guests.
+ * series summed per VM (vcpuAggregation 'vm'), and the data points each makes; collect() with a
+ * schedstat file per vCPU (kvm.vcpu.sched.*); and, once per run, QMP query-stats per VM on real
+ * QEMU guests.
  */
 import { cpus, loadavg, release } from 'node:os';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
+import { NativeError } from '../native/errors.js';
 import { pread } from '../native/libc.js';
+import { SchedstatFile } from '../sources/schedstat.js';
+import type { StatsSource } from '../sources/source.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from './fleet.js';
 import { allocatedPerRun, retainedMemory } from './memory.js';
@@ -39,6 +43,8 @@ export interface SizeResult {
   readonly points: number;
   /** The same with vCPU series summed per VM. */
   readonly aggregated: { readonly points: number; readonly collect: Summary; readonly collectProto: Summary };
+  /** collect() with a schedstat file per vCPU; null where the open-file limit leaves no room. */
+  readonly sched: { readonly files: number; readonly collect: Summary } | null;
   readonly qmp: QmpResult;
   /** Heap and buffers kept per fd after warm-up, without the data buffers (see dataBytesPerFd). */
   readonly retainedBytesPerFd: number;
@@ -65,6 +71,9 @@ export interface BenchLine {
   aggregatedPoints: number;
   aggregatedCollectMs: number;
   aggregatedSerializeProtoMs: number;
+  /** collect() with a schedstat file per vCPU, and what each costs over collect(). */
+  schedCollectMs: number | null;
+  schedPerVcpuUs: number | null;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
@@ -84,6 +93,8 @@ export function benchLine(result: SizeResult): BenchLine {
     aggregatedPoints: result.aggregated.points,
     aggregatedCollectMs: result.aggregated.collect.median,
     aggregatedSerializeProtoMs: result.aggregated.collectProto.median,
+    schedCollectMs: result.sched ? result.sched.collect.median : null,
+    schedPerVcpuUs: result.sched ? ((result.sched.collect.median - result.collect.median) * 1000) / result.sched.files : null,
   };
 }
 
@@ -183,6 +194,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     await aggregated.collectTimes(WARM_UP_COLLECTIONS);
     const [, aggregatedCollect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, aggregated.collect]);
     const [aggregatedProto] = await sample(iterationsFor(options, 11, 3000), [aggregated.collectProto]);
+    const sched = await measureSched(fleet, subject, options);
     const dataBytes = subject.dataBytes;
     return {
       fds,
@@ -193,6 +205,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       collectProto: summarize(collectProto!),
       points: await subject.points(),
       aggregated: { points: await aggregated.points(), collect: summarize(aggregatedCollect!), collectProto: summarize(aggregatedProto!) },
+      sched,
       qmp,
       retainedBytesPerFd: (after.heapAndBuffers - before.heapAndBuffers - dataBytes) / fds,
       dataBytesPerFd: dataBytes / fds,
@@ -202,6 +215,37 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
   } finally {
     fleet.close();
   }
+}
+
+/**
+ * collect() with a schedstat file per vCPU source, as a QEMU with a thread per vCPU has. The
+ * fleet's vCPUs are all made by this thread, so each gets a file of its own on this thread's
+ * schedstat: the cost is that of the open file's pread and decoding, whichever thread it names.
+ * Null when the open-file limit has no room for them. The files go again afterwards.
+ */
+async function measureSched(fleet: VmFleet, subject: Subject, options: BenchOptions): Promise<SizeResult['sched']> {
+  const vcpus = fleet.sources.filter((source) => source.file.target === 'vcpu');
+  try {
+    for (const source of vcpus) source.schedstat = SchedstatFile.open(process.pid, process.pid);
+  } catch (error) {
+    if (!(error instanceof NativeError && (error.code === 'EMFILE' || error.code === 'ENFILE'))) throw error;
+    return null;
+  } finally {
+    // Without room for all, none: a partial set would measure something else.
+    if (vcpus.some((source) => source.schedstat === undefined)) for (const source of vcpus) detach(source);
+  }
+  try {
+    await subject.collectTimes(WARM_UP_COLLECTIONS);
+    const [, collect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect]);
+    return { files: vcpus.length, collect: summarize(collect!) };
+  } finally {
+    for (const source of vcpus) detach(source);
+  }
+}
+
+function detach(source: StatsSource): void {
+  source.schedstat?.close();
+  source.schedstat = undefined;
 }
 
 /** Runs every size in turn; `report` gets each result as soon as it is measured, `skippedQmp`
