@@ -104,9 +104,9 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
       expect(line.serializeOverFloor).toBeCloseTo(line.serializeProtoMs! / line.floorMs!, 9);
       expect(line.collectPerVmMs).toBeCloseTo(line.collectMs! / (line.fds! / 5), 9);
       expect(Number.isFinite(line.retainedBytesPerFd)).toBe(true);
-      // A schedstat file per vCPU: collect() reads each too, so it costs more (a few µs a file).
+      // A schedstat file per vCPU: collect() reads each too; one file's read on its own.
       expect(line.schedCollectMs).toBeGreaterThan(0);
-      expect(line.schedPerVcpuUs).toBeCloseTo(((line.schedCollectMs! - line.collectMs!) * 1000) / ((line.fds! / 5) * 4), 6);
+      expect(line.schedPerVcpuUs).toBeGreaterThan(0);
       if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);
       else expect(line.qmpPerVmMs).toBeNull();
     }

@@ -12,6 +12,7 @@ import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/sources/preload.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
+import { VmRollup, type VmRow } from '../src/otel/rollup.js';
 import { HandoverProvider } from '../src/sources/handover-receiver.js';
 import type { Problem } from '../src/sources/problem.js';
 import { QemuGuest, type QemuGuestOptions, qemuAvailable } from '../src/bench/qemu.js';
@@ -129,10 +130,13 @@ describeKvm('QEMU with and without the preload helper', () => {
     const summed = new KvmStatsProducer({ sources, vcpuAggregation: 'vm' });
     let moved = false;
     let first: number | undefined;
+    const rollup = new VmRollup();
+    let rows: VmRow[] = [];
     for (let round = 0; round < 4; round++) {
       await sleep(250);
       const before = tids.map(read);
       const { resourceMetrics: rm, errors } = await producer.collect();
+      rows = rollup.update(rm);
       const { resourceMetrics: vm } = await summed.collect();
       const after = tids.map(read);
       expect(errors).toEqual([]);
@@ -154,6 +158,21 @@ describeKvm('QEMU with and without the preload helper', () => {
     }
     // The firmware's vCPU 0 runs (it wakes for the timer while it waits to retry the boot).
     expect(moved).toBe(true);
+    // What top shows of it: its run delay, and the halts of the last interval in their buckets.
+    // The firmware boots for a few seconds, then halts in its wait for the boot retry, woken by
+    // its timer (about 18 Hz): wait for an interval with halts.
+    const deadline = Date.now() + 20_000;
+    const halted = () => (rows.find((r) => r.pid === guest.pid)?.haltWait.samples ?? 0) > 0;
+    while (!halted() && Date.now() < deadline) {
+      await sleep(500);
+      rows = rollup.update((await producer.collect()).resourceMetrics);
+    }
+    const row = rows.find((r) => r.pid === guest.pid)!;
+    expect(row).toMatchObject({ name: 'sched', vcpus: 2 });
+    expect(row.runDelay).toBeGreaterThanOrEqual(0);
+    expect(row.haltWait.samples).toBeGreaterThan(0);
+    expect(row.haltWait.p50!.upper).toBeGreaterThanOrEqual(row.haltWait.p50!.lower);
+    expect(row.haltWait.p99!.lower).toBeGreaterThanOrEqual(row.haltWait.p50!.lower);
     expect(reports.filter((r) => r.pid === guest.pid)).toEqual([]);
   });
 });

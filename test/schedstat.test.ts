@@ -218,6 +218,21 @@ describe('kvm.vcpu.sched.* through the producer', () => {
     else expect(names.filter((n) => n.startsWith('kvm.vcpu.sched.')).sort()).toEqual(expected);
   });
 
+  it.each(['none', 'vm'] as const)('with every scheduler stat excluded the file is not read (vcpuAggregation %s)', async (vcpuAggregation) => {
+    const a = await BusyThread.start();
+    const sources = [vcpu(0, a.tid)];
+    attachSchedstats(process.pid, sources);
+    const producer = new KvmStatsProducer({ sources, exclude: ['vcpu:sched.*'], vcpuAggregation });
+    await producer.collect();
+    await a.stop();
+    // A read would find the thread gone and close the file.
+    await producer.collect();
+    expect(sources[0]!.schedstat!.closed).toBe(false);
+    // The same with the stats selected: read, found gone, closed.
+    await new KvmStatsProducer({ sources, vcpuAggregation }).collect();
+    expect(sources[0]!.schedstat!.closed).toBe(true);
+  });
+
   it.each([false, true])('VM aggregation sums the vCPUs\' scheduler time into one series per VM (reuseDataPoints %s)', async (reuseDataPoints) => {
     const [a, b, c] = [await thread(), await thread(), await thread()];
     const sources = [vcpu(0, a.tid, 'web'), vcpu(1, b.tid, 'web'), vcpu(0, c.tid, 'db')];

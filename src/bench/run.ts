@@ -12,7 +12,7 @@ import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { NativeError } from '../native/errors.js';
 import { pread } from '../native/libc.js';
-import { SchedstatFile } from '../sources/schedstat.js';
+import { SCHEDSTAT_TABLE, SchedstatFile } from '../sources/schedstat.js';
 import type { StatsSource } from '../sources/source.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from './fleet.js';
@@ -43,8 +43,9 @@ export interface SizeResult {
   readonly points: number;
   /** The same with vCPU series summed per VM. */
   readonly aggregated: { readonly points: number; readonly collect: Summary; readonly collectProto: Summary };
-  /** collect() with a schedstat file per vCPU; null where the open-file limit leaves no room. */
-  readonly sched: { readonly files: number; readonly collect: Summary } | null;
+  /** collect() with a schedstat file per vCPU, and the reads of those files alone (each a pread
+   * and its decoding); null where the open-file limit leaves no room for them. */
+  readonly sched: { readonly files: number; readonly collect: Summary; readonly reads: Summary } | null;
   readonly qmp: QmpResult;
   /** Heap and buffers kept per fd after warm-up, without the data buffers (see dataBytesPerFd). */
   readonly retainedBytesPerFd: number;
@@ -71,7 +72,7 @@ export interface BenchLine {
   aggregatedPoints: number;
   aggregatedCollectMs: number;
   aggregatedSerializeProtoMs: number;
-  /** collect() with a schedstat file per vCPU, and what each costs over collect(). */
+  /** collect() with a schedstat file per vCPU, and one file's read (pread and decoding). */
   schedCollectMs: number | null;
   schedPerVcpuUs: number | null;
 }
@@ -94,7 +95,7 @@ export function benchLine(result: SizeResult): BenchLine {
     aggregatedCollectMs: result.aggregated.collect.median,
     aggregatedSerializeProtoMs: result.aggregated.collectProto.median,
     schedCollectMs: result.sched ? result.sched.collect.median : null,
-    schedPerVcpuUs: result.sched ? ((result.sched.collect.median - result.collect.median) * 1000) / result.sched.files : null,
+    schedPerVcpuUs: result.sched ? (result.sched.reads.median * 1000) / result.sched.files : null,
   };
 }
 
@@ -234,10 +235,14 @@ async function measureSched(fleet: VmFleet, subject: Subject, options: BenchOpti
     // Without room for all, none: a partial set would measure something else.
     if (vcpus.some((source) => source.schedstat === undefined)) for (const source of vcpus) detach(source);
   }
+  const words = new Uint32Array(SCHEDSTAT_TABLE.dataSize / 4);
+  const reads = (): void => {
+    for (const source of vcpus) source.schedstat!.readInto(words);
+  };
   try {
     await subject.collectTimes(WARM_UP_COLLECTIONS);
-    const [, collect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect]);
-    return { files: vcpus.length, collect: summarize(collect!) };
+    const [, collect, read] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect, reads]);
+    return { files: vcpus.length, collect: summarize(collect!), reads: summarize(read!) };
   } finally {
     for (const source of vcpus) detach(source);
   }

@@ -197,7 +197,10 @@ export class Planner {
     const file = source.schedstat !== undefined && !source.schedstat.closed && source.file.target === 'vcpu' ? source.schedstat : undefined;
     if (file === state.schedFile && !state.sched?.group?.ended) return false;
     state.schedFile = file;
-    state.sched = file ? this.#newState(source, SCHEDSTAT_TABLE, mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#options.units), state.attributes) : undefined;
+    const mapping = mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#options.units);
+    // With every scheduler stat excluded, the file is not read at all.
+    const selected = this.#planFor(SCHEDSTAT_TABLE, mapping, this.#options.vms !== undefined).series.length > 0;
+    state.sched = file && selected ? this.#newState(source, SCHEDSTAT_TABLE, mapping, state.attributes) : undefined;
     return true;
   }
 
