@@ -30,6 +30,8 @@ export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';
 export { closeSources, statsSource, type SourceAttributes, type StatsOwner, type StatsSource } from './sources/source.js';
+// Each vCPU thread's scheduler time (kvm.vcpu.sched.*), for sources made by hand.
+export { SchedstatFile, attachSchedstats } from './sources/schedstat.js';
 // Providers: a set of sources kept in step with the host.
 export {
   DemoProvider,

@@ -55,6 +55,8 @@ const KEYS = [
   'protoBytesPerExport',
   'qmpPerVmMs',
   'retainedBytesPerFd',
+  'schedCollectMs',
+  'schedPerVcpuUs',
   'serializeFastJsonMs',
   'serializeFastProtoMs',
   'serializeJsonMs',
@@ -122,6 +124,9 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
       expect(line.prometheusGzipBytes).toBeLessThan(line.prometheusBytes!);
       expect(line.collectPerVmMs).toBeCloseTo(line.collectMs! / (line.fds! / 5), 9);
       expect(Number.isFinite(line.retainedBytesPerFd)).toBe(true);
+      // A schedstat file per vCPU: collect() reads each too; one file's read on its own.
+      expect(line.schedCollectMs).toBeGreaterThan(0);
+      expect(line.schedPerVcpuUs).toBeGreaterThan(0);
       if (qemuAvailable()) expect(line.qmpPerVmMs).toBeGreaterThan(0);
       else expect(line.qmpPerVmMs).toBeNull();
     }

@@ -210,7 +210,11 @@ describeKvm('HandoverProvider on real KVM', () => {
       await vmm.stop();
       expect(provider.sources()).toEqual([]); // one call: the exit is seen through the VMM's pidfd
       expect(sources.every((s) => s.file.closed)).toBe(true);
-      expect(reports).toEqual([{ kind: 'exited', pid: vmm.pid, vmName: 'handed', message: `process ${vmm.pid} exited: closed its 3 handed-over stats fds` }]);
+      expect(reports).toEqual([
+        // The test VMM creates both vCPUs from one thread: no scheduler time, said once.
+        expect.objectContaining({ kind: 'no-schedstat', pid: vmm.pid, message: expect.stringMatching(/^process \d+ \(VM handed\): no per-vCPU scheduler time \(kvm\.vcpu\.sched\.\*\): its 2 vCPUs were created by one thread \(\d+\), not each by its own$/) }),
+        { kind: 'exited', pid: vmm.pid, vmName: 'handed', message: `process ${vmm.pid} exited: closed its 3 handed-over stats fds` },
+      ]);
     } finally {
       await vmm.stop();
     }
@@ -243,8 +247,13 @@ describeKvm('HandoverProvider on real KVM', () => {
       send(path, '{"vcpus":[0,1,2,3]}', vcpuStats);
       expect(provider.sources().map((s) => s.file.vcpuId)).toEqual([0, 1, 2]);
       const on = `hand-over on ${path} ${who}`;
-      expect(reports.map(({ kind, pid }) => ({ kind, pid }))).toEqual(Array.from(reports, () => ({ kind: 'refused', pid: process.pid })));
-      expect(reports.map((problem) => problem.message)).toEqual([
+      // The vCPUs taken were all created by this process's main thread: no scheduler time, said once.
+      expect(reports.filter((problem) => problem.kind === 'no-schedstat')).toEqual([
+        { kind: 'no-schedstat', pid: process.pid, message: expect.stringContaining(`its 3 vCPUs were created by one thread (${process.pid}), not each by its own`) },
+      ]);
+      const refused = reports.filter((problem) => problem.kind !== 'no-schedstat');
+      expect(refused.map(({ kind, pid }) => ({ kind, pid }))).toEqual(Array.from(refused, () => ({ kind: 'refused', pid: process.pid })));
+      expect(refused.map((problem) => problem.message)).toEqual([
         `${on}: an fd that is ${image}, not a KVM stats fd; fd closed`,
         `${on}: the header is not JSON; closed 1 fd(s)`,
         `${on}: an fd claimed as vCPU 3 that is kvm-${process.pid}; fd closed`,

@@ -147,7 +147,7 @@ describeKvm('the demo VM through the producer (real KVM)', () => {
   });
 });
 
-describeKvm('one pread per stats fd per collect (real KVM, counted by strace)', () => {
+describeKvm('one pread per stats fd (and per schedstat file) per collect (real KVM, counted by strace)', () => {
   it('reads each fd exactly once per collection and nothing else', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'kvm-strace-')), 'trace');
     const collections = 7;
@@ -158,14 +158,17 @@ describeKvm('one pread per stats fd per collect (real KVM, counted by strace)', 
     const end = lines.findIndex((l) => l.includes('"END\\n"'));
     expect(begin).toBeGreaterThan(0);
     expect(end).toBeGreaterThan(begin);
-    const fds = /"BEGIN ([\d,]+)\\n"/.exec(lines[begin]!)![1]!.split(',').map(Number);
-    expect(fds).toHaveLength(3);
+    const [, list, sched] = /"BEGIN ([\d,]+) SCHED (\d+)\\n"/.exec(lines[begin]!)!;
+    const fds = list!.split(',').map(Number);
+    // The demo VM and its 2 vCPUs, and a vCPU image whose creating thread has a schedstat file.
+    expect(fds).toHaveLength(4);
     const preads = new Map<number, number>();
     for (const line of lines.slice(begin + 1, end)) {
       const match = /pread64\((\d+),/.exec(line);
       if (match) preads.set(Number(match[1]), (preads.get(Number(match[1])) ?? 0) + 1);
     }
-    expect(Object.fromEntries(preads)).toEqual(Object.fromEntries(fds.map((fd) => [fd, collections])));
+    // One pread per stats fd, and one per schedstat file, per collection.
+    expect(Object.fromEntries(preads)).toEqual(Object.fromEntries([...fds, Number(sched)].map((fd) => [fd, collections])));
   });
 });
 
@@ -255,7 +258,11 @@ describeKvm('copying the stats fds of another process (real KVM)', () => {
       expect(provider.sources()).toHaveLength(3);
       await vmm.stop();
       expect(provider.sources()).toEqual([]);
-      expect(reports).toEqual([{ kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} exited: closed its 3 stats fds` }]);
+      expect(reports).toEqual([
+        // The test VMM creates both vCPUs from one thread: no scheduler time, said once.
+        { kind: 'no-schedstat', pid: vmm.pid, message: expect.stringMatching(/: its 2 vCPUs were created by one thread \(\d+\), not each by its own$/) },
+        { kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} exited: closed its 3 stats fds` },
+      ]);
       expect(openFdCount()).toBe(fdsBefore);
     } finally {
       await provider.close();

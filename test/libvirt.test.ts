@@ -30,6 +30,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, BIN, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess } from '../examples/local-collector/collector.js';
+import { USER_HZ } from '../src/abi/linux.js';
 import { preloadWrapperScript } from '../src/sources/preload-wrapper.js';
 import { describeKvm } from './helpers/kvm.js';
 import { AS_NOBODY, ROOT, packageCopy } from './helpers/processes.js';
@@ -38,7 +39,8 @@ const run = promisify(execFile);
 
 /** The bin, for one-shot commands (helper, list, handoff). */
 async function cli(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [BIN, ...args], { cwd: ROOT, timeout: 60_000 });
+  // `list --json` on a host where other processes hold thousands of stats fds runs to megabytes.
+  const { stdout } = await run(process.execPath, [BIN, ...args], { cwd: ROOT, timeout: 60_000, maxBuffer: 256 * 1024 * 1024 });
   return stdout;
 }
 
@@ -397,13 +399,33 @@ ${commandline}</domain>
       expected.set(key, value);
     }
     const exported = new Map<string, number>();
+    const sched = new Map<string, number>();
     for (const point of pointsOf(held, pid)) {
       expect(point.vmName).toBe(domain.name);
       if (point.value === undefined) continue; // a histogram: libvirt shows none
-      exported.set(point.vcpu === undefined ? point.metric : `${point.metric} vcpu ${point.vcpu}`, point.value);
+      // The vCPU threads' scheduler time: compared with vcpu.N.time and vcpu.N.delay below.
+      if (point.metric.startsWith('kvm.vcpu.sched.')) sched.set(`${point.metric} vcpu ${point.vcpu}`, point.value);
+      else exported.set(point.vcpu === undefined ? point.metric : `${point.metric} vcpu ${point.vcpu}`, point.value);
     }
     expect(expected.size).toBeGreaterThan(40);
     expect(Object.fromEntries([...exported].sort())).toEqual(Object.fromEntries([...expected].sort()));
+
+    // Each vCPU's scheduler time against libvirt's vcpu.N.delay (the same schedstat field) and
+    // vcpu.N.time (utime + stime, in whole clock ticks: up to two ticks below the scheduler's
+    // on-CPU time), read before and after the collection; each domstats call wakes the vCPUs
+    // of a suspended QEMU 7.2, so both move a little between the two.
+    const after = await virsh('domstats', '--vcpu', domain.name);
+    const field = (text: string, index: number, name: string) => Number(new RegExp(`^\\s*vcpu\\.${index}\\.${name}=(\\d+)$`, 'm').exec(text)![1]);
+    const tick = 1e9 / USER_HZ;
+    for (const [index, vcpu] of ids) {
+      const delay = sched.get(`kvm.vcpu.sched.run_delay vcpu ${vcpu}`)!;
+      expect(delay, `vCPU ${index} delay`).toBeGreaterThanOrEqual(field(stats, index, 'delay'));
+      expect(delay, `vCPU ${index} delay`).toBeLessThanOrEqual(field(after, index, 'delay'));
+      const time = sched.get(`kvm.vcpu.sched.cpu_time vcpu ${vcpu}`)!;
+      expect(time, `vCPU ${index} time`).toBeGreaterThanOrEqual(field(stats, index, 'time'));
+      expect(time, `vCPU ${index} time`).toBeLessThanOrEqual(field(after, index, 'time') + 2 * tick);
+      expect(sched.get(`kvm.vcpu.sched.timeslices vcpu ${vcpu}`), `vCPU ${index} timeslices`).toBeGreaterThan(0);
+    }
   }, 90_000);
 
   it('a vCPU hot-plugged with virsh setvcpus --live, a virsh destroy and a virsh start are followed by the scanning agent', async () => {

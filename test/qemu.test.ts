@@ -5,13 +5,15 @@
  * copy is closed at the next collection.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, beforeAll, expect, it } from 'vitest';
 import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/sources/preload.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
+import { VmRollup, type VmRow } from '../src/otel/rollup.js';
 import { HandoverProvider } from '../src/sources/handover-receiver.js';
 import type { Problem } from '../src/sources/problem.js';
 import { QemuGuest, type QemuGuestOptions, qemuAvailable } from '../src/bench/qemu.js';
@@ -107,7 +109,10 @@ describeKvm('QEMU with and without the preload helper', () => {
     expect(shape(scan.sources(), guest.pid)).toEqual([]);
     expect(handover.sources()).toEqual([]);
     expect(copies.every((s) => s.file.closed)).toBe(true);
-    expect(reports).toEqual([
+    // Every vCPU had its thread's scheduler time, and those files are closed with it.
+    expect(copies.filter((s) => s.file.target === 'vcpu').every((s) => s.schedstat !== undefined && s.schedstat.closed)).toBe(true);
+    // Other VMMs on this host may be reported too (a test VMM's vCPUs share a thread).
+    expect(reports.filter((r) => r.pid === guest.pid)).toEqual([
       { kind: 'exited', pid: guest.pid, vmName: 'preloaded', message: `process ${guest.pid} (qemu-system-x86_64) exited: closed its 4 stats fds` },
       { kind: 'exited', pid: guest.pid, vmName: 'preloaded', message: `process ${guest.pid} exited: closed its 4 handed-over stats fds` },
     ]);
@@ -165,5 +170,70 @@ describeKvm('QEMU with and without the preload helper', () => {
     const text = spawnSync(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), 'list'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 }).stdout;
     expect(text).toContain(`pid ${guest.pid}  qemu-system-x86_64  vm topology  uuid ${uuid}  1 VM fd(s)`);
     for (const [id, index] of expected) expect(text).toMatch(new RegExp(`vCPU ${id} index ${index} `));
+  });
+
+  it('exports each vCPU thread\'s scheduler time beside its KVM stats, between two reads of /proc, summed per VM too', async () => {
+    const guest = await start({ vcpus: 2, name: 'sched', env: { LD_PRELOAD: helper } });
+    const reports: Problem[] = [];
+    const scan = new ScanProvider({ report: (problem) => reports.push(problem) });
+    cleanup.push(() => scan.close());
+    await scan.refresh();
+    const sources = () => scan.sources().filter((s) => s.pid === guest.pid);
+    const vcpus = sources().filter((s) => s.file.target === 'vcpu');
+    expect(vcpus.map((s) => s.file.vcpuId)).toEqual([0, 1]);
+    // QEMU creates each vCPU on its own thread, which is a thread of QEMU and not its main one.
+    const tids = vcpus.map((s) => s.file.threadId);
+    expect(new Set(tids).size).toBe(2);
+    expect(tids).not.toContain(guest.pid);
+    expect(vcpus.map((s) => s.schedstat?.tid)).toEqual(tids);
+    const read = (tid: number) => readFileSync(`/proc/${guest.pid}/task/${tid}/schedstat`, 'latin1').trim().split(' ').map(Number);
+    const producer = new KvmStatsProducer({ sources });
+    const summed = new KvmStatsProducer({ sources, vcpuAggregation: 'vm' });
+    let moved = false;
+    let first: number | undefined;
+    const rollup = new VmRollup();
+    let rows: VmRow[] = [];
+    for (let round = 0; round < 4; round++) {
+      await sleep(250);
+      const before = tids.map(read);
+      const { resourceMetrics: rm, errors } = await producer.collect();
+      rows = rollup.update(rm);
+      const { resourceMetrics: vm } = await summed.collect();
+      const after = tids.map(read);
+      expect(errors).toEqual([]);
+      ['kvm.vcpu.sched.cpu_time', 'kvm.vcpu.sched.run_delay', 'kvm.vcpu.sched.timeslices'].forEach((name, i) => {
+        const exported = points(rm, name);
+        expect(exported.map((p) => p.attributes)).toEqual(points(rm, 'kvm.vcpu.exits').map((p) => p.attributes));
+        exported.forEach((point, v) => {
+          expect(point.value, `${name} vCPU ${v}`).toBeGreaterThanOrEqual(before[v]![i]!);
+          expect(point.value, `${name} vCPU ${v}`).toBeLessThanOrEqual(after[v]![i]!);
+        });
+        const [total] = points(vm, name);
+        expect(total!.attributes).toEqual({ 'process.pid': guest.pid, 'kvm.vm.name': 'sched' });
+        expect(total!.value).toBeGreaterThanOrEqual(before[0]![i]! + before[1]![i]!);
+        expect(total!.value).toBeLessThanOrEqual(after[0]![i]! + after[1]![i]!);
+      });
+      const timeslices = points(rm, 'kvm.vcpu.sched.timeslices')[0]!.value;
+      if (first !== undefined && timeslices > first) moved = true;
+      first ??= timeslices;
+    }
+    // The firmware's vCPU 0 runs (it wakes for the timer while it waits to retry the boot).
+    expect(moved).toBe(true);
+    // What top shows of it: its run delay, and the halts of the last interval in their buckets.
+    // The firmware boots for a few seconds, then halts in its wait for the boot retry, woken by
+    // its timer (about 18 Hz): wait for an interval with halts.
+    const deadline = Date.now() + 20_000;
+    const halted = () => (rows.find((r) => r.pid === guest.pid)?.haltWait.samples ?? 0) > 0;
+    while (!halted() && Date.now() < deadline) {
+      await sleep(500);
+      rows = rollup.update((await producer.collect()).resourceMetrics);
+    }
+    const row = rows.find((r) => r.pid === guest.pid)!;
+    expect(row).toMatchObject({ name: 'sched', vcpus: 2 });
+    expect(row.runDelay).toBeGreaterThanOrEqual(0);
+    expect(row.haltWait.samples).toBeGreaterThan(0);
+    expect(row.haltWait.p50!.upper).toBeGreaterThanOrEqual(row.haltWait.p50!.lower);
+    expect(row.haltWait.p99!.lower).toBeGreaterThanOrEqual(row.haltWait.p50!.lower);
+    expect(reports.filter((r) => r.pid === guest.pid)).toEqual([]);
   });
 });

@@ -45,6 +45,9 @@ export class VmLog {
     if (problem.kind === 'exited') {
       if (problem.pid !== undefined) this.#exited.add(problem.pid);
       this.#log.info(fields, text);
+    } else if (problem.kind === 'no-schedstat') {
+      // A VMM whose vCPUs share a thread is not something to fix: said, not warned.
+      this.#log.info(fields, text);
     } else {
       this.#log.warn(fields, text);
     }

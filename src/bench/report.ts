@@ -39,6 +39,8 @@ const COLUMNS = [
   'collect + Prometheus text ms (/ floor)',
   'collect + Prometheus gzip ms (/ floor)',
   'Prometheus bytes (gzip)',
+  'with vCPU schedstat: collect() ms',
+  'schedstat µs per vCPU',
 ];
 
 export function tableHeader(): string {
@@ -74,6 +76,8 @@ export function tableRow(result: SizeResult): string {
     `${spread(result.collectPrometheus, 1)} (${line.prometheusTextOverFloor.toFixed(1)})`,
     `${spread(result.collectPrometheusGzip, 1)} (${line.prometheusGzipOverFloor.toFixed(1)})`,
     `${bytes(line.prometheusBytes)} (${bytes(line.prometheusGzipBytes)})`,
+    result.sched ? spread(result.sched.collect) : 'n/a',
+    line.schedPerVcpuUs === null ? 'n/a' : line.schedPerVcpuUs.toFixed(2),
   ];
   return `| ${cells.join(' | ')} |\n`;
 }

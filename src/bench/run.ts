@@ -2,8 +2,9 @@
  * The benchmark of the collection path, per number of stats fds, all in one process and one run
  * so that the ratios compare like with like: the pread floor, KvmStatsProducer.collect(), collect
  * plus OTLP serialization, memory per fd and allocation per collection; the same with vCPU
- * series summed per VM (vcpuAggregation 'vm'), and the data points each makes; and, once per
- * run, QMP query-stats per VM on real QEMU guests.
+ * series summed per VM (vcpuAggregation 'vm'), and the data points each makes; collect() with a
+ * schedstat file per vCPU (kvm.vcpu.sched.*); and, once per run, QMP query-stats per VM on real
+ * QEMU guests.
  */
 import { cpus, loadavg, release } from 'node:os';
 import { Readable, Writable } from 'node:stream';
@@ -15,7 +16,10 @@ import type { VcpuAggregation } from '../otel/aggregation.js';
 import { OtlpJsonEncoder } from '../exporters/otlp-json.js';
 import { OtlpProtobufEncoder } from '../exporters/otlp-protobuf.js';
 import { PrometheusTextSerializer } from '../exporters/prometheus-text.js';
+import { NativeError } from '../native/errors.js';
 import { pread } from '../native/libc.js';
+import { SCHEDSTAT_TABLE, SchedstatFile } from '../sources/schedstat.js';
+import type { StatsSource } from '../sources/source.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from './fleet.js';
 import { allocatedPerRun, retainedMemory } from './memory.js';
@@ -57,6 +61,9 @@ export interface SizeResult {
   readonly points: number;
   /** The same with vCPU series summed per VM. */
   readonly aggregated: { readonly points: number; readonly collect: Summary; readonly collectProto: Summary };
+  /** collect() with a schedstat file per vCPU, and the reads of those files alone (each a pread
+   * and its decoding); null where the open-file limit leaves no room for them. */
+  readonly sched: { readonly files: number; readonly collect: Summary; readonly reads: Summary } | null;
   readonly qmp: QmpResult;
   /** Heap and buffers kept per fd after warm-up, without the data buffers (see dataBytesPerFd). */
   readonly retainedBytesPerFd: number;
@@ -95,6 +102,9 @@ export interface BenchLine {
   prometheusGzipOverFloor: number;
   prometheusBytes: number;
   prometheusGzipBytes: number;
+  /** collect() with a schedstat file per vCPU, and one file's read (pread and decoding). */
+  schedCollectMs: number | null;
+  schedPerVcpuUs: number | null;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
@@ -126,6 +136,8 @@ export function benchLine(result: SizeResult): BenchLine {
     prometheusGzipOverFloor: result.collectPrometheusGzip.median / result.floor.median,
     prometheusBytes: result.prometheusBytes,
     prometheusGzipBytes: result.prometheusGzipBytes,
+    schedCollectMs: result.sched ? result.sched.collect.median : null,
+    schedPerVcpuUs: result.sched ? (result.sched.reads.median * 1000) / result.sched.files : null,
   };
 }
 
@@ -272,6 +284,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     await aggregated.collectTimes(WARM_UP_COLLECTIONS);
     const [, aggregatedCollect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, aggregated.collect]);
     const [aggregatedProto] = await sample(iterationsFor(options, 11, 3000), [aggregated.collectProto]);
+    const sched = await measureSched(fleet, subject, options);
     const dataBytes = subject.dataBytes;
     return {
       fds,
@@ -290,6 +303,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       prometheusGzipBytes: await subject.collectPrometheusGzip(),
       points: await subject.points(),
       aggregated: { points: await aggregated.points(), collect: summarize(aggregatedCollect!), collectProto: summarize(aggregatedProto!) },
+      sched,
       qmp,
       retainedBytesPerFd: (after.heapAndBuffers - before.heapAndBuffers - dataBytes) / fds,
       dataBytesPerFd: dataBytes / fds,
@@ -299,6 +313,41 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
   } finally {
     fleet.close();
   }
+}
+
+/**
+ * collect() with a schedstat file per vCPU source, as a QEMU with a thread per vCPU has. The
+ * fleet's vCPUs are all made by this thread, so each gets a file of its own on this thread's
+ * schedstat: the cost is that of the open file's pread and decoding, whichever thread it names.
+ * Null when the open-file limit has no room for them. The files go again afterwards.
+ */
+async function measureSched(fleet: VmFleet, subject: Subject, options: BenchOptions): Promise<SizeResult['sched']> {
+  const vcpus = fleet.sources.filter((source) => source.file.target === 'vcpu');
+  try {
+    for (const source of vcpus) source.schedstat = SchedstatFile.open(process.pid, process.pid);
+  } catch (error) {
+    if (!(error instanceof NativeError && (error.code === 'EMFILE' || error.code === 'ENFILE'))) throw error;
+    return null;
+  } finally {
+    // Without room for all, none: a partial set would measure something else.
+    if (vcpus.some((source) => source.schedstat === undefined)) for (const source of vcpus) detach(source);
+  }
+  const words = new Uint32Array(SCHEDSTAT_TABLE.dataSize / 4);
+  const reads = (): void => {
+    for (const source of vcpus) source.schedstat!.readInto(words);
+  };
+  try {
+    await subject.collectTimes(WARM_UP_COLLECTIONS);
+    const [, collect, read] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect, reads]);
+    return { files: vcpus.length, collect: summarize(collect!), reads: summarize(read!) };
+  } finally {
+    for (const source of vcpus) detach(source);
+  }
+}
+
+function detach(source: StatsSource): void {
+  source.schedstat?.close();
+  source.schedstat = undefined;
 }
 
 /** Runs every size in turn; `report` gets each result as soon as it is measured, `skippedQmp`

@@ -258,13 +258,16 @@ export class VmGroups {
     return group;
   }
 
-  /** Called when the set of sources changed: which vCPUs each VM has now, and which VMs ended. */
-  regroup(states: readonly { readonly group: VmGroup | undefined }[]): void {
+  /** Called when the set of sources changed: which vCPUs each VM has now, and which VMs ended.
+   * A vCPU's scheduler time (`sched`) is a member of its VM's summed scheduler series. */
+  regroup(states: readonly (Member & { readonly sched?: Member | undefined })[]): void {
     const stamp = ++this.#stamp;
     const live: VmGroup[] = [];
     for (const state of states) {
       const group = state.group;
-      if (group !== undefined && group.found(state as Member, stamp)) live.push(group);
+      if (group !== undefined && group.found(state, stamp)) live.push(group);
+      const sched = state.sched;
+      if (sched?.group !== undefined && sched.group.found(sched, stamp)) live.push(sched.group);
     }
     for (const group of live) group.settle(stamp);
     for (const group of this.live) {

@@ -3,13 +3,17 @@
  * any Meter, fed by one batch callback per collection (one pread per source), so the SDK's
  * Views and the reader's temporality apply. The OpenTelemetry API has no pre-bucketed
  * histogram, so histograms come only through KvmStatsProducer. Stats are selected as the
- * producer selects them (`include`, `exclude`): an excluded stat gets no instrument.
+ * producer selects them (`include`, `exclude`): an excluded stat gets no instrument. A vCPU
+ * with its thread's schedstat file (sources/schedstat.ts) also gets kvm.vcpu.sched.*.
  */
 import type { Attributes, BatchObservableCallback, BatchObservableResult, Meter, Observable } from '@opentelemetry/api';
 import { ValueType, diag } from '@opentelemetry/api';
+import { SCHEDSTAT_TABLE } from '../sources/schedstat.js';
 import type { StatsSource } from '../sources/source.js';
-import type { MetricMapping, TableMapping, UnitMode } from './mapping.js';
+import type { DescriptorTable } from '../stats/descriptors.js';
+import { type MetricMapping, type TableMapping, type UnitMode, mapTable } from './mapping.js';
 import { type SourceSet, currentSources, metricKey, sourceAttributes, tableMapping } from './plan.js';
+import { u64 } from './points.js';
 import { StatSelection, type StatSelectionOptions } from './selection.js';
 import { SCOPE_NAME } from './semconv.js';
 
@@ -31,6 +35,8 @@ export class KvmStatsInstruments {
   readonly #instruments = new Map<string, Observable | undefined>();
   readonly #callback: BatchObservableCallback = (result) => this.#observe(result);
   readonly #attributes = new WeakMap<StatsSource, Attributes>();
+  /** Where a schedstat file's numbers are read (SCHEDSTAT_TABLE's layout). */
+  readonly #schedWords = new Uint32Array(SCHEDSTAT_TABLE.dataSize / 4);
   #registered = new Set<Observable>();
   #closed = false;
 
@@ -39,7 +45,10 @@ export class KvmStatsInstruments {
     this.#sources = options.sources;
     this.#units = options.units ?? 'exact';
     this.#selection = new StatSelection(options);
-    for (const source of currentSources(this.#sources)) this.#instrumentsFor(source);
+    for (const source of currentSources(this.#sources)) {
+      this.#instrumentsFor(source);
+      if (source.schedstat !== undefined && source.file.target === 'vcpu') this.#instrumentsOf(mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#units), SCHEDSTAT_TABLE);
+    }
     this.#register();
   }
 
@@ -62,9 +71,13 @@ export class KvmStatsInstruments {
 
   /** The instruments for a source's metrics; true if any had to be created. */
   #instrumentsFor(source: StatsSource): { metrics: readonly MetricMapping[]; created: boolean } {
-    const mapping = tableMapping(source.file, this.#units);
+    return this.#instrumentsOf(tableMapping(source.file, this.#units), source.file.table);
+  }
+
+  /** The instruments for the selected metrics of a table's mapping; true if any had to be created. */
+  #instrumentsOf(mapping: TableMapping, table: DescriptorTable): { metrics: readonly MetricMapping[]; created: boolean } {
     let metrics = this.#selected.get(mapping);
-    if (!metrics) this.#selected.set(mapping, (metrics = this.#selection.select(mapping, source.file.table)));
+    if (!metrics) this.#selected.set(mapping, (metrics = this.#selection.select(mapping, table)));
     let created = false;
     for (const metric of metrics) {
       const key = metricKey(metric);
@@ -106,6 +119,16 @@ export class KvmStatsInstruments {
         // Instruments made during this callback are registered for the next collection.
         if (instrument && this.#registered.has(instrument)) {
           result.observe(instrument, (source.file.value(metric.stat) * metric.multiplier) / metric.divisor, attributes);
+        }
+      }
+      // The vCPU thread's scheduler time, where it has one: one pread of its schedstat file.
+      const schedstat = source.schedstat;
+      if (schedstat !== undefined && source.file.target === 'vcpu' && schedstat.readInto(this.#schedWords)) {
+        const sched = this.#instrumentsOf(mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#units), SCHEDSTAT_TABLE);
+        grew ||= sched.created;
+        for (const metric of sched.metrics) {
+          const instrument = this.#instruments.get(metricKey(metric));
+          if (instrument && this.#registered.has(instrument)) result.observe(instrument, (u64(this.#schedWords, metric.stat.offset >>> 2) * metric.multiplier) / metric.divisor, attributes);
         }
       }
     }

@@ -3,6 +3,7 @@
  * for histograms, bucket bounds and the stat that supplies the sum. Decided once per
  * descriptor table; the producer and the instruments only apply it.
  */
+import { isSchedstat } from '../sources/schedstat.js';
 import { prometheusUnit } from './prometheus-units.js';
 import type { DescriptorTable, StatDescriptor, StatsTarget, StatUnit } from '../stats/descriptors.js';
 import { statMeaning } from './meanings.js';
@@ -274,8 +275,9 @@ export function statNames(stat: StatDescriptor, target: StatsTarget, units: Unit
 
 function describe(stat: StatDescriptor, target: StatsTarget, unit: string, scale: number, sumFrom: StatDescriptor | undefined): string {
   const meaning = statMeaning(target, stat.name);
+  const what = isSchedstat(stat) ? 'vCPU thread\'s scheduler stat (/proc/PID/task/TID/schedstat)' : `KVM ${target === 'vm' ? 'VM' : 'vCPU'} stat`;
   const words = [
-    `KVM ${target === 'vm' ? 'VM' : 'vCPU'} stat ${stat.name}: ${TYPE_WORDS[stat.type]}`,
+    `${what} ${stat.name}: ${TYPE_WORDS[stat.type]}`,
     stat.type === 'linear-histogram' ? ` (bucket size ${stat.bucketSize})` : '',
     `, ${UNIT_WORDS[stat.unit]}, base ${stat.base}, exponent ${stat.exponent}.`,
     meaning ? ` ${meaning}` : '',

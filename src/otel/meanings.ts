@@ -87,6 +87,14 @@ const VCPU: Readonly<Record<string, string>> = {
 
 const MEANINGS: Readonly<Record<StatsTarget, Readonly<Record<string, string>>>> = { vm: VM, vcpu: VCPU };
 
+/** The vCPU thread's scheduler stats (sources/schedstat.ts; Documentation/scheduler/sched-stats.rst),
+ * not the kernel's KVM stats: kept apart from knownStats. */
+const SCHEDSTAT: Readonly<Record<string, string>> = {
+  'sched.cpu_time': 'Time the vCPU\'s thread spent on a host CPU (guest and host work for it alike).',
+  'sched.run_delay': 'Time the vCPU\'s thread was runnable but waited for a host CPU: what the guest sees as steal time.',
+  'sched.timeslices': 'Times the vCPU\'s thread was given a host CPU (timeslices run).',
+};
+
 /**
  * Stats seen on the project's machines whose meaning no upstream Linux source states: they come
  * from a kernel with local patches. Listed so that the test of "every stat of this kernel has a
@@ -99,6 +107,7 @@ export const UNDOCUMENTED_STATS: Readonly<Record<StatsTarget, readonly string[]>
 
 /** The stat's meaning in one line, or undefined for a stat the table does not know. */
 export function statMeaning(target: StatsTarget, name: string): string | undefined {
+  if (target === 'vcpu' && Object.hasOwn(SCHEDSTAT, name)) return SCHEDSTAT[name];
   return Object.hasOwn(MEANINGS[target], name) ? MEANINGS[target][name] : undefined;
 }
 

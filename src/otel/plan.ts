@@ -9,6 +9,7 @@
  */
 import { type Attributes, type HrTime, ValueType, diag } from '@opentelemetry/api';
 import type { MetricDescriptor, MetricData } from '@opentelemetry/sdk-metrics';
+import { SCHEDSTAT_TABLE, type SchedstatFile } from '../sources/schedstat.js';
 import type { StatsSource } from '../sources/source.js';
 import type { DescriptorTable } from '../stats/descriptors.js';
 import type { StatsFile } from '../stats/stats-file.js';
@@ -146,6 +147,11 @@ export interface SourceState extends Emitter, Member {
   lastCollection: number;
   lastCollectionMs: number;
   reportedInexact: boolean;
+  /** A vCPU's thread's scheduler time (sources/schedstat.ts), planned as SCHEDSTAT_TABLE: a
+   * state of its own, read after the stats fd, with the same attributes; undefined without. */
+  sched: SourceState | undefined;
+  /** The open schedstat file `sched` reads. */
+  schedFile: SchedstatFile | undefined;
 }
 
 export interface PlannerOptions {
@@ -181,17 +187,36 @@ export class Planner {
     // A vCPU whose VM ended (it left the set of sources with the VM's last vCPU) starts afresh.
     if (state && !state.group?.ended) return state;
     const { file } = source;
+    state = this.#newState(source, file.table, tableMapping(file, this.#options.units), sourceAttributes(source));
+    this.#states.set(source, state);
+    this.syncSched(source, state);
+    return state;
+  }
+
+  /** Brings a source's scheduler-time state in step with its schedstat file: made when it has
+   * one (again after its VM ended), dropped when it closed (its thread exited). True if it changed. */
+  syncSched(source: StatsSource, state: SourceState): boolean {
+    const file = source.schedstat !== undefined && !source.schedstat.closed && source.file.target === 'vcpu' ? source.schedstat : undefined;
+    if (file === state.schedFile && !state.sched?.group?.ended) return false;
+    state.schedFile = file;
+    const mapping = mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#options.units);
+    // With every scheduler stat excluded, the file is not read at all.
+    const selected = this.#planFor(SCHEDSTAT_TABLE, mapping, this.#options.vms !== undefined).series.length > 0;
+    state.sched = file && selected ? this.#newState(source, SCHEDSTAT_TABLE, mapping, state.attributes) : undefined;
+    return true;
+  }
+
+  #newState(source: StatsSource, table: DescriptorTable, mapping: TableMapping, attributes: Attributes): SourceState {
     const { vms, pointsEnd } = this.#options;
-    const aggregated = vms !== undefined && file.target === 'vcpu';
-    const plan = this.#planFor(file.table, tableMapping(file, this.#options.units), aggregated);
-    const attributes = sourceAttributes(source);
+    const aggregated = vms !== undefined && source.file.target === 'vcpu';
+    const plan = this.#planFor(table, mapping, aggregated);
     const startTime = millisToHrTime(source.startTimeMs);
     const group: VmGroup | undefined = aggregated ? vms.groupOf(source, plan, attributes, startTime) : undefined;
-    state = {
+    return {
       plan,
       attributes,
       startTime,
-      scratch: this.#scratchFor(file.table.dataSize),
+      scratch: this.#scratchFor(table.dataSize),
       resetStarts: undefined,
       previous: new Float64Array(plan.values),
       lastCollection: 0,
@@ -202,9 +227,9 @@ export class Planner {
       group,
       stamp: 0,
       departed: false,
+      sched: undefined,
+      schedFile: undefined,
     };
-    this.#states.set(source, state);
-    return state;
   }
 
   #scratchFor(size: number): Scratch {

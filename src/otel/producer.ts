@@ -102,6 +102,8 @@ export class KvmStatsProducer implements MetricProducer {
   /** What emitted points in the last collection, in order (sources, then VMs): which reused
    * points each metric lists. */
   readonly #layout: Emitter[] = [];
+  /** The layout differs from the previous collection's: the reused points are listed again. */
+  #layoutChanged = false;
   /** Collections so far, and the time of the current and the previous one. Every point of a
    * collection has its time as endTime, as the SDK's own points do. Reused points all hold
    * #now and #previous, which are rolled in place. */
@@ -144,7 +146,7 @@ export class KvmStatsProducer implements MetricProducer {
     const orderStates = this.#orderStates;
     const layout = this.#layout;
     const collection = this.#collection;
-    let changed = false;
+    this.#layoutChanged = false;
     let read = 0;
     let emitted = 0;
     let i = 0;
@@ -159,19 +161,11 @@ export class KvmStatsProducer implements MetricProducer {
         continue;
       }
       read++;
-      const group = state.group;
-      if (group !== undefined) {
-        if (group.accumulate(state, state.scratch.words, collection)) this.#reportInexact(state);
-        state.lastCollection = collection;
-        state.lastCollectionMs = this.#nowMs;
-        continue;
-      }
-      this.#emit(state, state.scratch.words);
-      if (reuse && layout[emitted] !== state) {
-        layout[emitted] = state;
-        changed = true;
-      }
-      emitted++;
+      if (this.#take(state, collection, emitted)) emitted++;
+      // The vCPU thread's scheduler time: one pread of its schedstat, taken as one more source.
+      // A read that fails (the thread exited) closed the file; its state goes at the next gather.
+      const sched = state.sched;
+      if (sched !== undefined && state.schedFile!.readInto(sched.scratch.words) && this.#take(sched, collection, emitted)) emitted++;
     }
     // The VMs with a vCPU read in this collection, after every source, in a fixed order.
     for (const group of this.#vms?.live ?? NO_GROUPS) {
@@ -179,19 +173,37 @@ export class KvmStatsProducer implements MetricProducer {
       group.emit(this.#now, this.#nowMs, collection, this.#previousTimeOf(group));
       if (reuse && layout[emitted] !== group) {
         layout[emitted] = group;
-        changed = true;
+        this.#layoutChanged = true;
       }
       emitted++;
     }
     if (reuse && layout.length !== emitted) {
       layout.length = emitted;
-      changed = true;
+      this.#layoutChanged = true;
     }
-    if (changed) this.#arrangeReusedPoints();
+    if (this.#layoutChanged) this.#arrangeReusedPoints();
     if (i < total) {
       errors.push(new Error(`KVM stats collection ran out of time (timeoutMillis ${options?.timeoutMillis}): read ${read} of ${total} sources`));
     }
     return { resourceMetrics: { resource: this.#resource, scopeMetrics: [this.#scopeMetrics()] }, errors };
+  }
+
+  /** A source's (or a schedstat's) freshly read words: added to its VM's sums, or turned into
+   * data points. True when it emitted points (the next entry of the layout). */
+  #take(state: SourceState, collection: number, emitted: number): boolean {
+    const group = state.group;
+    if (group !== undefined) {
+      if (group.accumulate(state, state.scratch.words, collection)) this.#reportInexact(state);
+      state.lastCollection = collection;
+      state.lastCollectionMs = this.#nowMs;
+      return false;
+    }
+    this.#emit(state, state.scratch.words);
+    if (this.#reuse && this.#layout[emitted] !== state) {
+      this.#layout[emitted] = state;
+      this.#layoutChanged = true;
+    }
+    return true;
   }
 
   /** Takes this collection's sources in order, finds their states (a WeakMap lookup only where
@@ -205,7 +217,13 @@ export class KvmStatsProducer implements MetricProducer {
     let changed = false;
     for (const source of sources) {
       const i = total++;
-      if (order[i] === source) continue;
+      if (order[i] === source) {
+        // A schedstat attached or detached since (a vCPU thread found, or exited).
+        const state = orderStates[i]!;
+        const file = state.schedFile;
+        if ((source.schedstat !== file || (file !== undefined && file.closed)) && this.#planner.syncSched(source, state)) changed = true;
+        continue;
+      }
       order[i] = source;
       orderStates[i] = this.#planner.stateOf(source);
       changed = true;

@@ -1,7 +1,8 @@
 /**
  * Which stats are exported: include and exclude patterns per target, `vcpu:halt_*`. A pattern is
  * TARGET:STAT, TARGET `vm` or `vcpu`, STAT the kernel's stat name with `*` (any run of
- * characters) and `?` (one character). Each target is selected on its own: a target without
+ * characters) and `?` (one character), or for a vCPU one of its thread's scheduler stats
+ * (`vcpu:sched.*`: sched.cpu_time, sched.run_delay, sched.timeslices). Each target is selected on its own: a target without
  * include patterns keeps every stat, one with include patterns keeps only the stats they match;
  * then every stat an exclude pattern matches goes. The default, no patterns, exports every stat.
  *
@@ -11,6 +12,7 @@
  * reported once per table (a typo should not silently export nothing).
  */
 import { diag } from '@opentelemetry/api';
+import { SCHEDSTAT_TABLE } from '../sources/schedstat.js';
 import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
 import type { MetricMapping, TableMapping } from './mapping.js';
 import { SCOPE_NAME } from './semconv.js';
@@ -30,7 +32,8 @@ interface StatPattern {
   readonly glob: string;
 }
 
-const PATTERN = /^(vm|vcpu):([A-Za-z0-9_*?]+)$/;
+/** STAT may hold `.`: the vCPU thread's scheduler stats are `sched.cpu_time` and the like. */
+const PATTERN = /^(vm|vcpu):([A-Za-z0-9_.*?]+)$/;
 /** Longer than any kernel stat name can be (name_size is 48 today); a bound on matching work. */
 const MAX_PATTERN_LENGTH = 256;
 
@@ -127,12 +130,16 @@ export class StatSelection {
     return this.#unmatched(table, target).map((p) => `${p.kind} ${p.text}`);
   }
 
+  /** A vCPU pattern matches when it matches a stat of the vCPU's table or a scheduler stat
+   * (`vcpu:sched.*` matches nothing of a KVM table, `vcpu:exits` nothing of SCHEDSTAT_TABLE). */
   #unmatched(table: DescriptorTable, target: StatsTarget): StatPattern[] {
-    return this.#patterns.filter((p) => p.target === target && !table.stats.some((stat) => globMatches(p.glob, stat.name)));
+    const matches = (p: StatPattern, t: DescriptorTable) => t.stats.some((stat) => globMatches(p.glob, stat.name));
+    return this.#patterns.filter((p) => p.target === target && !matches(p, table) && !(target === 'vcpu' && matches(p, SCHEDSTAT_TABLE)));
   }
 
   #reportUnmatched(table: DescriptorTable, target: StatsTarget): void {
-    if (this.everything) return;
+    // SCHEDSTAT_TABLE's patterns are checked with each vCPU table.
+    if (this.everything || table === SCHEDSTAT_TABLE) return;
     let reported = reportedUnmatched.get(table);
     if (!reported) reportedUnmatched.set(table, (reported = new Set()));
     for (const { kind, text } of this.#unmatched(table, target)) {

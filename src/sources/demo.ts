@@ -8,6 +8,7 @@ import { Kvm, type VcpuFd, type VmFd } from '../native/kvm.js';
 import { Mapping } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
 import { Command, type GuestWorkerData, State } from './demo-protocol.js';
+import { attachSchedstats } from './schedstat.js';
 import { type StatsSource, closeSources, statsSource } from './source.js';
 
 /** mov dx,0x10; out dx,al; inc al; jnz out; hlt; jmp out */
@@ -104,6 +105,8 @@ export class DemoVm {
         undo.push(() => file.close());
         sources.push(statsSource(file, owner, 'own VM'));
       }
+      // Every vCPU is created by this thread, the agent's main one: none gets scheduler time.
+      attachSchedstats(process.pid, sources);
       demo = new DemoVm(name, vm, vcpus, memory, sources);
     } catch (error) {
       for (const step of undo.reverse()) step();

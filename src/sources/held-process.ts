@@ -11,6 +11,7 @@ import { closeFd, pidfdGetfd, pidfdOpen, readableNow } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
 import type { Problem, ProblemReporter } from './problem.js';
 import { commandLine, isStatsLink, processOfThread, processStartTimeMs, vmNameFromCommandLine, vmUuidFromCommandLine } from './proc.js';
+import { attachSchedstats, noSchedstatMessage } from './schedstat.js';
 import { type StatsOwner, type StatsSource, closeSources } from './source.js';
 
 /** One fd held for a process: its source when it is read (the scan also keeps fds it skips). */
@@ -27,6 +28,7 @@ export class HeldProcess<F extends HeldFd = HeldFd> {
   readonly #changed: () => void;
   #pidfd: number;
   #owner: StatsOwner | undefined;
+  #saidNoSchedstat = false;
 
   /** Throws NativeError ESRCH when the process has already exited. */
   constructor(pid: number, options: { executable?: string; changed?: () => void } = {}) {
@@ -63,6 +65,16 @@ export class HeldProcess<F extends HeldFd = HeldFd> {
 
   get sources(): StatsSource[] {
     return [...this.fds.values()].flatMap((held) => (held.source ? [held.source] : []));
+  }
+
+  /** Gives its vCPU sources their threads' scheduler time where each has a thread of its own
+   * (schedstat.ts); says once when some get none. */
+  updateSchedstats(report: ProblemReporter): void {
+    const sources = this.sources;
+    const verdict = attachSchedstats(this.pid, sources);
+    if (verdict === undefined || this.#saidNoSchedstat) return;
+    this.#saidNoSchedstat = true;
+    report({ kind: 'no-schedstat', pid: this.pid, message: noSchedstatMessage(this.pid, sources.find((s) => s.vmName !== undefined)?.vmName, verdict) });
   }
 
   hold(key: number | string, held: F): void {
@@ -156,6 +168,7 @@ export class HeldProcesses<F extends HeldFd = HeldFd> {
   sources(): readonly StatsSource[] {
     if (this.#changed) {
       this.#changed = false;
+      for (const held of this.#processes.values()) held.updateSchedstats(this.#options.report);
       this.#sources = [...this.#processes.values()].flatMap((held) => held.sources);
       if (this.#options.order) this.#sources.sort(this.#options.order);
     }

@@ -11,8 +11,10 @@
  * - `copy-failed`: one stats fd could not be copied (pidfd_getfd) or does not validate.
  * - `refused`: a hand-over (a connection, a message or one fd) was refused and closed.
  * - `accept-failed`: the hand-over socket could not accept a connection (EMFILE, say).
+ * - `no-schedstat`: a VM's vCPUs get no scheduler time (kvm.vcpu.sched.*): they have no thread
+ *   each of their own (a VMM that creates every vCPU from one thread). Said once per process.
  */
-export type ProblemKind = 'exited' | 'no-stats-fds' | 'no-access' | 'copy-failed' | 'refused' | 'accept-failed';
+export type ProblemKind = 'exited' | 'no-stats-fds' | 'no-access' | 'copy-failed' | 'refused' | 'accept-failed' | 'no-schedstat';
 
 export interface Problem {
   readonly kind: ProblemKind;

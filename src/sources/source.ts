@@ -5,6 +5,7 @@
  */
 import type { StatsFile } from '../stats/stats-file.js';
 import { vcpuIndexOfThread } from './proc.js';
+import type { SchedstatFile } from './schedstat.js';
 
 export interface StatsOwner {
   /** The process that owns the VM (not the creating thread in the id string). */
@@ -35,6 +36,9 @@ export interface StatsSource {
   /** How the fd was obtained, for `read` and logs: "own VM", "pidfd_getfd from 1234 fd 17", a path. */
   readonly origin: string;
   readonly attributes?: SourceAttributes | undefined;
+  /** A vCPU's thread's scheduler time, where the vCPU has a thread of its own (schedstat.ts:
+   * attachSchedstats sets it, and it closes when the thread exits). */
+  schedstat?: SchedstatFile | undefined;
 }
 
 /** Wraps an open StatsFile; without a known start time, cumulative values start now. A vCPU of
@@ -53,7 +57,10 @@ export function statsSource(file: StatsFile, owner: StatsOwner, origin: string):
   };
 }
 
-/** Closes every source's fd; safe to call twice. */
+/** Closes every source's fd (and its schedstat file); safe to call twice. */
 export function closeSources(sources: Iterable<StatsSource>): void {
-  for (const source of sources) source.file.close();
+  for (const source of sources) {
+    source.file.close();
+    source.schedstat?.close();
+  }
 }
