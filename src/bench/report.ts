@@ -39,6 +39,8 @@ const COLUMNS = [
   'collect + Prometheus text ms (/ floor)',
   'collect + Prometheus gzip ms (/ floor)',
   'Prometheus bytes (gzip)',
+  'blocks changed / collect',
+  'floor + compare ms',
 ];
 
 export function tableHeader(): string {
@@ -74,6 +76,8 @@ export function tableRow(result: SizeResult): string {
     `${spread(result.collectPrometheus, 1)} (${line.prometheusTextOverFloor.toFixed(1)})`,
     `${spread(result.collectPrometheusGzip, 1)} (${line.prometheusGzipOverFloor.toFixed(1)})`,
     `${bytes(line.prometheusBytes)} (${bytes(line.prometheusGzipBytes)})`,
+    `${(line.changedBlocks * 100).toFixed(0)}%${line.busy ? ' (busy)' : ''}`,
+    spread(result.floorCompare),
   ];
   return `| ${cells.join(' | ')} |\n`;
 }
@@ -81,7 +85,7 @@ export function tableRow(result: SizeResult): string {
 export function sustainedText(result: SustainedResult): string {
   return (
     `${result.fds.toLocaleString('en-US')} stats fds collected at ${result.hz} Hz for ${result.seconds.toFixed(1)} s: ` +
-    `${result.cpuPercentOfOneCore.toFixed(1)}% of one core; ${result.collections} collections, ${result.missed} missed; ` +
+    `${result.cpuPercentOfOneCore.toFixed(1)}% of one core (CPU time of the process, not wall time); ${result.collections} collections, ${result.missed} missed; ` +
     `collect() ${spread(result.collectMs)} ms\n`
   );
 }
