@@ -45,7 +45,7 @@ function median(list: number[]): number {
 }
 
 // The holder: a fleet of VMs whose stats fds stay open until it is killed.
-const holderCode = `import { VmFleet } from ${JSON.stringify(join(ROOT, 'src/sources/fleet.ts'))};
+const holderCode = `import { VmFleet } from ${JSON.stringify(join(ROOT, 'src/bench/fleet.ts'))};
 const fleet = VmFleet.create({ vms: ${vms}, vcpus: ${vcpus}, namePrefix: 'rss' });
 console.log('ready ' + fleet.sources.length);
 setInterval(() => undefined, 1 << 30);`;

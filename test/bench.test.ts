@@ -37,12 +37,15 @@ const KEYS = [
   'aggregatedPoints',
   'aggregatedSerializeProtoMs',
   'allocatedBytesPerCycle',
+  'busy',
+  'changedBlocks',
   'collectMs',
   'collectOverFloor',
   'collectPerVmMs',
   'fastJsonOverFloor',
   'fastProtoOverFloor',
   'fds',
+  'floorCompareMs',
   'floorMs',
   'jsonBytesPerExport',
   'points',
@@ -89,6 +92,38 @@ describeKvm('VmFleet: N VMs x M vCPUs made here, only their stats fds kept (real
       fleet.close();
     }
     expect(fdTargets().length).toBe(before.length);
+  });
+
+  it('busy: each step() runs every vCPU from a port write to a halt, so every vCPU block changes; close() stops the threads and closes the vCPU fds', async () => {
+    const before = fdTargets();
+    const fleet = await VmFleet.createBusy({ vms: 2, vcpus: 3, namePrefix: 'test-busy', guestThreads: 2 });
+    try {
+      expect(fleet.busy).toBe(true);
+      const during = fdTargets();
+      // Stats fds, and the vCPU fds that run the guests; no VM fds.
+      expect(count(during, /^anon_inode:kvm-vcpu:\d+$/) - count(before, /^anon_inode:kvm-vcpu:\d+$/)).toBe(6);
+      expect(count(during, /^anon_inode:kvm-vm$/)).toBe(count(before, /^anon_inode:kvm-vm$/));
+      const vcpus = fleet.sources.filter((s) => s.file.target === 'vcpu');
+      const stat = (name: string) => vcpus[0]!.file.table.stats.find((d) => d.name === name)!;
+      const read = () => vcpus.map(({ file }) => (file.read(), ['exits', 'halt_exits'].map((name) => file.value(stat(name)))));
+      for (let turn = 0; turn < 3; turn++) {
+        const was = read();
+        await fleet.step();
+        const now = read();
+        for (let v = 0; v < vcpus.length; v++) {
+          const [exits, haltExits] = now[v]!.map((value, k) => value - was[v]![k]!);
+          // One port write and one halt per turn, each an exit (and maybe others, e.g. interrupts).
+          expect(haltExits).toBe(1);
+          expect(exits).toBeGreaterThanOrEqual(2);
+        }
+      }
+    } finally {
+      await fleet.close();
+    }
+    expect(fdTargets().length).toBe(before.length);
+    const idle = VmFleet.create({ vms: 1, vcpus: 1 });
+    await expect(idle.step()).rejects.toThrow(/^VM fleet: step\(\) needs a fleet made with busy: true$/);
+    idle.close();
   });
 
   it('refuses a fleet beyond the open-file limit before opening anything', () => {
@@ -142,7 +177,7 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     const result = run('--sizes', '5', '--iterations', '2', '--qemu-guests', '0', '--data-points', 'new');
     expect(result.code, result.stderr).toBe(0);
     const lines = result.stdout.trim().split('\n');
-    expect(lines[0]).toMatch(/^\d+ CPUs \(.*\), Linux .*, Node\.js v\d+.*; VMs of 4 vCPUs; a new data point per collection; median/);
+    expect(lines[0]).toMatch(/^\d+ CPUs \(.*\), Linux .*, Node\.js v\d+.*; VMs of 4 vCPUs; idle VMs; a new data point per collection; median/);
     expect(lines[2]).toMatch(/^\| stats fds \(VMs\) \| pread floor ms \| collect\(\) ms \|/);
     expect(lines[4]).toMatch(/^\| 5 \(1\) \| [\d.]+ \([\d.]+–[\d.]+\) \|.* \| n\/a \| n\/a \|/);
     expect(result.stderr).toBe('kvm-stats-otel: QMP query-stats not measured: no QEMU guests asked for\n');
@@ -159,6 +194,19 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     expect(sustained.collectMs.median).toBeGreaterThan(0);
   });
 
+  it('--busy: every vCPU block changed between timed collections, against none of an idle fleet', () => {
+    const [busy, idle] = [['--busy'], []].map((extra) => {
+      const result = run('--sizes', '10', '--iterations', '2', '--qemu-guests', '0', '--json', ...extra);
+      expect(result.code, result.stderr).toBe(0);
+      return JSON.parse(result.stdout) as { busy: boolean; changedBlocks: number; floorCompareMs: number };
+    });
+    // 2 VMs x 4 vCPUs: at least the 8 vCPU blocks of 10 (a VM's own stats may not move).
+    expect(busy!.busy).toBe(true);
+    expect(busy!.changedBlocks).toBeGreaterThanOrEqual(0.8);
+    expect(idle!).toMatchObject({ busy: false, changedBlocks: 0 });
+    expect(busy!.floorCompareMs).toBeGreaterThan(0);
+  });
+
   it('rejects sizes a fleet cannot have, in one line with exit code 2', () => {
     const odd = run('--sizes', '7');
     expect(odd.code).toBe(2);
@@ -173,6 +221,9 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     const beyondLimit = run('--sizes', '19995', '--qemu-guests', '0', '--json');
     expect(beyondLimit.code).toBe(2);
     expect(beyondLimit.stderr).toMatch(/^kvm-stats-otel: VM fleet: 3999 VMs x 4 vCPUs need 20001 fds but the open-file limit is \d+ with \d+ open: raise it \(ulimit -n\) or make fewer\n$/);
+    const busySustained = run('--sustained', '--busy', '--fds', '10');
+    expect(busySustained.code).toBe(2);
+    expect(busySustained.stderr).toMatch(/^kvm-stats-otel: --busy: not with --sustained /);
     const sustained = run('--sustained', '--fds', '13', '--vcpus', '2');
     expect(sustained.code).toBe(2);
     expect(sustained.stderr).toMatch(/^kvm-stats-otel: --fds: 13 is not a multiple of 3 /);

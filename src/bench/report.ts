@@ -41,6 +41,8 @@ const COLUMNS = [
   'Prometheus bytes (gzip)',
   'with vCPU schedstat: collect() ms',
   'schedstat µs per vCPU',
+  'blocks changed / collect',
+  'floor + compare ms',
 ];
 
 export function tableHeader(): string {
@@ -78,6 +80,8 @@ export function tableRow(result: SizeResult): string {
     `${bytes(line.prometheusBytes)} (${bytes(line.prometheusGzipBytes)})`,
     result.sched ? spread(result.sched.collect) : 'n/a',
     line.schedPerVcpuUs === null ? 'n/a' : line.schedPerVcpuUs.toFixed(2),
+    `${(line.changedBlocks * 100).toFixed(0)}%${line.busy ? ' (busy)' : ''}`,
+    spread(result.floorCompare),
   ];
   return `| ${cells.join(' | ')} |\n`;
 }
@@ -85,7 +89,7 @@ export function tableRow(result: SizeResult): string {
 export function sustainedText(result: SustainedResult): string {
   return (
     `${result.fds.toLocaleString('en-US')} stats fds collected at ${result.hz} Hz for ${result.seconds.toFixed(1)} s: ` +
-    `${result.cpuPercentOfOneCore.toFixed(1)}% of one core; ${result.collections} collections, ${result.missed} missed; ` +
+    `${result.cpuPercentOfOneCore.toFixed(1)}% of one core (CPU time of the process, not wall time); ${result.collections} collections, ${result.missed} missed; ` +
     `collect() ${spread(result.collectMs)} ms\n`
   );
 }

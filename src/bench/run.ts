@@ -35,12 +35,21 @@ export interface BenchOptions {
   readonly reuseDataPoints: boolean;
   /** QEMU guests to time query-stats on; 0 skips it. */
   readonly qemuGuests: number;
+  /** Busy fleets: every vCPU runs its guest (a port write and a halt) before each timed
+   * collection, outside its timing, so that every vCPU's data block has changed. */
+  readonly busy?: boolean | undefined;
 }
 
 export interface SizeResult {
   readonly fds: number;
   readonly vms: number;
+  readonly busy: boolean;
+  /** Share of the data blocks that changed between two collections, as timed. */
+  readonly changedBlocks: number;
   readonly floor: Summary;
+  /** The floor, and each block compared with a kept copy of the previous read (copied where it
+   * changed): what skipping the decode of unchanged blocks would add to every collection. */
+  readonly floorCompare: Summary;
   readonly collect: Summary;
   /** collect() and then the OTLP JSON / protobuf serialization of its result. */
   readonly collectJson: Summary;
@@ -105,6 +114,9 @@ export interface BenchLine {
   /** collect() with a schedstat file per vCPU, and one file's read (pread and decoding). */
   schedCollectMs: number | null;
   schedPerVcpuUs: number | null;
+  busy: boolean;
+  changedBlocks: number;
+  floorCompareMs: number;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
@@ -138,6 +150,9 @@ export function benchLine(result: SizeResult): BenchLine {
     prometheusGzipBytes: result.prometheusGzipBytes,
     schedCollectMs: result.sched ? result.sched.collect.median : null,
     schedPerVcpuUs: result.sched ? (result.sched.reads.median * 1000) / result.sched.files : null,
+    busy: result.busy,
+    changedBlocks: result.changedBlocks,
+    floorCompareMs: result.floorCompare.median,
   };
 }
 
@@ -164,13 +179,47 @@ class Subject {
     this.#fleet = fleet;
     this.producer = new KvmStatsProducer({ sources: fleet.sources, reuseDataPoints, vcpuAggregation });
     this.#buffer = new Uint8Array(Math.max(...fleet.sources.map((s) => s.file.table.dataSize)));
+    this.#scratch = Buffer.alloc(this.#buffer.length);
   }
+
+  readonly #scratch: Buffer;
 
   /** The floor: the same preads into one buffer, nothing decoded. */
   floor = (): void => {
     const buffer = this.#buffer;
     for (const { file } of this.#fleet.sources) pread(file.fd, buffer, file.table.dataSize, file.header.dataOffset);
   };
+
+  /** Each block as last read by floorCompare. */
+  readonly #kept: Buffer[] = [];
+
+  /** The floor with a compare per block against the previous read, and a copy where it changed. */
+  floorCompare = (): void => {
+    const sources = this.#fleet.sources;
+    const kept = this.#kept;
+    const scratch = this.#scratch;
+    for (let i = 0; i < sources.length; i++) {
+      const { file } = sources[i]!;
+      const size = file.table.dataSize;
+      const block = (kept[i] ??= Buffer.alloc(size));
+      pread(file.fd, scratch, size, file.header.dataOffset);
+      if (scratch.compare(block, 0, size, 0, size) !== 0) scratch.copy(block, 0, 0, size);
+    }
+  };
+
+  /** Share of the blocks that differ between two reads with `between` in between. */
+  async changedBlocks(between: () => unknown): Promise<number> {
+    const read = (): Buffer[] =>
+      this.#fleet.sources.map(({ file }) => {
+        const block = Buffer.alloc(file.table.dataSize);
+        pread(file.fd, block, file.table.dataSize, file.header.dataOffset);
+        return block;
+      });
+    const before = read();
+    await between();
+    const after = read();
+    return after.filter((block, i) => !block.equals(before[i]!)).length / after.length;
+  }
 
   collect = async () => {
     const result = await this.producer.collect();
@@ -265,30 +314,38 @@ async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
 async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): Promise<SizeResult> {
   const vms = fds / (1 + options.vcpus);
   const before = retainedMemory();
-  const fleet = VmFleet.create({ vms, vcpus: options.vcpus, namePrefix: 'bench' });
+  const busy = options.busy === true;
+  const fleet = busy ? await VmFleet.createBusy({ vms, vcpus: options.vcpus, namePrefix: 'bench' }) : VmFleet.create({ vms, vcpus: options.vcpus, namePrefix: 'bench' });
   try {
     const subject = new Subject(fleet, options.reuseDataPoints);
+    // A busy fleet's guests take a turn before every timed step that decodes (the floor decodes
+    // nothing), so that every vCPU's block differs from the one the step read before.
+    const untimed = busy ? (step: () => unknown) => (step === subject.floor ? undefined : fleet.step()) : undefined;
     await subject.collectTimes(WARM_UP_COLLECTIONS);
     const after = retainedMemory();
     const allocatedBytesPerCycle = await allocatedPerRun(options.iterations ?? ALLOCATION_COLLECTIONS, subject.collect);
-    const [floor, collect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect]);
-    const [collectJson, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.collectJson, subject.collectProto]);
+    const changedBlocks = await subject.changedBlocks(() => (busy ? fleet.step() : undefined));
+    const [floor, collect, floorCompare] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect, subject.floorCompare], untimed);
+    const [collectJson, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.collectJson, subject.collectProto], untimed);
     // Ours in a round of their own, beside the floor again, the same fds.
-    const [, collectFastJson, collectFastProto] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collectFastJson, subject.collectFastProto]);
+    const [, collectFastJson, collectFastProto] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collectFastJson, subject.collectFastProto], untimed);
     const protoBytes = await subject.collectFastProto();
     const jsonBytes = await subject.collectFastJson();
-    const [collectPrometheus, collectPrometheusGzip] = await sample(iterationsFor(options, 11, 3000), [subject.collectPrometheus, subject.collectPrometheusGzip]);
+    const [collectPrometheus, collectPrometheusGzip] = await sample(iterationsFor(options, 11, 3000), [subject.collectPrometheus, subject.collectPrometheusGzip], untimed);
     // Made after the memory was measured, so that its state is not counted, and timed on its
     // own, so that neither producer runs with the other's state in the CPU's cache.
     const aggregated = new Subject(fleet, options.reuseDataPoints, 'vm');
     await aggregated.collectTimes(WARM_UP_COLLECTIONS);
-    const [, aggregatedCollect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, aggregated.collect]);
-    const [aggregatedProto] = await sample(iterationsFor(options, 11, 3000), [aggregated.collectProto]);
+    const [, aggregatedCollect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, aggregated.collect], untimed);
+    const [aggregatedProto] = await sample(iterationsFor(options, 11, 3000), [aggregated.collectProto], untimed);
     const sched = await measureSched(fleet, subject, options);
     const dataBytes = subject.dataBytes;
     return {
       fds,
       vms,
+      busy,
+      changedBlocks,
+      floorCompare: summarize(floorCompare!),
       floor: summarize(floor!),
       collect: summarize(collect!),
       collectJson: summarize(collectJson!),
@@ -311,7 +368,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       allocatedBytesPerCycle,
     };
   } finally {
-    fleet.close();
+    await fleet.close();
   }
 }
 
@@ -354,7 +411,7 @@ function detach(source: StatsSource): void {
  * why QMP was not measured. */
 export async function runBenchmark(options: BenchOptions, report: (result: SizeResult) => void, skippedQmp: (reason: string) => void): Promise<void> {
   // A size that cannot be made fails now, not after minutes of the others.
-  for (const fds of options.sizes) VmFleet.checkShape(fds / (1 + options.vcpus), options.vcpus);
+  for (const fds of options.sizes) VmFleet.checkShape(fds / (1 + options.vcpus), options.vcpus, options.busy === true);
   const qmp = await measureQmp({ guests: options.qemuGuests, vcpus: options.vcpus, iterations: iterationsFor(options, 21, 3000) });
   if ('skipped' in qmp) skippedQmp(qmp.skipped);
   await warmUp(options.vcpus, options.reuseDataPoints);

@@ -33,14 +33,16 @@ export function summarize(samples: readonly number[]): Summary {
 /**
  * Runs `steps` in turn, once per iteration, and returns each step's durations in milliseconds.
  * Interleaving keeps steps that are compared with each other under the same machine load.
+ * `untimed`, if given, runs before each step outside its timing (a busy fleet's guest turn).
  */
-export async function sample(iterations: Iterations, steps: readonly (() => unknown)[]): Promise<number[][]> {
+export async function sample(iterations: Iterations, steps: readonly (() => unknown)[], untimed?: (step: () => unknown) => unknown): Promise<number[][]> {
   const samples = steps.map((): number[] => []);
   const began = performance.now();
   for (let i = 0; ; i++) {
     const enough = iterations.fixed !== undefined ? i >= iterations.fixed : i >= iterations.maximum || (i >= iterations.minimum && performance.now() - began >= iterations.budgetMs);
     if (enough) return samples;
     for (let s = 0; s < steps.length; s++) {
+      if (untimed) await untimed(steps[s]!);
       const start = performance.now();
       await steps[s]!();
       samples[s]!.push(performance.now() - start);

@@ -68,6 +68,6 @@ export async function runSustained(options: SustainedOptions): Promise<Sustained
       collectMs: summarize(durations),
     };
   } finally {
-    fleet.close();
+    await fleet.close();
   }
 }

@@ -16,6 +16,7 @@ interface BenchOptions {
   dataPoints: 'reused' | 'new';
   qemuGuests: number;
   json?: boolean;
+  busy?: boolean;
   sustained?: boolean;
   fds: number;
   hz: number;
@@ -34,6 +35,7 @@ export function benchCommand(): Command {
     .addOption(new Option('--data-points <mode>', 'reused: KvmStatsProducer reuseDataPoints; new: a new data point per collection').choices(['reused', 'new']).default('reused'))
     .option('--qemu-guests <n>', 'QEMU guests to time QMP query-stats on (0 skips it)', integerOption(0, 16), 2)
     .option('--json', 'print one JSON line per size')
+    .option('--busy', 'busy VMs: every vCPU runs a guest to its next halt before each timed collection (untimed), on a few threads taking turns')
     .option('--sustained', 'instead: collect --fds stats fds at --hz for --seconds and report the CPU used')
     .option('--fds <n>', 'stats fds of --sustained', integerOption(1, 20_000), 10_000)
     .option('--hz <n>', 'collections per second of --sustained', integerOption(1, 1000), 10)
@@ -54,19 +56,23 @@ async function bench(options: BenchOptions): Promise<void> {
   const mode = reuseDataPoints ? 'data points reused in place (reuseDataPoints)' : 'a new data point per collection';
   if (options.sustained) {
     checkShape(options.fds, options.vcpus, '--fds');
+    // Guests running in this process would be counted as its CPU: a busy sustained load is
+    // scripts/measure-agent-otlp.ts --busy, whose guests run in another process.
+    if (options.busy) throw new UsageError('--busy: not with --sustained (its guests would count as the CPU measured); use scripts/measure-agent-otlp.ts --busy');
     const result = await runSustained({ fds: options.fds, vcpus: options.vcpus, hz: options.hz, seconds: options.seconds, reuseDataPoints });
     if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-    else process.stdout.write(`${machineDescription()}; VMs of ${options.vcpus} vCPUs; ${mode}\n${sustainedText(result)}`);
+    else process.stdout.write(`${machineDescription()}; VMs of ${options.vcpus} vCPUs; ${mode}; idle VMs\n${sustainedText(result)}`);
     return;
   }
   for (const fds of options.sizes) checkShape(fds, options.vcpus, '--sizes');
   // Retained memory needs a full garbage collection on demand: run again with --expose-gc.
   if (!exposedGc()) return reexecWithGc();
   if (!options.json) {
-    process.stdout.write(`${machineDescription()}; VMs of ${options.vcpus} vCPUs; ${mode}; median (10th–90th percentile)\n\n${tableHeader()}`);
+    const fleet = options.busy ? 'busy VMs (every vCPU ran its guest to a halt before each timed collection)' : 'idle VMs';
+    process.stdout.write(`${machineDescription()}; VMs of ${options.vcpus} vCPUs; ${fleet}; ${mode}; median (10th–90th percentile)\n\n${tableHeader()}`);
   }
   await runBenchmark(
-    { sizes: options.sizes, vcpus: options.vcpus, iterations: options.iterations, reuseDataPoints, qemuGuests: options.qemuGuests },
+    { sizes: options.sizes, vcpus: options.vcpus, iterations: options.iterations, reuseDataPoints, qemuGuests: options.qemuGuests, busy: options.busy === true },
     (result) => {
       if (options.json) process.stdout.write(`${JSON.stringify(benchLine(result))}\n`);
       else process.stdout.write(tableRow(result));
