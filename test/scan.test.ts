@@ -231,6 +231,7 @@ describeKvm('ScanProvider on real KVM', () => {
     // Ten processes holding 1,500 fds each (one file, inherited 1,500 times): reading every
     // link of theirs at every rescan took a root agent to 92% of a core in issue 12.
     const devNull = openSync('/dev/null', 'r');
+    let beside = { cpuMs: Infinity, links: Infinity };
     const hogs = Array.from({ length: 10 }, () => spawn('sleep', ['600'], { stdio: ['ignore', 'ignore', 'ignore', ...Array<number>(1500).fill(devNull)] }));
     closeSync(devNull);
     try {
@@ -243,19 +244,25 @@ describeKvm('ScanProvider on real KVM', () => {
       }
       expect(settling).toBeGreaterThanOrEqual(10 * 1500);
       // ... and then never again while their fd tables do not change.
-      const beside = await cheapest(10);
+      beside = await cheapest(10);
       const vmm = await standInVmm(['--vcpus', '1', '-name', 'guest=among-hogs']);
       await scan.refresh();
-      console.log(
-        `rescan: ${without.cpuMs.toFixed(1)} ms CPU and ${without.links} fd links read alone; ${beside.cpuMs.toFixed(1)} ms and ${beside.links} links beside 10 processes of 1,500 fds (least of 10 rescans)`,
-      );
-      expect(beside.links).toBeLessThan(without.links + 1500);
-      expect(beside.cpuMs).toBeLessThan(4 * without.cpuMs + 5);
       // Still found at once: a VMM starting is a small, changed fd table.
       expect(shape(scan.sources(), vmm.pid)).toEqual([['vm', undefined], ['vcpu', 0]]);
+      await vmm.stop();
     } finally {
       for (const hog of hogs) hog.kill('SIGKILL');
     }
+    // Alone again: the host's own cost before and after bounds it while the hogs ran (another
+    // test's VMM, whose stats fds are read at every rescan, may have come or gone meanwhile).
+    await scan.refresh();
+    const after = await cheapest(10);
+    const alone = { cpuMs: Math.max(without.cpuMs, after.cpuMs), links: Math.max(without.links, after.links) };
+    console.log(
+      `rescan: ${alone.cpuMs.toFixed(1)} ms CPU and ${alone.links} fd links read alone; ${beside.cpuMs.toFixed(1)} ms and ${beside.links} links beside 10 processes of 1,500 fds (least of 10 rescans)`,
+    );
+    expect(beside.links).toBeLessThan(alone.links + 1500);
+    expect(beside.cpuMs).toBeLessThan(4 * alone.cpuMs + 5);
   });
 
   it('as an unprivileged user, reports a VMM it cannot look into once, with what to do', async () => {
