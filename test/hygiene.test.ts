@@ -93,7 +93,8 @@ describeKvm(`fd hygiene over ${CYCLES} VM lifetimes (real KVM, scan and hand-ove
     expect(openFdCount()).toBe(baseline);
     // About this test's VMMs, only their exits were reported (other tests' VMMs may run meanwhile).
     const about = reports.filter((problem) => problem.pid !== undefined && vmmPids.includes(problem.pid));
-    expect(about.filter((problem) => problem.kind !== 'exited')).toEqual([]);
-    expect(about).toHaveLength(2 * CYCLES);
+    // Nothing but exits, and (the tiny VMM creates its vCPUs from one thread) no scheduler time.
+    expect(about.filter((problem) => problem.kind !== 'exited' && problem.kind !== 'no-schedstat')).toEqual([]);
+    expect(about.filter((problem) => problem.kind === 'exited')).toHaveLength(2 * CYCLES);
   }, 240_000);
 });

@@ -51,8 +51,9 @@ export function pointValue(point: NumberPoint): number {
 
 /** Every metric of a request, with the resource it came with. */
 export function metricsOf(request: MetricsRequest): { resource: Attributes; scope: string; metric: Metric }[] {
-  return request.resourceMetrics.flatMap((rm) =>
-    rm.scopeMetrics.flatMap((sm) => sm.metrics.map((metric) => ({ resource: rm.resource.attributes, scope: sm.scope.name, metric }))),
+  // An export of no stats fds (every VM gone) has a resource and no scopes: decoded, no field.
+  return (request.resourceMetrics ?? []).flatMap((rm) =>
+    (rm.scopeMetrics ?? []).flatMap((sm) => (sm.metrics ?? []).map((metric) => ({ resource: rm.resource.attributes, scope: sm.scope.name, metric }))),
   );
 }
 

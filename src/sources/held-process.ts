@@ -74,7 +74,8 @@ export class HeldProcess<F extends HeldFd = HeldFd> {
     const verdict = attachSchedstats(this.pid, sources);
     if (verdict === undefined || this.#saidNoSchedstat) return;
     this.#saidNoSchedstat = true;
-    report({ kind: 'no-schedstat', pid: this.pid, message: noSchedstatMessage(this.pid, sources.find((s) => s.vmName !== undefined)?.vmName, verdict) });
+    const vmName = sources.find((s) => s.vmName !== undefined)?.vmName;
+    report({ kind: 'no-schedstat', pid: this.pid, ...(vmName !== undefined ? { vmName } : {}), message: noSchedstatMessage(this.pid, vmName, verdict) });
   }
 
   hold(key: number | string, held: F): void {
