@@ -29,7 +29,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AgentProcess, BIN, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess } from '../examples/local-collector/collector.js';
+import { type AgentProcess, BIN, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess, watchAgentProcess } from '../examples/local-collector/collector.js';
 import { USER_HZ } from '../src/abi/linux.js';
 import { preloadWrapperScript } from '../src/sources/preload-wrapper.js';
 import { describeKvm } from './helpers/kvm.js';
@@ -500,33 +500,5 @@ ${commandline}</domain>
 
 /** An agent run through setpriv, with the same waiting helpers as startAgentProcess. */
 function unprivilegedAgent(setpriv: string, args: string[]): AgentProcess {
-  const child = spawn(setpriv, args, { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] });
-  const text = { stdout: '', stderr: '' };
-  child.stdout.on('data', (chunk: Buffer) => (text.stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (text.stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  const waitFor = async (stream: 'stdout' | 'stderr', pattern: RegExp, timeoutMs: number): Promise<string> => {
-    const find = (): string | undefined => text[stream].split('\n').find((l) => pattern.test(l));
-    return until(`${pattern} on the unprivileged agent's ${stream}`, () => {
-      if (child.exitCode !== null) throw new Error(`the unprivileged agent exited (${child.exitCode}): ${text.stderr}`);
-      return find();
-    }, timeoutMs, () => `stderr: ${text.stderr.slice(-1000)}`);
-  };
-  return {
-    child,
-    stderr: () => text.stderr,
-    stdout: () => text.stdout,
-    waitForLog: (pattern, timeoutMs) => waitFor('stderr', pattern, timeoutMs),
-    waitForOutput: (pattern, timeoutMs) => waitFor('stdout', pattern, timeoutMs),
-    async exited(timeoutMs = 30_000) {
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-    stop(signal = 'SIGTERM', timeoutMs = 30_000) {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return this.exited(timeoutMs);
-    },
-  };
+  return watchAgentProcess(spawn(setpriv, args, { cwd: '/', stdio: ['ignore', 'pipe', 'pipe'] }));
 }

@@ -184,7 +184,11 @@ export interface AgentProcess {
  * OTEL_* variables (the agent would read them), plus `env`. */
 export function startAgentProcess(args: readonly string[], env: Record<string, string> = {}): AgentProcess {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('OTEL_')));
-  const child = spawn(process.execPath, [BIN, 'agent', ...args], { cwd: ROOT, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return watchAgentProcess(spawn(process.execPath, [BIN, 'agent', ...args], { cwd: ROOT, env: { ...inherited, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/** An agent started some other way (as another user, say), its stdout and stderr piped. */
+export function watchAgentProcess(child: ChildProcess): AgentProcess {
   const text = { stdout: '', stderr: '' };
   const listeners: (() => void)[] = [];
   for (const stream of ['stdout', 'stderr'] as const) {
