@@ -120,18 +120,19 @@ export interface BenchLine {
 }
 
 export function benchLine(result: SizeResult): BenchLine {
+  const overFloor = (summary: Summary): number => summary.median / result.floor.median;
   return {
     fds: result.fds,
     floorMs: result.floor.median,
     collectMs: result.collect.median,
     serializeJsonMs: result.collectJson.median,
     serializeProtoMs: result.collectProto.median,
-    collectOverFloor: result.collect.median / result.floor.median,
-    serializeOverFloor: result.collectProto.median / result.floor.median,
+    collectOverFloor: overFloor(result.collect),
+    serializeOverFloor: overFloor(result.collectProto),
     serializeFastJsonMs: result.collectFastJson.median,
     serializeFastProtoMs: result.collectFastProto.median,
-    fastProtoOverFloor: result.collectFastProto.median / result.floor.median,
-    fastJsonOverFloor: result.collectFastJson.median / result.floor.median,
+    fastProtoOverFloor: overFloor(result.collectFastProto),
+    fastJsonOverFloor: overFloor(result.collectFastJson),
     protoBytesPerExport: result.protoBytes,
     jsonBytesPerExport: result.jsonBytes,
     qmpPerVmMs: 'perVm' in result.qmp ? result.qmp.perVm.median : null,
@@ -144,8 +145,8 @@ export function benchLine(result: SizeResult): BenchLine {
     aggregatedSerializeProtoMs: result.aggregated.collectProto.median,
     prometheusTextMs: result.collectPrometheus.median,
     prometheusGzipMs: result.collectPrometheusGzip.median,
-    prometheusTextOverFloor: result.collectPrometheus.median / result.floor.median,
-    prometheusGzipOverFloor: result.collectPrometheusGzip.median / result.floor.median,
+    prometheusTextOverFloor: overFloor(result.collectPrometheus),
+    prometheusGzipOverFloor: overFloor(result.collectPrometheusGzip),
     prometheusBytes: result.prometheusBytes,
     prometheusGzipBytes: result.prometheusGzipBytes,
     schedCollectMs: result.sched ? result.sched.collect.median : null,

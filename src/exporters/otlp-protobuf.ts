@@ -404,18 +404,7 @@ export class OtlpProtobufEncoder {
     const value = point.value as ExponentialHistogram;
     const writer = new Writer();
     writer.raw(this.#attributes.get(point.attributes, 1));
-    writer.byte(0x11);
-    writeTime(writer, point.startTime);
-    writer.byte(0x19);
-    writeTime(writer, point.endTime);
-    writer.byte(0x21);
-    writer.ensure(8);
-    setFixed64(writer.view, writer.pos, value.count);
-    writer.pos += 8;
-    if (value.sum !== undefined) {
-      writer.byte(0x29);
-      writer.double(value.sum);
-    }
+    writeHistogramHead(writer, point, value);
     if (value.scale !== 0) {
       writer.byte(0x30);
       writer.varint(((value.scale << 1) ^ (value.scale >> 31)) >>> 0);
@@ -568,8 +557,9 @@ function writeTime(writer: Writer, time: HrTime): void {
   writer.pos += 8;
 }
 
-function writeHistogramBody(writer: Writer, point: DataPoint<Histogram>, attributes: Uint8Array): void {
-  const value = point.value;
+/** Fields 2 to 5 of a HistogramDataPoint and an ExponentialHistogramDataPoint alike: start and
+ * end time, count, and the sum when there is one. */
+function writeHistogramHead(writer: Writer, point: DataPoint<unknown>, value: { count: number; sum?: number | undefined }): void {
   writer.byte(0x11);
   writeTime(writer, point.startTime);
   writer.byte(0x19);
@@ -582,6 +572,11 @@ function writeHistogramBody(writer: Writer, point: DataPoint<Histogram>, attribu
     writer.byte(0x29);
     writer.double(value.sum);
   }
+}
+
+function writeHistogramBody(writer: Writer, point: DataPoint<Histogram>, attributes: Uint8Array): void {
+  const value = point.value;
+  writeHistogramHead(writer, point, value);
   const { counts, boundaries } = value.buckets;
   if (counts.length > 0) {
     writer.byte(0x32);

@@ -496,13 +496,9 @@ export class PrometheusTextSerializer {
       const prefix = this.#pointBucket(text, i, head);
       const les = labels.alone;
       let cumulative = 0;
-      let infiniteBoundary = false;
-      for (let b = 0; b < counts.length; b++) {
+      const written = bucketsWritten(boundaries, counts.length);
+      for (let b = 0; b < written; b++) {
         cumulative += counts[b]!;
-        const bound = boundaries[b];
-        // As the official serializer: after an explicit +Inf bound, no implicit one.
-        if (bound === undefined && infiniteBoundary) break;
-        if (bound === Infinity) infiniteBoundary = true;
         chunk.put(prefix);
         chunk.put(les[b]!);
         chunk.number(cumulative);
@@ -530,12 +526,10 @@ export class PrometheusTextSerializer {
       if (value != null) lines += `${name}_${key}${headText ? `{${headText}}` : ''} ${valueText(value)}${stamp}\n`;
     }
     let cumulative = 0;
-    let infiniteBoundary = false;
-    for (let b = 0; b < counts.length; b++) {
+    const written = bucketsWritten(boundaries, counts.length);
+    for (let b = 0; b < written; b++) {
       cumulative += counts[b]!;
       const bound = boundaries[b];
-      if (bound === undefined && infiniteBoundary) break;
-      if (bound === Infinity) infiniteBoundary = true;
       lines += `${name}_bucket{${renderLabels(Object.assign({}, text.additionalLabels, { le: leOf(bound) }), attributes)}} ${valueText(cumulative)}${stamp}\n`;
     }
     return encoder.encode(lines);
@@ -557,4 +551,16 @@ export class PrometheusTextSerializer {
     }
     return labels;
   }
+}
+
+/** How many of a histogram's `buckets` get a line: all, except that, as in the official
+ * serializer, after an explicit +Inf bound the implicit last bucket gets none. */
+function bucketsWritten(boundaries: readonly number[], buckets: number): number {
+  let infiniteBoundary = false;
+  for (let b = 0; b < buckets; b++) {
+    const bound = boundaries[b];
+    if (bound === undefined && infiniteBoundary) return b;
+    if (bound === Infinity) infiniteBoundary = true;
+  }
+  return buckets;
 }
