@@ -138,14 +138,22 @@ export function commandLine(pid: number): string[] {
   return raw ? raw.split('\0').filter((arg, i, all) => arg !== '' || i < all.length - 1) : [];
 }
 
-/** The guest name a VMM was started with: QEMU's `-name guest=X,...` or `-name X`. */
-export function vmNameFromCommandLine(args: readonly string[]): string | undefined {
+/** Every value of QEMU option `option` in a command line: `-option X`, `--option X`,
+ * `-option=X` and `--option=X`, in order. */
+function* optionValues(args: readonly string[], option: string): Generator<string> {
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
-    let value: string | undefined;
-    if (arg === '-name' || arg === '--name') value = args[i + 1];
-    else if (arg.startsWith('-name=') || arg.startsWith('--name=')) value = arg.slice(arg.indexOf('=') + 1);
-    if (value === undefined) continue;
+    if (arg === `-${option}` || arg === `--${option}`) {
+      if (args[i + 1] !== undefined) yield args[i + 1]!;
+    } else if (arg.startsWith(`-${option}=`) || arg.startsWith(`--${option}=`)) {
+      yield arg.slice(arg.indexOf('=') + 1);
+    }
+  }
+}
+
+/** The guest name a VMM was started with: QEMU's `-name guest=X,...` or `-name X`. */
+export function vmNameFromCommandLine(args: readonly string[]): string | undefined {
+  for (const value of optionValues(args, 'name')) {
     // QEMU options: comma-separated, ",," escapes a comma; the first bare value is the guest.
     const parts = value.replace(/,,/g, '\0').split(',').map((part) => part.replace(/\0/g, ','));
     for (const part of parts) {
@@ -162,13 +170,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The VM's UUID a VMM was started with: QEMU's `-uuid X` (libvirt always passes the domain's). */
 export function vmUuidFromCommandLine(args: readonly string[]): string | undefined {
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    let value: string | undefined;
-    if (arg === '-uuid' || arg === '--uuid') value = args[i + 1];
-    else if (arg.startsWith('-uuid=') || arg.startsWith('--uuid=')) value = arg.slice(arg.indexOf('=') + 1);
-    if (value !== undefined && UUID.test(value)) return value.toLowerCase();
-  }
+  for (const value of optionValues(args, 'uuid')) if (UUID.test(value)) return value.toLowerCase();
   return undefined;
 }
 
