@@ -6,19 +6,22 @@
  * timeouts, headers or metadata, compression, concurrency limit, the OTEL_EXPORTER_OTLP_*
  * variables, the default endpoints) and the same temporality and aggregation selectors
  * (OTLPMetricExporterBase). Its requests carry the same bytes as the official exporter's.
+ *
+ * Those packages (transports, gRPC, otlp-transformer) are loaded when an exporter is made, not
+ * when the package is imported: an application that only wants the producer pays for
+ * sdk-metrics and nothing more (docs/performance.md, "What an import costs"). They are CommonJS,
+ * so a synchronous require keeps the constructor synchronous and its errors where they were.
  */
-import type { ResourceMetrics, PushMetricExporter } from '@opentelemetry/sdk-metrics';
-import { OTLPMetricExporterBase, type OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
-import type { OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-base';
-import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
-import { type OTLPGRPCExporterConfigNode, convertLegacyOtlpGrpcOptions, createOtlpGrpcExportDelegate } from '@opentelemetry/otlp-grpc-exporter-base';
-import {
-  type IExportMetricsServiceResponse,
-  type ISerializer,
-  JsonMetricsSerializer,
-  MetricsExporterMetricsHelper,
-  ProtobufMetricsSerializer,
-} from '@opentelemetry/otlp-transformer';
+import { createRequire } from 'node:module';
+import type { ResourceMetrics, PushMetricExporter, InstrumentType, AggregationTemporality, AggregationOption } from '@opentelemetry/sdk-metrics';
+import type * as MetricsOtlpHttp from '@opentelemetry/exporter-metrics-otlp-http';
+import type { OTLPMetricExporterBase, OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
+import type { IOtlpExportDelegate, OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-base';
+import type * as OtlpHttp from '@opentelemetry/otlp-exporter-base/node-http';
+import type * as OtlpGrpc from '@opentelemetry/otlp-grpc-exporter-base';
+import type { OTLPGRPCExporterConfigNode } from '@opentelemetry/otlp-grpc-exporter-base';
+import type * as OtlpTransformer from '@opentelemetry/otlp-transformer';
+import type { IExportMetricsServiceResponse, ISerializer } from '@opentelemetry/otlp-transformer';
 import type { MeterProvider } from '@opentelemetry/api';
 import { OtlpJsonEncoder } from './otlp-json.js';
 import { OtlpProtobufEncoder } from './otlp-protobuf.js';
@@ -69,50 +72,78 @@ export function otlpProtocol(options: { protocol?: string } = {}, env: Readonly<
 const GRPC_SERVICE = 'MetricsExportService';
 const GRPC_PATH = '/opentelemetry.proto.collector.metrics.v1.MetricsService/Export';
 
-export class KvmOtlpMetricExporter extends OTLPMetricExporterBase implements PushMetricExporter {
+// Node's require, for the CommonJS packages above: loaded by the first exporter, cached after.
+const require = createRequire(import.meta.url);
+
+export class KvmOtlpMetricExporter implements PushMetricExporter {
   readonly protocol: OtlpProtocol;
   readonly #serializer: EncoderSerializer;
+  /** The official base class, with the delegate of the official exporters, does the rest. */
+  readonly #base: OTLPMetricExporterBase;
 
   constructor(options: KvmOtlpMetricExporterOptions = {}) {
     const protocol = otlpProtocol(options);
     const json = protocol === 'http/json';
+    const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof MetricsOtlpHttp;
+    const { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSerializer } = require('@opentelemetry/otlp-transformer') as typeof OtlpTransformer;
     const serializer = new EncoderSerializer(
       json ? new OtlpJsonEncoder() : new OtlpProtobufEncoder(),
       json ? JsonMetricsSerializer : ProtobufMetricsSerializer,
     );
-    const delegate =
-      protocol === 'grpc'
-        ? createOtlpGrpcExportDelegate(
-            convertLegacyOtlpGrpcOptions(options, 'METRICS'),
-            serializer,
-            'otlp_grpc_metric_exporter',
-            MetricsExporterMetricsHelper,
-            options.selfObsMeterProvider,
-            GRPC_SERVICE,
-            GRPC_PATH,
-          )
-        : createOtlpHttpExportDelegate(
-            convertLegacyHttpOptions(options, 'METRICS', 'v1/metrics', { 'Content-Type': json ? 'application/json' : 'application/x-protobuf' }),
-            serializer,
-            'otlp_http_metric_exporter',
-            MetricsExporterMetricsHelper,
-            options.selfObsMeterProvider,
-          );
-    super(delegate, options);
+    let delegate: IOtlpExportDelegate<ResourceMetrics>;
+    if (protocol === 'grpc') {
+      const { convertLegacyOtlpGrpcOptions, createOtlpGrpcExportDelegate } = require('@opentelemetry/otlp-grpc-exporter-base') as typeof OtlpGrpc;
+      delegate = createOtlpGrpcExportDelegate(
+        convertLegacyOtlpGrpcOptions(options, 'METRICS'),
+        serializer,
+        'otlp_grpc_metric_exporter',
+        MetricsExporterMetricsHelper,
+        options.selfObsMeterProvider,
+        GRPC_SERVICE,
+        GRPC_PATH,
+      );
+    } else {
+      const { convertLegacyHttpOptions, createOtlpHttpExportDelegate } = require('@opentelemetry/otlp-exporter-base/node-http') as typeof OtlpHttp;
+      delegate = createOtlpHttpExportDelegate(
+        convertLegacyHttpOptions(options, 'METRICS', 'v1/metrics', { 'Content-Type': json ? 'application/json' : 'application/x-protobuf' }),
+        serializer,
+        'otlp_http_metric_exporter',
+        MetricsExporterMetricsHelper,
+        options.selfObsMeterProvider,
+      );
+    }
+    this.#base = new OTLPMetricExporterBase(delegate, options);
     this.protocol = protocol;
     this.#serializer = serializer;
   }
 
   /** Exports as the official exporter does; the encoded bytes stay untouched until the export
    * is done (retries included), and the next export writes over them in place after that. */
-  override export(metrics: ResourceMetrics, resultCallback: Parameters<PushMetricExporter['export']>[1]): void {
+  export(metrics: ResourceMetrics, resultCallback: Parameters<PushMetricExporter['export']>[1]): void {
     const serializer = this.#serializer;
     serializer.last = undefined;
     let sent: Uint8Array | undefined;
-    super.export(metrics, (result) => {
+    this.#base.export(metrics, (result) => {
       if (sent !== undefined) serializer.encoder.release(sent);
       resultCallback(result);
     });
     sent = serializer.last;
+  }
+
+  forceFlush(): Promise<void> {
+    return this.#base.forceFlush();
+  }
+
+  shutdown(): Promise<void> {
+    return this.#base.shutdown();
+  }
+
+  /** OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE or the temporalityPreference option, as the official exporters read them. */
+  selectAggregationTemporality(instrumentType: InstrumentType): AggregationTemporality {
+    return this.#base.selectAggregationTemporality(instrumentType);
+  }
+
+  selectAggregation(instrumentType: InstrumentType): AggregationOption {
+    return this.#base.selectAggregation(instrumentType);
   }
 }
