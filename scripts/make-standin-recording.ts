@@ -65,41 +65,34 @@ const FLAGS: Record<Kind, { flags: number; exponent: number; size: number }> = {
   hist: { flags: KVM_STATS_TYPE_LOG_HIST | KVM_STATS_UNIT_SECONDS, exponent: -9, size: HIST_BUCKETS },
 };
 
-const counters = (...names: string[]): Stat[] => names.map((name) => ({ name, kind: 'counter' }));
+/** Stats of one kind, in the order given. */
+const of = (kind: Kind, ...names: string[]): Stat[] => names.map((name) => ({ name, kind }));
 
 /** docs/metrics.md's VM table, in descriptor order. */
 const VM_STATS: Stat[] = [
-  ...counters('remote_tlb_flush', 'remote_tlb_flush_requests', 'mmu_shadow_zapped', 'mmu_pte_write', 'mmu_pde_zapped', 'mmu_flooded', 'mmu_recycled', 'mmu_cache_miss'),
-  { name: 'mmu_unsync', kind: 'instant' },
-  { name: 'pages_4k', kind: 'instant' },
-  { name: 'pages_2m', kind: 'instant' },
-  { name: 'pages_1g', kind: 'instant' },
-  { name: 'nx_lpage_splits', kind: 'instant' },
-  { name: 'max_mmu_rmap_size', kind: 'peak' },
-  { name: 'max_mmu_page_hash_collisions', kind: 'peak' },
-  { name: 'mmu_kicks_spared', kind: 'counter' },
+  ...of('counter', 'remote_tlb_flush', 'remote_tlb_flush_requests', 'mmu_shadow_zapped', 'mmu_pte_write', 'mmu_pde_zapped', 'mmu_flooded', 'mmu_recycled', 'mmu_cache_miss'),
+  ...of('instant', 'mmu_unsync', 'pages_4k', 'pages_2m', 'pages_1g', 'nx_lpage_splits'),
+  ...of('peak', 'max_mmu_rmap_size', 'max_mmu_page_hash_collisions'),
+  ...of('counter', 'mmu_kicks_spared'),
 ];
 /** Where the VM's values sit: struct kvm_vm_stat's order. */
 const VM_DATA_ORDER = [...VM_STATS.slice(0, 13).map((s) => s.name), 'max_mmu_page_hash_collisions', 'max_mmu_rmap_size', 'mmu_kicks_spared'];
 
 /** docs/metrics.md's vCPU table, in descriptor order (also struct kvm_vcpu_stat's). */
 const VCPU_STATS: Stat[] = [
-  ...counters('halt_successful_poll', 'halt_attempted_poll', 'halt_poll_invalid', 'halt_wakeup'),
-  { name: 'halt_poll_success_ns', kind: 'ns' },
-  { name: 'halt_poll_fail_ns', kind: 'ns' },
-  { name: 'halt_wait_ns', kind: 'ns' },
-  { name: 'halt_poll_success_hist', kind: 'hist' },
-  { name: 'halt_poll_fail_hist', kind: 'hist' },
-  { name: 'halt_wait_hist', kind: 'hist' },
-  { name: 'blocking', kind: 'boolean' },
-  ...counters(
+  ...of('counter', 'halt_successful_poll', 'halt_attempted_poll', 'halt_poll_invalid', 'halt_wakeup'),
+  ...of('ns', 'halt_poll_success_ns', 'halt_poll_fail_ns', 'halt_wait_ns'),
+  ...of('hist', 'halt_poll_success_hist', 'halt_poll_fail_hist', 'halt_wait_hist'),
+  ...of('boolean', 'blocking'),
+  ...of(
+    'counter',
     'pf_taken', 'pf_fixed', 'pf_emulate', 'pf_spurious', 'pf_fast', 'pf_mmio_spte_created', 'pf_guest', 'tlb_flush', 'invlpg', 'exits', 'io_exits',
     'mmio_exits', 'signal_exits', 'irq_window_exits', 'nmi_window_exits', 'l1d_flush', 'halt_exits', 'request_irq_exits', 'irq_exits',
     'host_state_reload', 'fpu_reload', 'insn_emulation', 'insn_emulation_fail', 'hypercalls', 'irq_injections', 'nmi_injections', 'req_event',
     'nested_run', 'directed_yield_attempted', 'directed_yield_successful', 'preemption_reported', 'preemption_other',
   ),
-  { name: 'guest_mode', kind: 'boolean' },
-  ...counters('notify_window_exits', 'pf_parked', 'pf_park_timeouts'),
+  ...of('boolean', 'guest_mode'),
+  ...of('counter', 'notify_window_exits', 'pf_parked', 'pf_park_timeouts'),
 ];
 
 /** mulberry32: a small seeded generator, so that every run makes the same recording. */

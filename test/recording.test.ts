@@ -18,7 +18,7 @@ import { KvmStatsProducer } from '../src/otel/producer.js';
 import { SCOPE_VERSION } from '../src/otel/version.js';
 import { DemoVm } from '../src/sources/demo.js';
 import { ImageProvider, sourcesOf } from '../src/sources/provider.js';
-import { type Recording, encodeRecording, readRecording, recordingJson } from '../src/sources/recording.js';
+import { type Recording, encodeRecording, readRecording, recordingJson, writeRecording } from '../src/sources/recording.js';
 import { MADE_BY, standinRecording } from '../scripts/make-standin-recording.js';
 import { describeKvm } from './helpers/kvm.js';
 import { ROOT, fixtureCommand } from './helpers/processes.js';
@@ -35,17 +35,20 @@ function openFds(): number {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'kvm-recording-'));
+/** The stand-in as its script makes it: the fixture of these tests, whatever recordings/ holds. */
+const STANDIN = join(dir, 'standin.kvmrec.json.gz');
+writeRecording(STANDIN, standinRecording());
 
-/** The shipped recording as JSON, changed by `edit`, written as a file (gzip'd unless `plain`). */
+/** The stand-in as JSON, changed by `edit`, written as a gzip'd file. */
 function edited(name: string, edit: (json: Record<string, any>) => void): string {
-  const json = JSON.parse(recordingJson(readRecording(SHIPPED_RECORDING)));
+  const json = JSON.parse(recordingJson(readRecording(STANDIN)));
   edit(json);
   const path = join(dir, name);
   writeFileSync(path, gzipSync(JSON.stringify(json)));
   return path;
 }
 
-/** Another VM: the shipped recording under another owner. */
+/** Another VM: the stand-in under another owner. */
 function otherVm(name: string): string {
   return edited(name, (json) => Object.assign(json.vms[0], { pid: 5151, vmName: 'other-vm', vmUuid: '0f0e0d0c-0b0a-4908-8706-050403020100' }));
 }
@@ -167,10 +170,10 @@ describe('replay', () => {
   });
 
   it('gives each source the recorded identity: recordings of two VMs are two sets of series', async () => {
-    const providers = [new ImageProvider(SHIPPED_RECORDING), new ImageProvider(otherVm('other.gz'))];
+    const providers = [new ImageProvider(STANDIN), new ImageProvider(otherVm('other.gz'))];
     for (const provider of providers) await provider.refresh();
     try {
-      expect(providers[0]!.description).toBe(`recording ${SHIPPED_RECORDING} (synthetic stand-in made by ${MADE_BY})`);
+      expect(providers[0]!.description).toBe(`recording ${STANDIN} (synthetic stand-in made by ${MADE_BY})`);
       const { resourceMetrics } = await new KvmStatsProducer({ sources: sourcesOf(providers) }).collect();
       const exits = resourceMetrics.scopeMetrics[0]!.metrics.find((m) => m.descriptor.name === 'kvm.vcpu.exits')!;
       expect(exits.dataPoints.map((p) => p.attributes)).toEqual(
@@ -190,7 +193,7 @@ describe('replay', () => {
   });
 
   it('top shows recordings of two VMs as two VMs, their exits moving', () => {
-    const result = run('top', '--file', SHIPPED_RECORDING, '--file', otherVm('top.gz'), '--interval', '1.1', '--iterations', '1');
+    const result = run('top', '--file', STANDIN, '--file', otherVm('top.gz'), '--interval', '1.1', '--iterations', '1');
     expect(result.code, result.stderr).toBe(0);
     const lines = result.stdout.trim().split('\n');
     expect(lines).toHaveLength(2);
@@ -203,7 +206,7 @@ describe('replay', () => {
 describe('read --save: raw images with their identity beside them', () => {
   it('--file gives the saved owner back; an identity file of another image is refused', () => {
     const saved = mkdtempSync(join(tmpdir(), 'kvm-saved-'));
-    const live = run('read', '--file', SHIPPED_RECORDING, '--save', saved, '--json');
+    const live = run('read', '--file', STANDIN, '--save', saved, '--json');
     expect(live.code, live.stderr).toBe(0);
     const images = readdirSync(saved).filter((name) => name.endsWith('.kvmstats')).sort();
     expect(images).toEqual(['kvm-4242-synthetic-demo.vcpu-0.kvmstats', 'kvm-4242-synthetic-demo.vcpu-1.kvmstats', 'kvm-4242-synthetic-demo.vm.kvmstats']);
@@ -225,7 +228,7 @@ describe('read --save: raw images with their identity beside them', () => {
 
 describe('record', () => {
   it('refuses --file: a saved image or recording is no live fd', () => {
-    const result = run('record', '--file', SHIPPED_RECORDING, '--out', join(dir, 'x.gz'));
+    const result = run('record', '--file', STANDIN, '--out', join(dir, 'x.gz'));
     expect(result.code).toBe(2);
     expect(result.stderr).toBe('kvm-stats-otel: record reads live stats fds (--demo, --pid, --scan or --listen); a saved image or recording given with --file is one already\n');
   });

@@ -106,15 +106,12 @@ function bytesLine(kind: string, bytes: Uint8Array): string {
 }
 
 describe('the shipped recording, replayed', () => {
-  it('reads back: real descriptor tables, its identity, ten snapshots a second apart', () => {
+  it('reads back: a VM and its 2 vCPUs, ten snapshots a second apart (npm run record makes it so)', () => {
     const recording = readRecording(SHIPPED_RECORDING);
-    expect(recording.snapshotsMs).toEqual([0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000]);
+    expect(recording.snapshotsMs).toHaveLength(10);
+    recording.snapshotsMs.slice(1).forEach((ms, k) => expect(ms - recording.snapshotsMs[k]!).toBeGreaterThanOrEqual(900));
     expect(recording.vms).toHaveLength(1);
-    expect(recording.vms[0]!.fds.map((fd) => [fd.id, fd.vcpuIndex])).toEqual([
-      ['kvm-4242', undefined],
-      ['kvm-4243/vcpu-0', 0],
-      ['kvm-4244/vcpu-1', 1],
-    ]);
+    expect(recording.vms[0]!.fds.map((fd) => fd.id)).toEqual([expect.stringMatching(/^kvm-\d+$/), expect.stringMatching(/^kvm-\d+\/vcpu-0$/), expect.stringMatching(/^kvm-\d+\/vcpu-1$/)]);
   });
 
   it('moves at the recorded pace, loops without resets, and carries cumulative values forward (replay-steps.txt)', async () => {
@@ -127,10 +124,11 @@ describe('the shipped recording, replayed', () => {
       for (let step = 0; step <= 28; step++) {
         const { resourceMetrics, errors } = await producer.collect();
         expect(errors).toEqual([]);
+        // Per stat and vCPU (the recording holds one VM): "kvm.vcpu.exits|0", "kvm.vm.pages_4k|vm".
         const values = new Map<string, number>();
         for (const metric of resourceMetrics.scopeMetrics[0]!.metrics) {
           for (const point of metric.dataPoints) {
-            const key = `${metric.descriptor.name}${JSON.stringify(point.attributes)}`;
+            const key = `${metric.descriptor.name}|${point.attributes['kvm.vcpu.id'] ?? 'vm'}`;
             if (metric.dataPointType === DataPointType.GAUGE) {
               values.set(key, point.value as number);
               continue;
@@ -138,16 +136,13 @@ describe('the shipped recording, replayed', () => {
             starts.add(`${key}@${point.startTime.join('.')}`);
             const value = metric.dataPointType === DataPointType.SUM ? (point.value as number) : (point.value as { count: number }).count;
             values.set(key, value);
-            // No fake reset: no counter, histogram count or bucket goes down, at a wrap or elsewhere.
+            // No fake reset: no counter or histogram count goes down, at a wrap or elsewhere.
             if (previous?.has(key)) expect(value, `${key} at step ${step}`).toBeGreaterThanOrEqual(previous.get(key)!);
           }
         }
-        const vcpu0 = (name: string) => values.get(`${name}${JSON.stringify({ 'process.pid': 4242, 'kvm.vm.name': 'synthetic-demo', 'kvm.vm.uuid': '5e7d1c2a-0b9f-4c3e-8a61-2f4d9b7e1c05', 'kvm.vcpu.id': 0, 'kvm.vcpu.index': 0 })}`);
-        const vm = (name: string) => values.get(`${name}${JSON.stringify({ 'process.pid': 4242, 'kvm.vm.name': 'synthetic-demo', 'kvm.vm.uuid': '5e7d1c2a-0b9f-4c3e-8a61-2f4d9b7e1c05' })}`);
-        rows.push(
-          [`${step}s`, vcpu0('kvm.vcpu.exits'), vcpu0('kvm.vcpu.halt_exits'), vcpu0('kvm.vcpu.halt_wait_hist'), vcpu0('kvm.vcpu.blocking'), vm('kvm.vm.pages_4k'), vm('kvm.vm.max_mmu_rmap_size')].join('  '),
-        );
-        if (previous) expect(vcpu0('kvm.vcpu.exits'), `exits move at step ${step}`).toBeGreaterThan(previous.get(`kvm.vcpu.exits${JSON.stringify({ 'process.pid': 4242, 'kvm.vm.name': 'synthetic-demo', 'kvm.vm.uuid': '5e7d1c2a-0b9f-4c3e-8a61-2f4d9b7e1c05', 'kvm.vcpu.id': 0, 'kvm.vcpu.index': 0 })}`)!);
+        const row = ['kvm.vcpu.exits|0', 'kvm.vcpu.halt_exits|0', 'kvm.vcpu.halt_wait_hist|0', 'kvm.vcpu.blocking|0', 'kvm.vm.pages_4k|vm', 'kvm.vm.max_mmu_rmap_size|vm'].map((key) => values.get(key));
+        rows.push([`${step}s`, ...row].join('  '));
+        if (previous) expect(values.get('kvm.vcpu.exits|0'), `exits move at step ${step}`).toBeGreaterThan(previous.get('kvm.vcpu.exits|0')!);
         previous = values;
         advance(STEP_MS);
       }
