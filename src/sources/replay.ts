@@ -132,12 +132,6 @@ export class RecordingReplay {
     return new RecordingReplay(recording, fds, sources, clock, start);
   }
 
-  /** Snapshots in one loop, and how long a loop takes (ms); 0 for a single snapshot. */
-  get loop(): { readonly steps: number; readonly ms: number } {
-    const times = this.recording.snapshotsMs;
-    return { steps: Math.max(1, times.length - 1), ms: times.at(-1)! };
-  }
-
   /** The step due at `now`: loops done times the steps of a loop, plus the step in this one. */
   stepAt(now: number): number {
     const times = this.recording.snapshotsMs;
@@ -179,10 +173,6 @@ export class RecordingReplay {
     let least = Infinity;
     for (let k = 1; k < times.length; k++) least = Math.min(least, times[k]! - times[k - 1]!);
     return least;
-  }
-
-  get closed(): boolean {
-    return this.#closed;
   }
 
   /** Closes every memfd; safe to call twice. */
