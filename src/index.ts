@@ -27,6 +27,8 @@ export { KvmOtlpMetricExporter, type KvmOtlpMetricExporterOptions, type OtlpProt
 // Sources: one open stats fd and who owns it.
 export { PrometheusTextExporter, type PrometheusTextExporterOptions } from './exporters/prometheus-exporter.js';
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
+// What DemoVm.start() throws where this host cannot make VMs, with why (no module, no vmx/svm, no permission).
+export { KvmUnavailableError, type KvmUnavailableCause } from './sources/kvm-check.js';
 export { openImageSource } from './sources/image.js';
 export { openProcessStats, type ProcessStats } from './sources/pid.js';
 export { closeSources, statsSource, type SourceAttributes, type StatsOwner, type StatsSource } from './sources/source.js';

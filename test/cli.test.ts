@@ -154,7 +154,7 @@ describeKvm('read on real KVM', () => {
     expect(hist.otel.bounds!.slice(0, 4)).toEqual([0, 1, 3, 7]);
   });
 
-  it('read --pid --save writes images that read --file reads back', async () => {
+  it('read --pid --save writes images, and their owner beside each, that read --file reads back', async () => {
     const vmm = await startVmm(['--vcpus', '2', '-name', 'saved']);
     const dir = mkdtempSync(join(tmpdir(), 'kvm-save-'));
     try {
@@ -164,9 +164,11 @@ describeKvm('read on real KVM', () => {
         ['vcpu', 0, vmm.pid, 'saved'],
         ['vcpu', 1, vmm.pid, 'saved'],
       ]);
-      const files = readdirSync(dir).sort();
-      expect(files).toEqual([`kvm-${vmm.pid}-saved.vcpu-0.kvmstats`, `kvm-${vmm.pid}-saved.vcpu-1.kvmstats`, `kvm-${vmm.pid}-saved.vm.kvmstats`]);
-      const saved = json('read', ...files.flatMap((f) => ['--file', join(dir, f)]));
+      const names = [`kvm-${vmm.pid}-saved.vcpu-0.kvmstats`, `kvm-${vmm.pid}-saved.vcpu-1.kvmstats`, `kvm-${vmm.pid}-saved.vm.kvmstats`];
+      expect(readdirSync(dir).sort()).toEqual(names.flatMap((name) => [name, `${name}.json`]).sort());
+      const saved = json('read', ...names.flatMap((f) => ['--file', join(dir, f)]));
+      // The identity saved beside each image: the same owner as live, not an anonymous image.
+      expect(saved.sources.map((s) => [s.target, s.vcpu, s.pid, s.vmName]).sort()).toEqual(live.sources.map((s) => [s.target, s.vcpu, s.pid, s.vmName]).sort());
       const strip = (r: SourceReport) => ({ id: r.id, target: r.target, vcpu: r.vcpu, stats: r.stats.map(({ value: _, ...s }) => s) });
       const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);
       expect(saved.sources.map(strip).sort(byId)).toEqual(live.sources.map(strip).sort(byId));

@@ -19,6 +19,8 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const MAP_ANONYMOUS = 0x20;
+/** memfd_create(2): an anonymous regular file in memory, for replaying a recording's images. */
+export const MFD_CLOEXEC = 1;
 /** syscall numbers of pidfd_open and pidfd_getfd: the generic table, shared by x86_64 and aarch64. */
 export const __NR_pidfd_open = 434;
 export const __NR_pidfd_getfd = 438;

@@ -15,9 +15,10 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { NativeError } from '../native/errors.js';
-import { Kvm, type VcpuFd } from '../native/kvm.js';
+import type { Kvm, VcpuFd } from '../native/kvm.js';
 import { Mapping, closeFd } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
+import { openKvm } from '../sources/kvm-check.js';
 import { type StatsSource, closeSources, statsSource } from '../sources/source.js';
 import type { BusyGuestWorkerData } from './busy-guest.worker.js';
 
@@ -93,7 +94,7 @@ export class VmFleet {
     const { vms, vcpus } = options;
     VmFleet.checkShape(vms, vcpus);
     const prefix = options.namePrefix ?? 'fleet';
-    const kvm = Kvm.open(options.kvmPath);
+    const kvm = openKvm(options.kvmPath);
     const sources: StatsSource[] = [];
     try {
       if (!kvm.hasBinaryStats()) throw new Error('VM fleet: this kernel has no binary stats (KVM_CAP_BINARY_STATS_FD); Linux 5.14 or newer is needed');
@@ -112,7 +113,7 @@ export class VmFleet {
     const { vms, vcpus } = options;
     VmFleet.checkShape(vms, vcpus, true);
     const prefix = options.namePrefix ?? 'fleet';
-    const kvm = Kvm.open(options.kvmPath);
+    const kvm = openKvm(options.kvmPath);
     const sources: StatsSource[] = [];
     const kept: VcpuFd[] = [];
     // One guest image, mapped into every VM: the guest only reads it.

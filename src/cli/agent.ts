@@ -6,16 +6,19 @@
 import { Command } from 'commander';
 import { startAgent } from '../agent/agent.js';
 import { type AgentConfig, type AgentFlags, redactedUrl, resolveConfig } from '../agent/config.js';
+import { demoFallback, shownPath } from '../agent/demo-fallback.js';
 import { createLogger, routeDiagnostics } from '../agent/log.js';
+import { isRecordingFile } from '../sources/recording.js';
 import { addConfigOptions, addSourceOptions, inFlagTerms } from './flags.js';
 import { problemText } from './hints.js';
 
-/** What --console prints first: what runs, and how to point it at real things. */
-export function banner(config: AgentConfig): string {
+/** What --console prints first: what runs, and how to point it at real things; where a demo VM
+ * could not be made, first the line that says why (`fallback`, demoFallback's notice). */
+export function banner(config: AgentConfig, fallback?: string): string {
   const what = [
     config.sources.demo !== undefined ? `a demo VM made here (${config.sources.demo} vCPUs)` : '',
     ...(config.sources.pid ?? []).map((pid) => `process ${pid}`),
-    ...(config.sources.file ?? []).map((file) => `image ${file}`),
+    ...(config.sources.file ?? []).map((file) => (isRecordingFile(file) ? `recording ${shownPath(file)}, replayed in a loop` : `image ${file}`)),
     config.sources.scan ? 'every VMM found in /proc' : '',
     config.sources.listen !== undefined ? `whatever is handed over on ${config.sources.listen}` : '',
   ].filter(Boolean);
@@ -24,9 +27,10 @@ export function banner(config: AgentConfig): string {
     config.prometheus ? `a Prometheus endpoint on ${config.prometheus.host ?? ''}:${config.prometheus.port}/metrics` : '',
     'this console',
   ].filter(Boolean);
-  const demo = config.sources.demo !== undefined;
+  const demo = config.sources.demo !== undefined || fallback !== undefined;
   const found = config.sources.scan || config.sources.listen !== undefined;
   return [
+    fallback !== undefined ? `# ${fallback}.` : '',
     `# kvm-stats-otel agent: reading the KVM stats of ${what.join(', ')};`,
     `# every ${config.exportIntervalMillis / 1000} s, exporting to ${to.join(' and ')}. Ctrl-C stops it.`,
     // The demo's hints lead to real things; a run on real VMs needs only what fits it.
@@ -54,10 +58,14 @@ function stopSignal(onSecond: (signal: NodeJS.Signals) => void): Promise<NodeJS.
 }
 
 async function run(flags: AgentFlags): Promise<void> {
-  const config = resolveConfig(flags);
+  let config = resolveConfig(flags);
   const log = createLogger(config.logLevel);
   routeDiagnostics(log);
-  if (config.console) process.stdout.write(banner(config));
+  // No KVM here for the demo VM: the shipped recording in its place, said once (banner or log).
+  const fallback = demoFallback(config.sources);
+  if (fallback) config = { ...config, sources: fallback.sources };
+  if (config.console) process.stdout.write(banner(config, fallback?.notice));
+  else if (fallback) log.warn({ kvm: fallback.kvm.cause }, fallback.notice);
   const signal = stopSignal((again) => {
     log.warn(`${again} again: exiting without waiting for the last export`);
     process.exit(1);

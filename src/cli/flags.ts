@@ -118,12 +118,12 @@ const SOURCE_FLAGS = '--demo, --pid PID, --file IMAGE, --scan or --listen PATH';
 export function addSourceOptions(command: Command): Command {
   return command
     .addOption(
-      new Option('--demo [vcpus]', `a demo VM made here with this many vCPUs (needs /dev/kvm)`)
+      new Option('--demo [vcpus]', `a demo VM made here with this many vCPUs (needs /dev/kvm; without it, agent, read and top replay the shipped recording)`)
         .argParser(integerOption(1, DEMO_MAX_VCPUS))
         .preset(AGENT_DEFAULTS.demoVcpus),
     )
     .option('--pid <pid>', 'copy the stats fds process PID holds (repeatable; same uid or CAP_SYS_PTRACE)', collect(pidOption))
-    .option('--file <image>', 'replay a saved stats image, from read --save (repeatable)', collect(String))
+    .option('--file <path>', 'read a saved stats image (read --save) or replay a recording (record) in a loop, with the identity saved with it (repeatable)', collect(String))
     .option('--scan', 'read every VMM found in /proc/*/fd (root, or the same uid; see README: privilege model)')
     .option('--listen <path>', 'take stats fds handed over on this Unix socket (kvm-stats-otel handoff, the preload helper); needs no privilege');
 }

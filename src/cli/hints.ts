@@ -3,7 +3,9 @@
  * what is needed without naming flags; the CLI adds them here: to the problems reported while
  * reading (by kind) and to the error that ends a command (by type, call and errno).
  */
+import { SHIPPED_RECORDING, shownPath } from '../agent/demo-fallback.js';
 import { NativeError } from '../native/errors.js';
+import { KvmUnavailableError } from '../sources/kvm-check.js';
 import { HandoverPathError } from '../sources/handover-receiver.js';
 import { HandoverTimeoutError } from '../sources/handover-sender.js';
 import type { Problem } from '../sources/problem.js';
@@ -32,6 +34,7 @@ export function errorText(error: Error, verbose = false): string {
 function flagHint(error: Error, verbose: boolean): string {
   if (error instanceof HandoverPathError) return ' for --listen';
   if (error instanceof HandoverTimeoutError) return ' (--timeout MS)';
+  if (error instanceof KvmUnavailableError) return `. Without KVM, npm start and --file ${shownPath(SHIPPED_RECORDING)} replay a recording instead`;
   if (error instanceof NativeError) {
     if (error.call === 'KVM_GET_STATS_FD' && error.code === 'EIO') return ' (read --pid)';
     if (error.call.startsWith('connect ') && (error.code === 'ENOENT' || error.code === 'ECONNREFUSED')) return ' (agent --listen PATH)';

@@ -4,6 +4,8 @@
  * and aggregation flags.
  */
 import { Command } from 'commander';
+import { shippedRecordingText } from '../agent/demo-fallback.js';
+import { kvmAvailability } from '../sources/kvm-check.js';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { StatSelection } from '../otel/selection.js';
 import { type HostSeries, type ListedSeries, seriesOf } from '../otel/series.js';
@@ -36,10 +38,17 @@ export function listCommand(): Command {
       const selection = new StatSelection(options);
       const series = seriesOf(scan.sources(), { selection, vcpuAggregation: options.vcpuAggregation, units: 'exact' });
       process.stdout.write(options.json ? `${JSON.stringify({ processes, series })}\n` : renderList(processes, series));
+      if (!options.json && processes.length === 0) process.stdout.write(noKvmText());
     } finally {
       await scan.close();
     }
   });
+}
+
+/** Where nothing is found on a host without KVM: why, and what replays instead. */
+function noKvmText(): string {
+  const kvm = kvmAvailability();
+  return kvm.available ? '' : `no KVM here: ${kvm.message}. npm start (agent --demo), read --demo and top --demo replay ${shippedRecordingText()} instead\n`;
 }
 
 function seriesText(series: HostSeries): string {

@@ -8,6 +8,7 @@ import type { UnitMode } from '../otel/mapping.js';
 import { type SourceReport, reportSource } from '../otel/schema.js';
 import { DEMO_MAX_VCPUS } from '../sources/demo.js';
 import { imageFileName } from '../sources/image.js';
+import { identityJson, identityPath } from '../sources/recording.js';
 import type { StatsSource } from '../sources/source.js';
 import { addSourceOptions, integerOption, unitsOption } from './flags.js';
 import { renderTable } from './report.js';
@@ -25,7 +26,7 @@ export function readCommand(): Command {
   return addSourceOptions(new Command('read').description('read KVM stats fds once and print every stat with the metric it becomes'))
     .option('--vcpus <n>', 'vCPUs of the demo VM (the same as --demo N)', integerOption(1, DEMO_MAX_VCPUS))
     .option('--wait <ms>', 'let the demo guest run this long before reading', integerOption(0, 60_000), 500)
-    .option('--save <dir>', 'write each stats fd\'s image into DIR, for read --file')
+    .option('--save <dir>', 'write each stats fd\'s image into DIR, with its owner\'s identity beside it (NAME.kvmstats.json), for --file')
     .option('--json', 'print one JSON document')
     .addOption(unitsOption())
     .action(async (options: ReadOptions) => {
@@ -44,11 +45,15 @@ async function read(options: ReadOptions): Promise<void> {
   });
 }
 
+/** Each source's image as the kernel serves it, and beside it who owns it (the raw image has
+ * no room for that): --file gives the same series back, not anonymous ones. */
 function save(sources: readonly StatsSource[], dir: string): void {
   mkdirSync(dir, { recursive: true });
+  const now = Date.now();
   for (const source of sources) {
     const path = join(dir, imageFileName(source));
     writeFileSync(path, source.file.image());
+    writeFileSync(identityPath(path), identityJson(source, now));
     process.stderr.write(`kvm-stats-otel: saved ${source.file.id} to ${path}\n`);
   }
 }

@@ -143,6 +143,7 @@ export function schemaCommand(): Command {
     await withSources(options, async (open) => {
       const schema = schemaOf(open.sources(), { units: options.units, selection: new StatSelection(options), vcpuAggregation: options.vcpuAggregation });
       process.stdout.write(options.format === 'json' ? `${JSON.stringify(schema, null, 2)}\n` : schemaMarkdown(schema, commandLine(options)));
-    });
+      // docs/metrics.md says "generated on Linux <this kernel>": from this kernel's fds only.
+    }, { fallback: false });
   });
 }

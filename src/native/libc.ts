@@ -7,6 +7,7 @@ import { fieldOffset } from '../abi/layout.js';
 import {
   MAP_ANONYMOUS,
   MAP_SHARED,
+  MFD_CLOEXEC,
   O_CLOEXEC,
   O_RDONLY,
   POLLFD,
@@ -42,6 +43,7 @@ const c = {
   mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
   munmap: libc.func('munmap', 'int', ['void *', 'size_t']),
   mallocTrim: libc.func('malloc_trim', 'int', ['size_t']),
+  memfdCreate: libc.func('memfd_create', 'int', ['str', 'unsigned int']),
 };
 
 /** open(2) with O_CLOEXEC always set; `call` names the operation in errors. */
@@ -85,6 +87,14 @@ export function ioctlStruct(fd: number, request: number, struct: Uint8Array, cal
   const result = c.ioctlPtr(fd, request, struct) as number;
   if (result < 0) throw new NativeError(call, koffi.errno());
   return result;
+}
+
+/** memfd_create(2) with MFD_CLOEXEC: a regular file in memory that pread and fstat treat as
+ * any other; `name` shows in /proc/PID/fd as "/memfd:NAME (deleted)". */
+export function memfdCreate(name: string): number {
+  const fd = c.memfdCreate(name, MFD_CLOEXEC) as number;
+  if (fd < 0) throw new NativeError('memfd_create', koffi.errno());
+  return fd;
 }
 
 /** pidfd_open(2): a close-on-exec fd that refers to the process `pid`. */

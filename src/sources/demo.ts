@@ -4,10 +4,11 @@
  * It makes `exits`, `halt_exits` and `insn_emulation` move, so there is always something to see.
  */
 import { Worker } from 'node:worker_threads';
-import { Kvm, type VcpuFd, type VmFd } from '../native/kvm.js';
+import type { VcpuFd, VmFd } from '../native/kvm.js';
 import { Mapping } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
 import { Command, type GuestWorkerData, State } from './demo-protocol.js';
+import { openKvm } from './kvm-check.js';
 import { attachSchedstats } from './schedstat.js';
 import { type StatsSource, closeSources, statsSource } from './source.js';
 
@@ -69,14 +70,16 @@ export class DemoVm {
     this.#control = new Int32Array(new SharedArrayBuffer(4 * (1 + vcpus.length)));
   }
 
-  /** Creates the VM and its vCPUs and starts the guest on every vCPU. */
+  /** Creates the VM and its vCPUs and starts the guest on every vCPU. Where the KVM device
+   * cannot be opened, a KvmUnavailableError says why. */
   static async start(options: DemoVmOptions = {}): Promise<DemoVm> {
     const vcpuCount = options.vcpus ?? 2;
     if (!Number.isInteger(vcpuCount) || vcpuCount < 1 || vcpuCount > DEMO_MAX_VCPUS) {
       throw new RangeError(`demo VM: vcpus must be a whole number from 1 to ${DEMO_MAX_VCPUS}, not ${vcpuCount}`);
     }
     const name = options.name ?? 'demo';
-    const kvm = Kvm.open(options.kvmPath);
+    // No KVM here: a KvmUnavailableError says why (no module, no vmx/svm, no permission).
+    const kvm = openKvm(options.kvmPath);
     let mmapSize: number;
     // Everything made so far, undone in reverse if a later step fails.
     const undo: (() => void)[] = [];

@@ -166,7 +166,7 @@ export function vmNameFromCommandLine(args: readonly string[]): string | undefin
 }
 
 /** RFC 4122's text form, as QEMU's -uuid takes it. */
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The VM's UUID a VMM was started with: QEMU's `-uuid X` (libvirt always passes the domain's). */
 export function vmUuidFromCommandLine(args: readonly string[]): string | undefined {

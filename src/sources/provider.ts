@@ -4,7 +4,7 @@
  * their sources at every collection; this is the one interface a new way in implements.
  */
 import { DemoVm, type DemoVmOptions } from './demo.js';
-import { openImageSource } from './image.js';
+import { type SavedStats, openSaved } from './image.js';
 import { type HeldProcess, HeldProcesses, exitedProblem } from './held-process.js';
 import { openProcessStats } from './pid.js';
 import type { ProblemReporter } from './problem.js';
@@ -99,26 +99,35 @@ export class ProcessProvider implements SourceProvider {
   }
 }
 
-/** A saved stats image: the same values at every collection. */
+/** A saved stats image (`read --save`: the same values at every collection), or a recording
+ * (`record`: replayed in a loop at its pace, each recorded fd read with one pread as a live one
+ * is), each with the identity saved with it. */
 export class ImageProvider implements SourceProvider {
-  readonly description: string;
-  #source: StatsSource | undefined;
+  #description: string;
+  #saved: SavedStats | undefined;
 
   constructor(private readonly path: string) {
-    this.description = `image ${path}`;
+    this.#description = `image ${path}`;
+  }
+
+  /** "image PATH", or once opened a recording's "recording PATH (synthetic stand-in ...)". */
+  get description(): string {
+    return this.#description;
   }
 
   async refresh(): Promise<void> {
-    this.#source ??= openImageSource(this.path);
+    if (this.#saved) return;
+    this.#saved = openSaved(this.path);
+    this.#description = this.#saved.description;
   }
 
   sources(): readonly StatsSource[] {
-    return this.#source ? [this.#source] : [];
+    return this.#saved?.sources() ?? [];
   }
 
   async close(): Promise<void> {
-    if (this.#source) closeSources([this.#source]);
-    this.#source = undefined;
+    this.#saved?.close();
+    this.#saved = undefined;
   }
 }
 
