@@ -28,7 +28,7 @@ export { KvmOtlpMetricExporter, type KvmOtlpMetricExporterOptions, type OtlpProt
 export { PrometheusTextExporter, type PrometheusTextExporterOptions } from './exporters/prometheus-exporter.js';
 export { DemoVm, type DemoVmOptions } from './sources/demo.js';
 export { openImageSource } from './sources/image.js';
-export { openProcessStats, type ProcessStats } from './sources/pid.js';
+export { openProcessStats, type ProcessStats } from './sources/process-stats.js';
 export { closeSources, statsSource, type SourceAttributes, type StatsOwner, type StatsSource } from './sources/source.js';
 // Each vCPU thread's scheduler time (kvm.vcpu.sched.*), for sources made by hand.
 export { SchedstatFile, attachSchedstats } from './sources/schedstat.js';

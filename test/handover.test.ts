@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Kvm, type VcpuFd, type VmFd } from '../src/native/kvm.js';
+import { Kvm, type VcpuFd, type VmFd } from '../src/native/kvm-fds.js';
 import { O_RDWR } from '../src/abi/linux.js';
 import { closeFd, openPath } from '../src/native/libc.js';
 import { fdLinks } from '../src/sources/proc.js';

@@ -31,7 +31,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentProcess, BIN, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess, watchAgentProcess } from '../examples/local-collector/collector.js';
 import { USER_HZ } from '../src/abi/linux.js';
-import { preloadWrapperScript } from '../src/sources/preload-wrapper.js';
+import { preloadWrapperScript } from '../src/setup/preload-wrapper.js';
 import { describeKvm } from './helpers/kvm.js';
 import { AS_NOBODY, ROOT, packageCopy } from './helpers/processes.js';
 

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, realpathSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/sources/preload.js';
+import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../src/setup/preload.js';
 import { closeFd } from '../src/native/libc.js';
 import { listenSeqpacket } from '../src/native/socket.js';
 import { HandoverProvider } from '../src/sources/handover-receiver.js';

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { afterEach, expect, it } from 'vitest';
 import { type AgentProcess, BIN, freePort, startAgentProcess } from '../examples/local-collector/collector.js';
 import type { UnitMode } from '../src/otel/mapping.js';
-import type { Schema } from '../src/otel/schema.js';
+import type { Schema } from '../src/views/stat-reports.js';
 import { describeKvm } from './helpers/kvm.js';
 import { ROOT } from './helpers/processes.js';
 

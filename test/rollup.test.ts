@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { VmRollup, detailRows, quantileBucket, sortVms } from '../src/otel/rollup.js';
+import { VmRollup, detailRows, quantileBucket, sortVms } from '../src/views/rollup.js';
 import { attachSchedstats } from '../src/sources/schedstat.js';
 import { closeSources } from '../src/sources/source.js';
 import { BusyThread } from './helpers/threads.js';

@@ -12,7 +12,7 @@ import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
 import { problemText } from '../src/cli/hints.js';
 import { type ListedProcess, renderList } from '../src/cli/list.js';
-import type { ListedSeries } from '../src/otel/series.js';
+import type { ListedSeries } from '../src/views/series.js';
 import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
 import type { Problem } from '../src/sources/problem.js';
 import { fdLinks, fdTable, isStatsLink, processExiting } from '../src/sources/proc.js';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KVM_STATS_TYPE_INSTANT, KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
 import { type UnitMode, statNames } from '../src/otel/mapping.js';
-import type { Schema } from '../src/otel/schema.js';
+import type { Schema } from '../src/views/stat-reports.js';
 import { UNDOCUMENTED_STATS, statMeaning } from '../src/otel/meanings.js';
 import { openImageSource } from '../src/sources/image.js';
 import { BIN } from '../examples/local-collector/collector.js';

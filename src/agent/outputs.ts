@@ -26,7 +26,7 @@ import {
 import { KvmOtlpMetricExporter } from '../exporters/otlp-exporter.js';
 import { PrometheusTextExporter } from '../exporters/prometheus-exporter.js';
 import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference, redactCredentials, redactedUrl } from './config.js';
-import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './console-exporter.js';
+import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './line-metric-exporter.js';
 import type { Logger } from './log.js';
 
 export type OutputName = 'otlp' | 'prometheus' | 'console';

@@ -5,7 +5,7 @@
  */
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { KvmStatsProducer } from '../otel/producer.js';
-import { AGENT_SCOPE_NAME } from './semconv.js';
+import { AGENT_SCOPE_NAME } from './telemetry-names.js';
 import { SCOPE_VERSION } from '../otel/version.js';
 import { fdLinks, isStatsLink, isVmLink } from '../sources/proc.js';
 import type { Problem } from '../sources/problem.js';
@@ -15,7 +15,7 @@ import type { AgentConfig } from './config.js';
 import type { Logger } from './log.js';
 import { type Output, createOutputs, producerTemporality } from './outputs.js';
 import { agentResource } from './resource.js';
-import { type OpenSources, openSources } from './sources.js';
+import { type OpenSources, openSources } from '../setup/open-sources.js';
 import { SelfTelemetry } from './telemetry.js';
 import { VmLog } from './vm-log.js';
 

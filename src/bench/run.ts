@@ -23,7 +23,7 @@ import type { StatsSource } from '../sources/source.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from './fleet.js';
 import { allocatedPerRun, retainedMemory } from './memory.js';
-import { type QmpResult, measureQmp } from './qmp.js';
+import { type QmpResult, measureQmp } from './query-stats-cost.js';
 import { type Iterations, type Summary, sample, summarize } from './samples.js';
 
 export interface BenchOptions {

@@ -1,8 +1,8 @@
 /** `kvm-stats-otel handoff`: the privileged one-shot that gives a VMM's stats fds to an unprivileged receiver. */
 import { Command } from 'commander';
-import { encodeHandoverHeader, handOffProcessStats } from '../sources/handover-sender.js';
+import { encodeHandoverHeader, handOffProcessStats } from '../setup/handover-sender.js';
 import type { SourceAttributes } from '../sources/source.js';
-import { UsageError } from './errors.js';
+import { UsageError } from './usage-error.js';
 import { attributeOption, collect, integerOption, pidOption } from './flags.js';
 import { reportToStderr } from './hints.js';
 

@@ -5,7 +5,7 @@
  */
 import { NativeError } from '../native/errors.js';
 import { HandoverPathError } from '../sources/handover-receiver.js';
-import { HandoverTimeoutError } from '../sources/handover-sender.js';
+import { HandoverTimeoutError } from '../setup/handover-sender.js';
 import type { Problem } from '../sources/problem.js';
 
 /** A problem as one line, with the flag that helps where there is one. */

@@ -6,7 +6,7 @@
 import { Command } from 'commander';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { StatSelection } from '../otel/selection.js';
-import { type HostSeries, type ListedSeries, seriesOf } from '../otel/series.js';
+import { type HostSeries, type ListedSeries, seriesOf } from '../views/series.js';
 import { type ScannedProcess, ScanProvider } from '../sources/scan.js';
 import type { StatsSource } from '../sources/source.js';
 import { addSelectionOptions } from './flags.js';

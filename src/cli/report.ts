@@ -2,7 +2,7 @@
  * What `read` prints: every stat of every source as the kernel states it, its value, and the
  * metric it becomes (otel/schema.ts reportSource), as a table for people.
  */
-import type { SourceReport } from '../otel/schema.js';
+import type { SourceReport } from '../views/stat-reports.js';
 
 function histogramText(counts: (number | string)[]): string {
   const total = counts.reduce<bigint>((sum, c) => sum + BigInt(c), 0n);

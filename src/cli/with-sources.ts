@@ -1,5 +1,5 @@
 /** The stats fds a command's source flags ask for, open for as long as the command runs. */
-import { type OpenSources, type SourceOptions, openSources } from '../agent/sources.js';
+import { type OpenSources, type SourceOptions, openSources } from '../setup/open-sources.js';
 import { inFlagTerms } from './flags.js';
 import { reportToStderr } from './hints.js';
 

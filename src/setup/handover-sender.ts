@@ -6,10 +6,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { closeFd } from '../native/libc.js';
 import { MessageBuffer, connectSeqpacket } from '../native/socket.js';
-import { HANDOVER_LIMITS, type HandoverAnswer, type HandoverHeader, parseHandoverAnswer, parseHandoverHeader } from './handover-receiver.js';
-import { openProcessStats } from './pid.js';
-import type { Problem } from './problem.js';
-import { type SourceAttributes, type StatsSource, closeSources } from './source.js';
+import { HANDOVER_LIMITS, type HandoverAnswer, type HandoverHeader, parseHandoverAnswer, parseHandoverHeader } from '../sources/handover-receiver.js';
+import { openProcessStats } from '../sources/process-stats.js';
+import type { Problem } from '../sources/problem.js';
+import { type SourceAttributes, type StatsSource, closeSources } from '../sources/source.js';
 
 export interface HandoffOptions {
   /** kvm.vm.name for the receiver; default: from the VMM's command line. */

@@ -7,7 +7,6 @@ import { HandoverProvider } from '../sources/handover-receiver.js';
 import { DemoProvider, ImageProvider, ProcessProvider, type ProblemReporter, type SourceProvider, sourcesOf } from '../sources/provider.js';
 import { ScanProvider } from '../sources/scan.js';
 import type { StatsSource } from '../sources/source.js';
-import { ConfigError } from './config.js';
 
 export interface SourceOptions {
   /** vCPUs of a demo VM made here; undefined for none. */
@@ -20,7 +19,15 @@ export interface SourceOptions {
   listen?: string;
 }
 
-/** The providers the options ask for; a ConfigError (setting 'sources') when they ask for none. */
+/** No source of stats fds was asked for: the caller's mistake, found before anything is opened. */
+export class NoSourcesError extends Error {
+  constructor() {
+    super('no source of stats fds was given: a demo VM, processes, saved images, a scan or a hand-over socket');
+    this.name = 'NoSourcesError';
+  }
+}
+
+/** The providers the options ask for; a NoSourcesError when they ask for none. */
 export function providersFor(options: SourceOptions, report: ProblemReporter): SourceProvider[] {
   const providers: SourceProvider[] = [
     ...(options.file ?? []).map((path) => new ImageProvider(path)),
@@ -30,7 +37,7 @@ export function providersFor(options: SourceOptions, report: ProblemReporter): S
     ...(options.listen !== undefined ? [new HandoverProvider(options.listen, { report })] : []),
   ];
   if (providers.length === 0) {
-    throw new ConfigError('no source of stats fds was given: a demo VM, processes, saved images, a scan or a hand-over socket', 'sources');
+    throw new NoSourcesError();
   }
   return providers;
 }

@@ -6,7 +6,7 @@
 import { DemoVm, type DemoVmOptions } from './demo.js';
 import { openImageSource } from './image.js';
 import { type HeldProcess, HeldProcesses, exitedProblem } from './held-process.js';
-import { openProcessStats } from './pid.js';
+import { openProcessStats } from './process-stats.js';
 import type { ProblemReporter } from './problem.js';
 import { type StatsSource, closeSources } from './source.js';
 

@@ -10,7 +10,7 @@
 import type { Attributes } from '@opentelemetry/api';
 import { type DataPoint, DataPointType, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { StatsTarget } from '../stats/descriptors.js';
-import { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX } from './semconv.js';
+import { ATTR_KVM_VCPU_ID, ATTR_KVM_VM_NAME, ATTR_PROCESS_PID, METRIC_PREFIX } from '../otel/semconv.js';
 
 /** Where a percentile falls: the bucket's exact range, in the histogram's unit (ns here), both
  * ends inclusive; `upper` is Infinity for the last, open bucket. */

@@ -4,9 +4,9 @@
  */
 import type { StatsSource } from '../sources/source.js';
 import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
-import { type VcpuAggregation, vmKey } from './aggregation.js';
-import { type MetricMapping, type UnitMode, mapTable, vmAggregateMappings } from './mapping.js';
-import type { StatSelection } from './selection.js';
+import { type VcpuAggregation, vmKey } from '../otel/aggregation.js';
+import { type MetricMapping, type UnitMode, mapTable, vmAggregateMappings } from '../otel/mapping.js';
+import type { StatSelection } from '../otel/selection.js';
 
 /** Per collection: OpenTelemetry data points, and the time series they make in Prometheus (a
  * histogram makes one per bucket, a count and, where it has one, a sum). */

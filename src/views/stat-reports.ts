@@ -6,8 +6,8 @@
 import { machine, release } from 'node:os';
 import type { StatsSource } from '../sources/source.js';
 import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
-import { type MetricMapping, type PrometheusNames, type UnitMode, mapTable, prometheusNames, vmAggregateMappings } from './mapping.js';
-import { statMeaning } from './meanings.js';
+import { type MetricMapping, type PrometheusNames, type UnitMode, mapTable, prometheusNames, vmAggregateMappings } from '../otel/mapping.js';
+import { statMeaning } from '../otel/meanings.js';
 import { type ExportOptions, type HostSeries, type SelectionSummary, type SeriesCount, hostSeries, selectionSummary, seriesOfTable, tableExports } from './series.js';
 
 export interface StatReport {

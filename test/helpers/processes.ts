@@ -5,7 +5,7 @@ import { chmodSync, cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../../src/sources/preload.js';
+import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../../src/setup/preload.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const FIXTURES = join(ROOT, 'test', 'fixtures');
