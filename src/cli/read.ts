@@ -10,7 +10,7 @@ import { DEMO_MAX_VCPUS } from '../sources/demo.js';
 import { imageFileName } from '../sources/image.js';
 import type { StatsSource } from '../sources/source.js';
 import { addSourceOptions, integerOption, unitsOption } from './flags.js';
-import { renderTable } from './report.js';
+import { renderTable } from './read-table.js';
 import { withSources } from './with-sources.js';
 
 interface ReadOptions extends SourceOptions {

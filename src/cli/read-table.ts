@@ -1,6 +1,6 @@
 /**
  * What `read` prints: every stat of every source as the kernel states it, its value, and the
- * metric it becomes (otel/schema.ts reportSource), as a table for people.
+ * metric it becomes (views/stat-reports.ts reportSource), as a table for people.
  */
 import type { SourceReport } from '../views/stat-reports.js';
 
