@@ -30,7 +30,7 @@ export function handoffCommand(): Command {
       } catch (error) {
         throw new UsageError((error as Error).message);
       }
-      const result = await handOffProcessStats(options.pid, options.to, { vmName: options.name, attributes, timeoutMs: options.timeout });
+      const result = await handOffProcessStats(options.pid, options.to, { vmName: options.name, attributes, timeoutMs: options.timeout, sender: 'kvm-stats-otel handoff' });
       result.problems.forEach(reportToStderr);
       const vm = result.vmName !== undefined ? `vm ${result.vmName}: ` : '';
       process.stdout.write(`handed over ${result.sent.length} stats fds of process ${options.pid} (${vm}${result.sent.join(', ')}) to ${options.to}\n`);

@@ -17,6 +17,8 @@ export interface HandoffOptions {
   readonly attributes?: SourceAttributes;
   /** How long to wait for the receiver to take and answer each message; default 10 s. */
   readonly timeoutMs?: number;
+  /** Who sends, for the receiver's logs (the header's `sender`); default "kvm-stats-otel". */
+  readonly sender?: string;
 }
 
 export interface HandoffResult {
@@ -82,7 +84,7 @@ export async function handOffProcessStats(pid: number, path: string, options: Ha
         vcpus: batch.map((source) => source.file.vcpuId ?? null),
         ...(vmName !== undefined ? { vmName } : {}),
         ...(options.attributes ? { attributes: options.attributes } : {}),
-        sender: 'kvm-stats-otel handoff',
+        sender: options.sender ?? 'kvm-stats-otel',
       }),
     }));
     await sendAll(path, messages, options.timeoutMs ?? 10_000);
