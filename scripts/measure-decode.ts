@@ -3,10 +3,13 @@
  * kernel's VM and vCPU stats fds (docs/metrics.md's descriptor tables: 16 VM stats, 47 vCPU stats
  * with three log2 histograms of 32 buckets), in CPU time per pass (process.cpuUsage, so that a
  * loaded machine's waits do not count), beside the pread floor of the same files. For changes to
- * the decoding on machines without /dev/kvm; `--dist DIR` measures another build (a copy of an
- * older dist/ beside a node_modules), so two builds can be compared in turns on the same host.
+ * the decoding on machines without /dev/kvm.
  *
- *   npm run build && node --import tsx scripts/measure-decode.ts [--vms 500] [--passes 200] [--dist dist] [--step NAME]
+ * `--dist DIR` (repeatable) measures a build (dist/ by default; a copy of an older dist/ beside a
+ * node_modules for another). With several, each step's passes take turns between the builds,
+ * pass by pass, each build on files of its own, so that a machine's load falls on all alike.
+ *
+ *   npm run build && node --import tsx scripts/measure-decode.ts [--vms 500] [--passes 200] [--dist DIR]... [--step NAME]
  *
  * Steps: floor, cumulative, delta, vm (summed per VM), new (new data points); default all.
  */
@@ -30,20 +33,18 @@ import {
 } from '../src/abi/kvm.js';
 import { type DescSpec, buildImage, writeImage } from '../test/helpers/image.js';
 
+type Api = typeof import('../src/index.js');
+
 const { values } = parseArgs({
   options: {
     vms: { type: 'string', default: '500' },
     passes: { type: 'string', default: '200' },
-    dist: { type: 'string', default: 'dist' },
-    // One step per process keeps the others' code shapes out of its figures.
+    dist: { type: 'string', multiple: true, default: ['dist'] },
     step: { type: 'string' },
   },
 });
 const vms = Number(values.vms);
 const passes = Number(values.passes);
-const dist = resolve(values.dist);
-// The build measured, through its public entry (the same names in every build since 0.1.0).
-const api = (await import(`${dist}/index.js`)) as typeof import('../src/index.js');
 
 const TYPES: Record<string, number> = {
   cumulative: KVM_STATS_TYPE_CUMULATIVE,
@@ -87,55 +88,82 @@ function tableOf(markdown: string, heading: string): DescSpec[] {
 }
 
 const markdown = readFileSync(new URL('../docs/metrics.md', import.meta.url), 'utf8');
-const vmImage = buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats') });
+const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats') }), 'vm');
 const vcpuDescs = tableOf(markdown, '## vCPU stats');
-const sources: import('../src/index.js').StatsSource[] = [];
-for (let vm = 0; vm < vms; vm++) {
-  const owner = { pid: 10_000 + vm, vmName: `vm-${vm}`, startTimeMs: 1_700_000_000_000 };
-  sources.push(api.statsSource(api.StatsFile.openImage(writeImage(vmImage, 'vm')), owner, 'image'));
-  for (let vcpu = 0; vcpu < 4; vcpu++) {
-    const image = buildImage({ id: `kvm-${20_000 + vm}/vcpu-${vcpu}`, descs: vcpuDescs });
-    sources.push(api.statsSource(api.StatsFile.openImage(writeImage(image, 'vcpu')), owner, 'image'));
+const vcpuImages = Array.from({ length: 4 }, (_, vcpu) => writeImage(buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: vcpuDescs }), 'vcpu'));
+
+/** One build, with files of its own: 500 VMs of 4 vCPUs by default, as the bench's fleet. */
+interface Build {
+  readonly name: string;
+  readonly api: Api;
+  readonly sources: import('../src/index.js').StatsSource[];
+}
+
+async function load(dir: string): Promise<Build> {
+  // Through its public entry: the same names in every build since 0.1.0.
+  const api = (await import(`${resolve(dir)}/index.js`)) as Api;
+  const sources: import('../src/index.js').StatsSource[] = [];
+  for (let vm = 0; vm < vms; vm++) {
+    const owner = { pid: 10_000 + vm, vmName: `vm-${vm}`, startTimeMs: 1_700_000_000_000 };
+    sources.push(api.statsSource(api.StatsFile.openImage(vmImage), owner, 'image'));
+    for (const path of vcpuImages) sources.push(api.statsSource(api.StatsFile.openImage(path), owner, 'image'));
   }
-}
-const files = sources.map((s) => s.file);
-const scratch = new Uint8Array(Math.max(...files.map((f) => f.table.dataSize)));
-
-async function cpuPerPass(step: () => unknown): Promise<number> {
-  for (let i = 0; i < 30; i++) await step();
-  const before = process.cpuUsage();
-  for (let i = 0; i < passes; i++) await step();
-  const used = process.cpuUsage(before);
-  return (used.user + used.system) / 1000 / passes;
+  return { name: dir, api, sources };
 }
 
-function collector(options: Partial<import('../src/index.js').KvmStatsProducerOptions>): () => Promise<void> {
-  const producer = new api.KvmStatsProducer({ sources, reuseDataPoints: true, ...options });
+const builds: Build[] = [];
+for (const dir of values.dist) builds.push(await load(dir));
+
+type Options = Partial<import('../src/index.js').KvmStatsProducerOptions>;
+const STEPS: Record<string, [string, ((build: Build) => () => unknown) | Options]> = {
+  floor: [
+    'pread floor',
+    ({ sources }) => {
+      const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
+      return () => sources.forEach((source) => source.file.readInto(scratch));
+    },
+  ],
+  cumulative: ['collect(), cumulative', {}],
+  delta: ['collect(), delta', { temporality: AggregationTemporality.DELTA }],
+  vm: ['collect(), summed per VM', { vcpuAggregation: 'vm' }],
+  new: ['collect(), new data points', { reuseDataPoints: false }],
+};
+if (values.step !== undefined && !STEPS[values.step]) throw new Error(`--step: one of ${Object.keys(STEPS).join(', ')}`);
+
+function stepOf(build: Build, make: ((build: Build) => () => unknown) | Options): () => unknown {
+  if (typeof make === 'function') return make(build);
+  const producer = new build.api.KvmStatsProducer({ sources: build.sources, reuseDataPoints: true, ...make });
   return async () => {
     const { errors } = await producer.collect();
     if (errors.length > 0) throw new Error(String(errors[0]));
   };
 }
 
-const STEPS: Record<string, [string, () => () => unknown]> = {
-  floor: ['pread floor', () => () => files.forEach((file) => file.readInto(scratch))],
-  cumulative: ['collect(), cumulative', () => collector({})],
-  delta: ['collect(), delta', () => collector({ temporality: AggregationTemporality.DELTA })],
-  vm: ['collect(), summed per VM', () => collector({ vcpuAggregation: 'vm' })],
-  new: ['collect(), new data points', () => collector({ reuseDataPoints: false })],
-};
-if (values.step !== undefined && !STEPS[values.step]) throw new Error(`--step: one of ${Object.keys(STEPS).join(', ')}`);
-const steps = Object.entries(STEPS)
-  .filter(([key]) => values.step === undefined || key === values.step)
-  .map(([, [name, make]]) => [name, make()] as const);
-const results = new Map<string, number[]>();
+/** CPU time of one pass, in ms. */
+async function cpuOf(step: () => unknown): Promise<number> {
+  const before = process.cpuUsage();
+  await step();
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1000;
+}
+
+const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+
 try {
-  for (let round = 0; round < 3; round++) {
-    for (const [name, step] of steps) results.set(name, [...(results.get(name) ?? []), await cpuPerPass(step)]);
-  }
-  for (const [name, list] of results) {
-    console.log(`${files.length} fds, ${name}: ${Math.min(...list).toFixed(2)} ms of CPU a pass (best of 3 rounds of ${passes}; all: ${list.map((v) => v.toFixed(2)).join(', ')})`);
+  for (const [key, [name, make]] of Object.entries(STEPS)) {
+    if (values.step !== undefined && key !== values.step) continue;
+    const steps = builds.map((build) => stepOf(build, make));
+    const times: number[][] = builds.map(() => []);
+    for (let pass = 0; pass < 30; pass++) for (const step of steps) await step();
+    for (let pass = 0; pass < passes; pass++) {
+      for (let b = 0; b < steps.length; b++) times[b]!.push(await cpuOf(steps[b]!));
+    }
+    builds.forEach((build, b) => {
+      const list = times[b]!;
+      const label = builds.length > 1 ? `${build.name}: ` : '';
+      console.log(`${label}${build.sources.length} fds, ${name}: median ${median(list).toFixed(2)} ms of CPU a pass, 10th percentile ${[...list].sort((x, y) => x - y)[Math.floor(list.length / 10)]!.toFixed(2)} (${passes} passes)`);
+    });
   }
 } finally {
-  api.closeSources(sources);
+  for (const build of builds) build.api.closeSources(build.sources);
 }
