@@ -265,7 +265,7 @@ describe('observable instruments on any Meter', () => {
       const read = v.source.file.read.bind(v.source.file);
       v.source.file.read = () => {
         reads++;
-        read();
+        return read();
       };
     }
     const instruments = observeKvmStats(provider.getMeter('app'), { sources: vcpus.map((v) => v.source) });

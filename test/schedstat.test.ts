@@ -62,9 +62,10 @@ describe('SchedstatFile', () => {
     const file = SchedstatFile.open(process.pid, t.tid);
     try {
       const w = words();
+      const buffer = new Uint8Array(w.buffer);
       for (let round = 0; round < 3; round++) {
         const before = readSchedstat(t.tid);
-        expect(file.readInto(w)).toBe(true);
+        expect(file.readInto(buffer)).toBe(true);
         const after = readSchedstat(t.tid);
         for (let i = 0; i < 3; i++) {
           expect(u64(w, i)).toBeGreaterThanOrEqual(before[i]!);
@@ -73,10 +74,13 @@ describe('SchedstatFile', () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       expect(u64(w, 2)).toBeGreaterThan(0); // it ran
+      // read() fills the file's own words, as a stats fd's does.
+      expect(file.read()).toBe(true);
+      expect(u64(file.words, 2)).toBeGreaterThanOrEqual(u64(w, 2));
       await t.stop();
       const fd = file.fd;
       expect(openFds().has(String(fd))).toBe(true);
-      expect(file.readInto(w)).toBe(false);
+      expect(file.readInto(buffer)).toBe(false);
       expect(file.closed).toBe(true);
       expect(openFds().has(String(fd))).toBe(false);
     } finally {
