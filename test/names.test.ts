@@ -16,11 +16,11 @@ import {
   metricNames,
   nameWithoutUnit,
   prometheusNames,
-  prometheusUnitSuffix,
   statNames,
   vmAggregateMappings,
 } from '../src/otel/mapping.js';
 import { UNDOCUMENTED_STATS, knownStats, statMeaning } from '../src/otel/meanings.js';
+import { prometheusUnit } from '../src/otel/prometheus-units.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { DemoVm } from '../src/sources/demo.js';
 import type { StatDescriptor, StatsTarget, StatUnit } from '../src/stats/descriptors.js';
@@ -149,7 +149,7 @@ describe('Prometheus names', () => {
     expect(prometheusNames({ name: 'kvm.vcpu.blocking', kind: 'gauge', unit: '{vcpu}' }, true).name).toBe('kvm_vcpu_blocking');
     expect(prometheusNames({ name: 'kvm.vcpu.exits', kind: 'sum', unit: '1' }, true).name).toBe('kvm_vcpu_exits_total');
     expect(prometheusNames({ name: 'kvm.vcpu.x.max', kind: 'gauge', unit: 's' }, true).name).toBe('kvm_vcpu_x_max_seconds');
-    expect(['ms', 'us', 'ns', 'KiBy', 'MiBy', 'GiBy', 'kBy', 'MBy', 'GBy', 'By/s'].map(prometheusUnitSuffix)).toEqual([
+    expect(['ms', 'us', 'ns', 'KiBy', 'MiBy', 'GiBy', 'kBy', 'MBy', 'GBy', 'By/s'].map(prometheusUnit)).toEqual([
       'milliseconds', 'microseconds', 'nanoseconds', 'kibibytes', 'mebibytes', 'gibibytes', 'kilobytes', 'megabytes', 'gigabytes', 'bytes_per_second',
     ]);
   });

@@ -6,7 +6,7 @@
 import { machine, release } from 'node:os';
 import type { StatsSource } from '../sources/source.js';
 import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
-import { type MetricMapping, type PrometheusNames, type UnitMode, mapTable, prometheusNames, vmAggregateMappings } from '../otel/mapping.js';
+import { type MetricMapping, type PrometheusNames, type UnitMode, mapTable, prometheusNames, prometheusUnitSuffixes, vmAggregateMappings } from '../otel/mapping.js';
 import { statMeaning } from '../otel/meanings.js';
 import { type ExportOptions, type HostSeries, type SelectionSummary, type SeriesCount, hostSeries, selectionSummary, seriesOfTable, tableExports } from './series.js';
 
@@ -114,7 +114,7 @@ export interface Schema {
  * units: with the unit's word, as the OpenTelemetry specification's Prometheus compatibility says).
  */
 function tableNames(table: DescriptorTable, target: StatsTarget, units: UnitMode, aggregated: boolean): StatModeNames[] {
-  const named = (metric: MetricMapping): ModeNames => ({ otel: metric.name, prometheus: prometheusNames(metric, units === 'base') });
+  const named = (metric: MetricMapping): ModeNames => ({ otel: metric.name, prometheus: prometheusNames(metric, prometheusUnitSuffixes(units)) });
   return mapTable(table, target, units).metrics.map((metric) => {
     const [main = metric, max] = aggregated ? vmAggregateMappings(metric).map((o) => o.mapping) : [metric];
     return { ...named(main), ...(max ? { max: named(max) } : {}) };
