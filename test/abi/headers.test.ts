@@ -8,9 +8,9 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import * as kvm from '../src/abi/kvm.js';
-import type { StructLayout } from '../src/abi/layout.js';
-import * as linux from '../src/abi/linux.js';
+import * as kvm from '../../src/abi/kvm.js';
+import type { StructLayout } from '../../src/abi/layout.js';
+import * as linux from '../../src/abi/linux.js';
 
 const KVM_H = '/usr/include/linux/kvm.h';
 
@@ -119,7 +119,7 @@ describe('the kernel ABI module', () => {
     // No other file in src/ spells an ioctl number or a stats flag.
     const grep = spawnSync('grep', ['-rnE', '0x[0-9a-fA-F]*ae[0-9a-fA-F]{2}\\b|KVM_STATS_(TYPE|UNIT|BASE)_[A-Z]+ *=|anon_inode:', 'src', '--exclude=kvm.ts'], {
       encoding: 'utf8',
-      cwd: join(import.meta.dirname, '..'),
+      cwd: join(import.meta.dirname, '..', '..'),
     });
     expect(grep.status, grep.stderr).toBe(1); // 1: no line matched
     expect(grep.stdout).toBe('');

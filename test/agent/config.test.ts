@@ -2,9 +2,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type AgentFlags, ConfigError, SETTINGS, keyValueList, resolveConfig } from '../src/agent/config.js';
-import { settingsTable } from '../src/cli/flags.js';
-import { ROOT } from './helpers/processes.js';
+import { type AgentFlags, ConfigError, SETTINGS, keyValueList, resolveConfig } from '../../src/agent/config.js';
+import { settingsTable } from '../../src/cli/flags.js';
+import { ROOT } from '../helpers/processes.js';
 
 const FLAGS: AgentFlags = { demo: 2, units: 'exact', logLevel: 'info' };
 

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
+import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../../src/abi/kvm.js';
 import {
   type AgentProcess,
   BIN,
@@ -20,10 +20,10 @@ import {
   metricsOf,
   pointValue,
   startAgentProcess,
-} from '../examples/local-collector/collector.js';
-import { buildImage, writeImage } from './helpers/image.js';
-import { describeKvm } from './helpers/kvm.js';
-import { JsonLineChild, ROOT, fixtureCommand, startVmm } from './helpers/processes.js';
+} from '../../examples/local-collector/collector.js';
+import { buildImage, writeImage } from '../helpers/image.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { JsonLineChild, ROOT, fixtureCommand, startVmm } from '../helpers/processes.js';
 
 interface LogLine {
   level: string;

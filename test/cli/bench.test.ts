@@ -6,11 +6,11 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { VmFleet } from '../src/bench/fleet.js';
-import { qemuAvailable } from '../src/bench/qemu.js';
-import { describeKvm } from './helpers/kvm.js';
-import { ROOT } from './helpers/processes.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { VmFleet } from '../../src/bench/fleet.js';
+import { qemuAvailable } from '../../src/bench/qemu.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { ROOT } from '../helpers/processes.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 

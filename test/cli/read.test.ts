@@ -7,11 +7,11 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
-import type { SourceReport } from '../src/views/stat-reports.js';
-import { buildImage, writeImage } from './helpers/image.js';
-import { describeKvm } from './helpers/kvm.js';
-import { ROOT, startVmm } from './helpers/processes.js';
+import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../../src/abi/kvm.js';
+import type { SourceReport } from '../../src/views/stat-reports.js';
+import { buildImage, writeImage } from '../helpers/image.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { ROOT, startVmm } from '../helpers/processes.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 

@@ -5,15 +5,15 @@ import { readFileSync } from 'node:fs';
 import { machine, release } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KVM_STATS_TYPE_INSTANT, KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../src/abi/kvm.js';
-import { type UnitMode, statNames } from '../src/otel/mapping.js';
-import type { Schema } from '../src/views/stat-reports.js';
-import { UNDOCUMENTED_STATS, statMeaning } from '../src/otel/meanings.js';
-import { openImageSource } from '../src/sources/image.js';
-import { BIN } from '../examples/local-collector/collector.js';
-import { buildImage, writeImage } from './helpers/image.js';
-import { describeKvm } from './helpers/kvm.js';
-import { ROOT } from './helpers/processes.js';
+import { KVM_STATS_TYPE_INSTANT, KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../../src/abi/kvm.js';
+import { type UnitMode, statNames } from '../../src/otel/mapping.js';
+import type { Schema } from '../../src/views/stat-reports.js';
+import { UNDOCUMENTED_STATS, statMeaning } from '../../src/otel/meanings.js';
+import { openImageSource } from '../../src/sources/image.js';
+import { BIN } from '../../examples/local-collector/collector.js';
+import { buildImage, writeImage } from '../helpers/image.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { ROOT } from '../helpers/processes.js';
 
 function run(...args: string[]) {
   const result = spawnSync(process.execPath, [BIN, 'schema', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });

@@ -6,9 +6,9 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { expect, it } from 'vitest';
-import { BIN } from '../examples/local-collector/collector.js';
-import { describeKvm } from './helpers/kvm.js';
-import { ROOT, startVmm } from './helpers/processes.js';
+import { BIN } from '../../examples/local-collector/collector.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { ROOT, startVmm } from '../helpers/processes.js';
 
 const ESC = '\x1b[';
 const RATE = '(?:-|\\d+\\.\\d[kMG]?)';

@@ -10,9 +10,9 @@ import { OTLPMetricExporter as OfficialProto } from '@opentelemetry/exporter-met
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { MockOtlpServer } from '@elastic/mockotlpserver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvmOtlpMetricExporter, otlpProtocol } from '../src/exporters/otlp-exporter.js';
-import { describeKvm } from './helpers/kvm.js';
-import { collectMixed, mixedSetup } from './helpers/mixed-collection.js';
+import { KvmOtlpMetricExporter, otlpProtocol } from '../../src/exporters/otlp-exporter.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { collectMixed, mixedSetup } from '../helpers/mixed-collection.js';
 
 const EXPORT_SUCCESS = 0;
 

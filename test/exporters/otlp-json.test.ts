@@ -7,10 +7,10 @@ import { JsonMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { OtlpJsonEncoder } from '../src/exporters/otlp-json.js';
-import { describeKvm } from './helpers/kvm.js';
-import { resourceMetrics } from './helpers/metrics-arbitrary.js';
-import { collectMixed, mixedSetup } from './helpers/mixed-collection.js';
+import { OtlpJsonEncoder } from '../../src/exporters/otlp-json.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { resourceMetrics } from '../helpers/metrics-arbitrary.js';
+import { collectMixed, mixedSetup } from '../helpers/mixed-collection.js';
 
 const decoder = new TextDecoder();
 

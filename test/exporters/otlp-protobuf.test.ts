@@ -10,10 +10,10 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { type DataPoint, DataPointType, type Histogram, type MetricData, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { OtlpProtobufEncoder } from '../src/exporters/otlp-protobuf.js';
-import { resourceMetrics } from './helpers/metrics-arbitrary.js';
-import { collectMixed, mixedSetup } from './helpers/mixed-collection.js';
-import { describeKvm } from './helpers/kvm.js';
+import { OtlpProtobufEncoder } from '../../src/exporters/otlp-protobuf.js';
+import { resourceMetrics } from '../helpers/metrics-arbitrary.js';
+import { collectMixed, mixedSetup } from '../helpers/mixed-collection.js';
+import { describeKvm } from '../helpers/kvm.js';
 
 function official(request: ResourceMetrics): Buffer {
   return Buffer.from(ProtobufMetricsSerializer.serializeRequest(request)!);

@@ -21,14 +21,14 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort } from '../examples/local-collector/collector.js';
-import { PROMETHEUS_CONTENT_TYPE, PrometheusTextExporter, acceptsGzip } from '../src/exporters/prometheus-exporter.js';
-import { PrometheusTextSerializer, type PrometheusTextOptions } from '../src/exporters/prometheus-text.js';
-import { prometheusUnit, withUnitSuffix } from '../src/otel/prometheus-units.js';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { DemoVm } from '../src/sources/demo.js';
-import { VmFleet } from '../src/bench/fleet.js';
-import { describeKvm } from './helpers/kvm.js';
+import { freePort } from '../../examples/local-collector/collector.js';
+import { PROMETHEUS_CONTENT_TYPE, PrometheusTextExporter, acceptsGzip } from '../../src/exporters/prometheus-exporter.js';
+import { PrometheusTextSerializer, type PrometheusTextOptions } from '../../src/exporters/prometheus-text.js';
+import { prometheusUnit, withUnitSuffix } from '../../src/otel/prometheus-units.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { DemoVm } from '../../src/sources/demo.js';
+import { VmFleet } from '../../src/bench/fleet.js';
+import { describeKvm } from '../helpers/kvm.js';
 
 function official(options: PrometheusTextOptions): PrometheusSerializer {
   return new PrometheusSerializer(options.prefix, options.appendTimestamp, options.withResourceConstantLabels, options.withoutTargetInfo, options.withoutScopeInfo);

@@ -9,11 +9,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Attributes } from '@opentelemetry/api';
 import { AggregationTemporality, DataPointType, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { DemoVm } from '../src/sources/demo.js';
-import { type StatsSource, closeSources } from '../src/sources/source.js';
-import { describeKvm } from './helpers/kvm.js';
-import { type ImageStats, VCPU, type VcpuValues, content, imageVcpu, imageVm, metricOf, pointOf, pointsOf } from './helpers/vcpu-images.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { DemoVm } from '../../src/sources/demo.js';
+import { type StatsSource, closeSources } from '../../src/sources/source.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { type ImageStats, VCPU, type VcpuValues, content, imageVcpu, imageVm, metricOf, pointOf, pointsOf } from '../helpers/vcpu-images.js';
 
 const WEB = { 'process.pid': 77, 'kvm.vm.name': 'web' };
 const DB = { 'process.pid': 77, 'kvm.vm.name': 'db' };

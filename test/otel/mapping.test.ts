@@ -6,8 +6,8 @@
  */
 import { AggregationTemporality, AggregationType, DataPointType, type Histogram, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { describe, expect, it } from 'vitest';
-import type { StatBase, StatDescriptor, StatType, StatUnit } from '../src/stats/descriptors.js';
-import { histogramBounds, mapStat, mapTable, metricKind, sumCompanion, unitFor } from '../src/otel/mapping.js';
+import type { StatBase, StatDescriptor, StatType, StatUnit } from '../../src/stats/descriptors.js';
+import { histogramBounds, mapStat, mapTable, metricKind, sumCompanion, unitFor } from '../../src/otel/mapping.js';
 
 function stat(partial: Partial<StatDescriptor> & { name?: string }): StatDescriptor {
   return { name: 'x', type: 'cumulative', unit: 'none', base: 10, exponent: 0, size: 1, bucketSize: 0, offset: 0, index: 0, ...partial };

@@ -18,13 +18,13 @@ import {
   prometheusNames,
   statNames,
   vmAggregateMappings,
-} from '../src/otel/mapping.js';
-import { UNDOCUMENTED_STATS, knownStats, statMeaning } from '../src/otel/meanings.js';
-import { prometheusUnit } from '../src/otel/prometheus-units.js';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { DemoVm } from '../src/sources/demo.js';
-import type { StatDescriptor, StatsTarget, StatUnit } from '../src/stats/descriptors.js';
-import { describeKvm } from './helpers/kvm.js';
+} from '../../src/otel/mapping.js';
+import { UNDOCUMENTED_STATS, knownStats, statMeaning } from '../../src/otel/meanings.js';
+import { prometheusUnit } from '../../src/otel/prometheus-units.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { DemoVm } from '../../src/sources/demo.js';
+import type { StatDescriptor, StatsTarget, StatUnit } from '../../src/stats/descriptors.js';
+import { describeKvm } from '../helpers/kvm.js';
 
 function stat(partial: Partial<StatDescriptor> & { name: string }): StatDescriptor {
   return { type: 'cumulative', unit: 'none', base: 10, exponent: 0, size: 1, bucketSize: 0, offset: 0, index: 0, ...partial };

@@ -28,13 +28,13 @@ import {
   KVM_STATS_UNIT_BYTES,
   KVM_STATS_UNIT_SECONDS,
   KVM_STATS_BASE_POW2,
-} from '../src/abi/kvm.js';
-import { observeKvmStats } from '../src/otel/instruments.js';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { type StatsSource, closeSources, statsSource } from '../src/sources/source.js';
-import { StatsFile } from '../src/stats/stats-file.js';
-import { type DescSpec, buildImage, writeImage } from './helpers/image.js';
-import { content } from './helpers/vcpu-images.js';
+} from '../../src/abi/kvm.js';
+import { observeKvmStats } from '../../src/otel/instruments.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { type StatsSource, closeSources, statsSource } from '../../src/sources/source.js';
+import { StatsFile } from '../../src/stats/stats-file.js';
+import { type DescSpec, buildImage, writeImage } from '../helpers/image.js';
+import { content } from '../helpers/vcpu-images.js';
 
 interface Values {
   exits: number;

@@ -6,14 +6,14 @@
 import { type DiagLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type KvmStatsInstrumentsOptions, observeKvmStats } from '../src/otel/instruments.js';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { StatSelection, globMatches } from '../src/otel/selection.js';
+import { type KvmStatsInstrumentsOptions, observeKvmStats } from '../../src/otel/instruments.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { StatSelection, globMatches } from '../../src/otel/selection.js';
 import fc from 'fast-check';
-import { DemoVm } from '../src/sources/demo.js';
-import { closeSources } from '../src/sources/source.js';
-import { describeKvm } from './helpers/kvm.js';
-import { VCPU, content, imageVcpu, imageVm, pointOf, pointsOf } from './helpers/vcpu-images.js';
+import { DemoVm } from '../../src/sources/demo.js';
+import { closeSources } from '../../src/sources/source.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { VCPU, content, imageVcpu, imageVm, pointOf, pointsOf } from '../helpers/vcpu-images.js';
 
 let cleanup: (() => void | Promise<void>)[] = [];
 afterEach(async () => {

@@ -10,21 +10,21 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Kvm, VmFd } from '../src/native/kvm-fds.js';
-import { NativeError } from '../src/native/errors.js';
-import { closeFd, pidfdGetfd, pidfdOpen } from '../src/native/libc.js';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { DemoVm } from '../src/sources/demo.js';
-import { openProcessStats } from '../src/sources/process-stats.js';
-import { ProcessProvider } from '../src/sources/provider.js';
-import { errorText } from '../src/cli/hints.js';
-import type { Problem } from '../src/sources/problem.js';
-import { fdLinks } from '../src/sources/proc.js';
-import { closeSources } from '../src/sources/source.js';
-import { StatsFile } from '../src/stats/stats-file.js';
-import { buildImage, writeImage } from './helpers/image.js';
-import { describeKvm } from './helpers/kvm.js';
-import { AS_NOBODY, ROOT, fixtureCommand, startVmm, unprivilegedCopy } from './helpers/processes.js';
+import { Kvm, VmFd } from '../../src/native/kvm-fds.js';
+import { NativeError } from '../../src/native/errors.js';
+import { closeFd, pidfdGetfd, pidfdOpen } from '../../src/native/libc.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { DemoVm } from '../../src/sources/demo.js';
+import { openProcessStats } from '../../src/sources/process-stats.js';
+import { ProcessProvider } from '../../src/sources/provider.js';
+import { errorText } from '../../src/cli/hints.js';
+import type { Problem } from '../../src/sources/problem.js';
+import { fdLinks } from '../../src/sources/proc.js';
+import { closeSources } from '../../src/sources/source.js';
+import { StatsFile } from '../../src/stats/stats-file.js';
+import { buildImage, writeImage } from '../helpers/image.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { AS_NOBODY, ROOT, fixtureCommand, startVmm, unprivilegedCopy } from '../helpers/processes.js';
 
 /** name -> values, read with Node's own pread and a decoder written here, not the project's. */
 function independentRead(fd: number): Map<string, bigint[]> {

@@ -10,16 +10,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
-import { problemText } from '../src/cli/hints.js';
-import { type ListedProcess, renderList } from '../src/cli/list.js';
-import type { ListedSeries } from '../src/views/series.js';
-import { type KvmStatsProducerOptions, KvmStatsProducer } from '../src/otel/producer.js';
-import type { Problem } from '../src/sources/problem.js';
-import { fdLinks, fdTable, isStatsLink, processExiting } from '../src/sources/proc.js';
-import { type ScannedProcess, ScanProvider } from '../src/sources/scan.js';
-import type { StatsSource } from '../src/sources/source.js';
-import { describeKvm } from './helpers/kvm.js';
-import { AS_NOBODY, JsonLineChild, ROOT, fixtureCommand, startVmm, unprivilegedCopy } from './helpers/processes.js';
+import { problemText } from '../../src/cli/hints.js';
+import { type ListedProcess, renderList } from '../../src/cli/list.js';
+import type { ListedSeries } from '../../src/views/series.js';
+import { type KvmStatsProducerOptions, KvmStatsProducer } from '../../src/otel/producer.js';
+import type { Problem } from '../../src/sources/problem.js';
+import { fdLinks, fdTable, isStatsLink, processExiting } from '../../src/sources/proc.js';
+import { type ScannedProcess, ScanProvider } from '../../src/sources/scan.js';
+import type { StatsSource } from '../../src/sources/source.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { AS_NOBODY, JsonLineChild, ROOT, fixtureCommand, startVmm, unprivilegedCopy } from '../helpers/processes.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 

@@ -21,10 +21,10 @@ import {
   KVM_STATS_UNIT_CYCLES,
   KVM_STATS_UNIT_NONE,
   KVM_STATS_UNIT_SECONDS,
-} from '../src/abi/kvm.js';
-import { LIMITS, StatsImageError } from '../src/stats/descriptors.js';
-import { StatsFile } from '../src/stats/stats-file.js';
-import { type DescSpec, buildImage, writeImage } from './helpers/image.js';
+} from '../../src/abi/kvm.js';
+import { LIMITS, StatsImageError } from '../../src/stats/descriptors.js';
+import { StatsFile } from '../../src/stats/stats-file.js';
+import { type DescSpec, buildImage, writeImage } from '../helpers/image.js';
 
 /** 100,000 mutated images in CI, as the hardening issue asks; more with KVM_STATS_FUZZ_RUNS. */
 const MUTATION_RUNS = Number(process.env.KVM_STATS_FUZZ_RUNS ?? 100_000);

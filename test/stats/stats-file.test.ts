@@ -16,10 +16,10 @@ import {
   KVM_STATS_UNIT_CYCLES,
   KVM_STATS_UNIT_NONE,
   KVM_STATS_UNIT_SECONDS,
-} from '../src/abi/kvm.js';
-import { LIMITS, StatsImageError } from '../src/stats/descriptors.js';
-import { StatsFile, StatsReadError } from '../src/stats/stats-file.js';
-import { type DescSpec, type ImageSpec, buildImage, writeImage } from './helpers/image.js';
+} from '../../src/abi/kvm.js';
+import { LIMITS, StatsImageError } from '../../src/stats/descriptors.js';
+import { StatsFile, StatsReadError } from '../../src/stats/stats-file.js';
+import { type DescSpec, type ImageSpec, buildImage, writeImage } from '../helpers/image.js';
 
 function open(spec: ImageSpec): StatsFile {
   return StatsFile.openImage(writeImage(buildImage(spec)));

@@ -7,8 +7,8 @@ import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describeKvm } from './helpers/kvm.js';
-import { AS_NOBODY, type ChildVmm, ROOT, packageCopy, startVmm } from './helpers/processes.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { AS_NOBODY, type ChildVmm, ROOT, packageCopy, startVmm } from '../helpers/processes.js';
 
 const UNIT = readFileSync(join(ROOT, 'deploy', 'kvm-stats-otel.service'), 'utf8');
 const DAEMONSET = readFileSync(join(ROOT, 'deploy', 'daemonset.yaml'), 'utf8');

@@ -9,9 +9,9 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, expect, it } from 'vitest';
-import { type AgentProcess, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess } from '../examples/local-collector/collector.js';
-import { describeKvm } from './helpers/kvm.js';
-import { type TinyVmm, startTinyVmm } from './helpers/processes.js';
+import { type AgentProcess, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess } from '../../examples/local-collector/collector.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { type TinyVmm, startTinyVmm } from '../helpers/processes.js';
 
 let agent: AgentProcess | undefined;
 const vmms: TinyVmm[] = [];

@@ -29,11 +29,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AgentProcess, BIN, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess, watchAgentProcess } from '../examples/local-collector/collector.js';
-import { USER_HZ } from '../src/abi/linux.js';
-import { preloadWrapperScript } from '../src/setup/preload-wrapper.js';
-import { describeKvm } from './helpers/kvm.js';
-import { AS_NOBODY, ROOT, packageCopy } from './helpers/processes.js';
+import { type AgentProcess, BIN, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess, watchAgentProcess } from '../../examples/local-collector/collector.js';
+import { USER_HZ } from '../../src/abi/linux.js';
+import { preloadWrapperScript } from '../../src/setup/preload-wrapper.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { AS_NOBODY, ROOT, packageCopy } from '../helpers/processes.js';
 
 const run = promisify(execFile);
 

@@ -9,8 +9,8 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { describeKvm } from './helpers/kvm.js';
-import { FIXTURES, ROOT } from './helpers/processes.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { FIXTURES, ROOT } from '../helpers/processes.js';
 
 /** The package's own dependencies, as a user's install brings them (koffi is copied below). */
 const { dependencies } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };

@@ -5,8 +5,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { describeKvm } from './helpers/kvm.js';
-import { ROOT } from './helpers/processes.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { ROOT } from '../helpers/processes.js';
 
 /** node ARGS..., as `npm run soak` runs it. */
 const SOAK = ['--expose-gc', '--import', 'tsx', join(ROOT, 'scripts', 'soak.ts')];

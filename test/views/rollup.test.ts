@@ -4,12 +4,12 @@
  * threads' schedstat, sorting, and a VM's detail rows (total, share, rate).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { KvmStatsProducer } from '../src/otel/producer.js';
-import { VmRollup, detailRows, quantileBucket, sortVms } from '../src/views/rollup.js';
-import { attachSchedstats } from '../src/sources/schedstat.js';
-import { closeSources } from '../src/sources/source.js';
-import { BusyThread } from './helpers/threads.js';
-import { ImageStats, VCPU, type VcpuValues, imageVcpu, imageVm } from './helpers/vcpu-images.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { VmRollup, detailRows, quantileBucket, sortVms } from '../../src/views/rollup.js';
+import { attachSchedstats } from '../../src/sources/schedstat.js';
+import { closeSources } from '../../src/sources/source.js';
+import { BusyThread } from '../helpers/threads.js';
+import { ImageStats, VCPU, type VcpuValues, imageVcpu, imageVm } from '../helpers/vcpu-images.js';
 
 let cleanup: (() => void | Promise<void>)[] = [];
 afterEach(async () => {
