@@ -1,6 +1,7 @@
 /**
- * vCPU (and VM) stats images in files whose values a test rewrites between collections, with
- * one stat of every kind the aggregation treats differently, and a way to look at a result.
+ * Stats images in files whose values a test rewrites between collections (ImageStats): vCPU
+ * (and VM) images with one stat of every kind the aggregation treats differently, and ways to
+ * look at a result.
  */
 import { writeFileSync } from 'node:fs';
 import type { Attributes } from '@opentelemetry/api';
@@ -46,21 +47,24 @@ function vcpuDescs(v: VcpuValues): DescSpec[] {
   ];
 }
 
-/** A stats image in a file, rewritten in place by set(). */
-export class ImageStats {
+/** A stats image in a file, its stats laid out by `descs` from values that set() rewrites in place. */
+export class ImageStats<V = VcpuValues> {
   readonly path: string;
   readonly source: StatsSource;
   readonly #id: string;
-  readonly #descs: (values: VcpuValues) => DescSpec[];
+  readonly #descs: (values: V) => DescSpec[];
 
-  constructor(id: string, values: VcpuValues, owner: StatsOwner, descs = vcpuDescs) {
+  /** Without `descs`, a vCPU image of VcpuValues. */
+  constructor(id: string, values: V & VcpuValues, owner: StatsOwner);
+  constructor(id: string, values: V, owner: StatsOwner, descs: (values: V) => DescSpec[]);
+  constructor(id: string, values: V, owner: StatsOwner, descs?: (values: V) => DescSpec[]) {
     this.#id = id;
-    this.#descs = descs;
-    this.path = writeImage(buildImage({ id, descs: descs(values) }), 'vcpu-images');
+    this.#descs = descs ?? (vcpuDescs as (values: unknown) => DescSpec[]);
+    this.path = writeImage(buildImage({ id, descs: this.#descs(values) }), 'vcpu-images');
     this.source = statsSource(StatsFile.openImage(this.path), owner, this.path);
   }
 
-  set(values: VcpuValues): void {
+  set(values: V): void {
     writeFileSync(this.path, buildImage({ id: this.#id, descs: this.#descs(values) }));
   }
 }

@@ -8,10 +8,11 @@ import { writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Attributes } from '@opentelemetry/api';
 import { AggregationTemporality, DataPointType, type Histogram, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { DemoVm } from '../../src/sources/demo.js';
 import { type StatsSource, closeSources } from '../../src/sources/source.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { type ImageStats, VCPU, type VcpuValues, content, imageVcpu, imageVm, metricOf, pointOf, pointsOf } from '../helpers/vcpu-images.js';
 
@@ -26,11 +27,7 @@ const TEMPORALITIES = [
   ['delta', AggregationTemporality.DELTA],
 ] as const;
 
-let cleanup: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const step of cleanup.reverse()) await step();
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 function images(...list: ImageStats[]): ImageStats[] {
   cleanup.push(() => closeSources(list.map((i) => i.source)));

@@ -18,7 +18,7 @@ import {
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   KVM_STATS_TYPE_INSTANT,
   KVM_STATS_TYPE_LINEAR_HIST,
@@ -33,8 +33,9 @@ import { observeKvmStats } from '../../src/otel/instruments.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { type StatsSource, closeSources, statsSource } from '../../src/sources/source.js';
 import { StatsFile } from '../../src/stats/stats-file.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 import { type DescSpec, buildImage, writeImage } from '../helpers/image.js';
-import { content } from '../helpers/vcpu-images.js';
+import { ImageStats, content } from '../helpers/vcpu-images.js';
 
 interface Values {
   exits: number;
@@ -60,16 +61,10 @@ function descs(v: Values): DescSpec[] {
 
 const START: Values = { exits: 100, pages: 4, peak: 9, mode: 1, waitNs: 50, wait: [1, 2, 0, 3], linear: [5, 0, 1] };
 
-/** A stats image in a file whose values the test rewrites in place between collections. */
-class FakeVcpu {
-  readonly path: string;
-  readonly source: StatsSource;
-  constructor(readonly id: string, values: Values, owner = { pid: 4321, vmName: 'guest1', startTimeMs: 1_700_000_000_000 }) {
-    this.path = writeImage(buildImage({ id, descs: descs(values) }));
-    this.source = statsSource(StatsFile.openImage(this.path), owner, this.path);
-  }
-  set(values: Values): void {
-    writeFileSync(this.path, buildImage({ id: this.id, descs: descs(values) }));
+/** A vCPU image with one stat of each kind the producer treats apart, rewritten in place by set(). */
+class FakeVcpu extends ImageStats<Values> {
+  constructor(id: string, values: Values, owner = { pid: 4321, vmName: 'guest1', startTimeMs: 1_700_000_000_000 }) {
+    super(id, values, owner, descs);
   }
 }
 
@@ -88,11 +83,7 @@ function point(resourceMetrics: ResourceMetrics, name: string, vcpu = 0) {
   return found;
 }
 
-let cleanup: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const step of cleanup.reverse()) await step();
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 function setup(temporality: AggregationTemporality, vcpus: FakeVcpu[]) {
   const producer = new KvmStatsProducer({ sources: () => vcpus.map((v) => v.source), temporality });

@@ -5,21 +5,18 @@
  */
 import { type DiagLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type KvmStatsInstrumentsOptions, observeKvmStats } from '../../src/otel/instruments.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { StatSelection, globMatches } from '../../src/otel/selection.js';
 import fc from 'fast-check';
 import { DemoVm } from '../../src/sources/demo.js';
 import { closeSources } from '../../src/sources/source.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { VCPU, content, imageVcpu, imageVm, pointOf, pointsOf } from '../helpers/vcpu-images.js';
 
-let cleanup: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const step of cleanup.reverse()) await step();
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 function names(rm: ResourceMetrics): string[] {
   return rm.scopeMetrics.flatMap((s) => s.metrics.map((m) => m.descriptor.name)).sort();

@@ -15,7 +15,7 @@ import {
   PeriodicExportingMetricReader,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { observeKvmStats } from '../../src/otel/instruments.js';
 import { KvmStatsProducer, type KvmStatsProducerOptions } from '../../src/otel/producer.js';
 import { DemoVm } from '../../src/sources/demo.js';
@@ -23,16 +23,13 @@ import type { Problem } from '../../src/sources/problem.js';
 import { ScanProvider } from '../../src/sources/scan.js';
 import { SCHEDSTAT_TABLE, SchedstatFile, attachSchedstats } from '../../src/sources/schedstat.js';
 import { type StatsSource, closeSources } from '../../src/sources/source.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { startVmm } from '../helpers/processes.js';
 import { BusyThread, readSchedstat } from '../helpers/threads.js';
 import { ImageStats, VCPU, metricOf, pointOf, pointsOf } from '../helpers/vcpu-images.js';
 
-let cleanup: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const step of cleanup.reverse()) await step();
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 async function thread(): Promise<BusyThread> {
   const t = await BusyThread.start();

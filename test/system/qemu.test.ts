@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { afterEach, beforeAll, expect, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../../src/setup/preload.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { VmRollup, type VmRow } from '../../src/views/rollup.js';
@@ -21,13 +21,11 @@ import { openProcessStats } from '../../src/sources/process-stats.js';
 import { ScanProvider } from '../../src/sources/scan.js';
 import type { ListedProcess } from '../../src/cli/list.js';
 import type { StatsSource } from '../../src/sources/source.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { ROOT } from '../helpers/processes.js';
 
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const step of cleanup.splice(0).reverse()) await step();
-});
+const cleanup = cleanupAfterEach();
 
 function points(rm: ResourceMetrics, name: string) {
   const metric = rm.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === name);

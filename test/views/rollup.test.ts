@@ -3,19 +3,16 @@
  * deltas with the exact bucket ranges, per-VM rollups of vCPU rates, run delay from the vCPU
  * threads' schedstat, sorting, and a VM's detail rows (total, share, rate).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { VmRollup, detailRows, quantileBucket, sortVms } from '../../src/views/rollup.js';
 import { attachSchedstats } from '../../src/sources/schedstat.js';
 import { closeSources } from '../../src/sources/source.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 import { BusyThread } from '../helpers/threads.js';
 import { ImageStats, VCPU, type VcpuValues, imageVcpu, imageVm } from '../helpers/vcpu-images.js';
 
-let cleanup: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const step of cleanup.reverse()) await step();
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 function images(...list: ImageStats[]): ImageStats[] {
   cleanup.push(() => closeSources(list.map((i) => i.source)));
