@@ -1,30 +1,24 @@
 /**
- * Real KVM: the demo VM's stats through the producer, checked against an independent read of
- * the same fds; counters that move; one pread per fd per collect (counted by strace); fd
- * hygiene; the errors a user meets; and copying another process's stats fds.
+ * The demo VM (src/sources/demo.ts) on real KVM, through the producer: its stats checked against
+ * an independent read of the same fds, counters that move, fd hygiene, and one pread per fd per
+ * collect (counted by strace). (The errors a user meets: test/native/errors.test.ts; another
+ * process's stats fds: test/sources/process-stats.test.ts.)
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Kvm, VmFd } from '../../src/native/kvm-fds.js';
-import { NativeError } from '../../src/native/errors.js';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Kvm } from '../../src/native/kvm-fds.js';
 import { closeFd, pidfdGetfd, pidfdOpen } from '../../src/native/libc.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { DemoVm } from '../../src/sources/demo.js';
-import { openProcessStats } from '../../src/sources/process-stats.js';
-import { ProcessProvider } from '../../src/sources/provider.js';
-import { errorText } from '../../src/cli/hints.js';
-import type { Problem } from '../../src/sources/problem.js';
-import { fdLinks } from '../../src/sources/proc.js';
-import { closeSources } from '../../src/sources/source.js';
 import { StatsFile } from '../../src/stats/stats-file.js';
 import { buildImage, writeImage } from '../helpers/image.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { AS_NOBODY, ROOT, fixtureCommand, startVmm, unprivilegedCopy } from '../helpers/processes.js';
+import { ROOT, fixtureCommand } from '../helpers/processes.js';
 
 /** name -> values, read with Node's own pread and a decoder written here, not the project's. */
 function independentRead(fd: number): Map<string, bigint[]> {
@@ -169,121 +163,5 @@ describeKvm('one pread per stats fd (and per schedstat file) per collect (real K
     }
     // One pread per stats fd, and one per schedstat file, per collection.
     expect(Object.fromEntries(preads)).toEqual(Object.fromEntries([...fds, Number(sched)].map((fd) => [fd, collections])));
-  });
-});
-
-describeKvm('errors name the call, the errno and what to do (real KVM)', () => {
-  it('says how to get at /dev/kvm, copy an fd, or read a path', () => {
-    expect(() => Kvm.open('/nonexistent/kvm')).toThrow('open /nonexistent/kvm failed with ENOENT: check the path');
-    expect(() => StatsFile.openImage('/nonexistent.kvmstats')).toThrow('open /nonexistent.kvmstats failed with ENOENT: check the path');
-    let free = 4_000_000;
-    while (readdirSync('/proc').includes(String(free))) free++;
-    expect(() => pidfdOpen(free)).toThrow('pidfd_open failed with ESRCH: no such process: check the pid, it may have exited');
-  });
-
-  it('refuses KVM_GET_STATS_FD on a VM fd copied from its creator, with EIO', async () => {
-    const vmm = await startVmm(['--no-stats']);
-    try {
-      const vmLink = fdLinks(vmm.pid).find((l) => l.target === 'anon_inode:kvm-vm')!;
-      const pidfd = pidfdOpen(vmm.pid);
-      const copy = new VmFd(pidfdGetfd(pidfd, vmLink.fd));
-      closeFd(pidfd);
-      try {
-        copy.statsFd();
-        expect.unreachable('KVM_GET_STATS_FD worked on a copied VM fd');
-      } catch (error) {
-        expect(error).toBeInstanceOf(NativeError);
-        expect((error as NativeError).code).toBe('EIO');
-        expect((error as Error).message).toBe(
-          'KVM_GET_STATS_FD failed with EIO: only the process that created the VM can do this; copy the stats fds the VMM holds instead',
-        );
-        // The command line says which flag copies them.
-        expect(errorText(error as Error)).toBe(`${(error as Error).message} (read --pid)`);
-      } finally {
-        copy.close();
-      }
-    } finally {
-      await vmm.stop();
-    }
-  });
-
-  it('tells an unprivileged user to join the kvm group and that copying fds needs ptrace rights', () => {
-    const fixture = unprivilegedCopy('unprivileged.mjs');
-    const [setpriv, ...asNobody] = AS_NOBODY;
-    const result = spawnSync(setpriv!, [...asNobody, process.execPath, fixture, '1', '0'], { cwd: '/', encoding: 'utf8' });
-    expect(result.status, result.stderr).toBe(0);
-    const messages = JSON.parse(result.stdout) as Record<string, string>;
-    expect(messages.openKvm).toBe('open /dev/kvm failed with EACCES: run as root or join the kvm group');
-    expect(messages.pidfdGetfd).toMatch(/^pidfd_getfd failed with EPERM: copying another process's fd needs the same uid or CAP_SYS_PTRACE/);
-  });
-});
-
-describeKvm('copying the stats fds of another process (real KVM)', () => {
-  it('reads a VMM\'s VM and vCPU stats fds, owned by that process, named from its command line', async () => {
-    const vmm = await startVmm(['--vcpus', '3', '-name', 'guest=web01,debug-threads=on']);
-    const fdsBefore = openFdCount();
-    try {
-      const found = openProcessStats(vmm.pid);
-      expect(found.problems).toEqual([]);
-      expect(found.sources.map((s) => [s.file.target, s.file.vcpuId])).toEqual([
-        ['vm', undefined],
-        ['vcpu', 0],
-        ['vcpu', 1],
-        ['vcpu', 2],
-      ]);
-      for (const source of found.sources) {
-        expect(source.pid).toBe(vmm.pid);
-        expect(source.vmName).toBe('web01');
-        expect(source.origin).toMatch(new RegExp(`^pidfd_getfd from process ${vmm.pid} fd \\d+$`));
-        expect(Math.abs(source.startTimeMs - Date.now())).toBeLessThan(120_000);
-      }
-      const { resourceMetrics } = await new KvmStatsProducer({ sources: found.sources }).collect();
-      const exits = dataPoints(resourceMetrics, 'kvm.vcpu.exits');
-      expect(exits).toHaveLength(3);
-      expect(exits[0]!.attributes).toEqual({ 'process.pid': vmm.pid, 'kvm.vm.name': 'web01', 'kvm.vcpu.id': 0 });
-      closeSources(found.sources);
-      expect(openFdCount()).toBe(fdsBefore);
-    } finally {
-      await vmm.stop();
-    }
-  });
-
-  it('ProcessProvider (--pid) lets go of every copy at the first collection after the VMM exits', async () => {
-    const fdsBefore = openFdCount();
-    const vmm = await startVmm(['--vcpus', '2']);
-    const reports: Problem[] = [];
-    const provider = new ProcessProvider(vmm.pid, (problem) => reports.push(problem));
-    try {
-      await provider.refresh();
-      expect(provider.sources()).toHaveLength(3);
-      await vmm.stop();
-      expect(provider.sources()).toEqual([]);
-      expect(reports).toEqual([
-        // The test VMM creates both vCPUs from one thread: no scheduler time, said once.
-        expect.objectContaining({ kind: 'no-schedstat', pid: vmm.pid, message: expect.stringMatching(/: its 2 vCPUs were created by one thread \(\d+\), not each by its own$/) }),
-        { kind: 'exited', pid: vmm.pid, message: `process ${vmm.pid} exited: closed its 3 stats fds` },
-      ]);
-      expect(openFdCount()).toBe(fdsBefore);
-    } finally {
-      await provider.close();
-      await vmm.stop();
-    }
-  });
-
-  it('says what to do about a VMM that keeps no stats fds, or a process without VMs', async () => {
-    const vmm = await startVmm(['--no-stats']);
-    try {
-      expect(openProcessStats(vmm.pid).problems).toEqual([
-        {
-          kind: 'no-stats-fds',
-          pid: vmm.pid,
-          message: `process ${vmm.pid} holds 1 KVM VM(s) but no stats fds: QEMU before 8.1 keeps none open; start the VMM with the preload helper, or read its stats over QMP query-stats`,
-        },
-      ]);
-    } finally {
-      await vmm.stop();
-    }
-    expect(openProcessStats(process.pid).problems).toEqual([{ kind: 'no-stats-fds', pid: process.pid, message: `process ${process.pid} holds no KVM stats fds: is it a VMM running a KVM guest?` }]);
-    expect(() => openProcessStats(4_194_304 + 1)).toThrow(/does not exist: check the pid/);
   });
 });
