@@ -176,3 +176,13 @@ export async function startTinyVmm(vcpus: number, socket?: string): Promise<Tiny
     },
   };
 }
+
+/** test/fixtures/scan-vmm.ts, a stand-in VMM (a real KVM VM in another process) whose every
+ * command answers with the stats fds it holds afterwards. */
+export type StandInVmm = JsonLineChild<{ statsFds: Record<string, number> }> & { send(command: string): Promise<Record<string, number>> };
+
+/** Starts a stand-in VMM; the caller stops it. */
+export async function startStandInVmm(args: string[] = []): Promise<StandInVmm> {
+  const { child } = await JsonLineChild.start<{ statsFds: Record<string, number> }>(fixtureCommand('scan-vmm.ts', args), 'scan-vmm fixture');
+  return Object.assign(child, { send: async (command: string) => (await child.request(command)).statsFds });
+}

@@ -1,34 +1,27 @@
 /**
- * Discovery on real KVM: ScanProvider and `list` against stand-in VMM processes (each a real
- * KVM VM in another process), through the whole lifecycle: found, read once, new VMs and
- * hot-plugged vCPUs, fds the VMM closes or replaces, the VMM exiting, and what cannot be read.
+ * Discovery on real KVM: ScanProvider against stand-in VMM processes (each a real KVM VM in
+ * another process), through the whole lifecycle: found, read once, new VMs and hot-plugged
+ * vCPUs, fds the VMM closes or replaces, the VMM exiting, and what cannot be read. (`list`:
+ * test/cli/list.test.ts.)
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
-import { closeSync, openSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, openSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Histogram, ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, expect, it } from 'vitest';
 import { problemText } from '../../src/cli/hints.js';
-import { type ListedProcess, renderList } from '../../src/cli/list.js';
-import type { ListedSeries } from '../../src/views/series.js';
-import { type KvmStatsProducerOptions, KvmStatsProducer } from '../../src/otel/producer.js';
+import { renderList } from '../../src/cli/list.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
 import type { Problem } from '../../src/sources/problem.js';
-import { fdLinks, fdTable, isStatsLink, processExiting } from '../../src/sources/proc.js';
+import { fdLinks, fdTable, isStatsLink } from '../../src/sources/proc.js';
 import { type ScannedProcess, ScanProvider } from '../../src/sources/scan.js';
 import type { StatsSource } from '../../src/sources/source.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { AS_NOBODY, JsonLineChild, ROOT, fixtureCommand, startVmm, unprivilegedCopy } from '../helpers/processes.js';
+import { AS_NOBODY, type StandInVmm, startStandInVmm, startVmm, unprivilegedCopy } from '../helpers/processes.js';
 
-const BIN = join(ROOT, 'dist', 'cli', 'main.js');
-
-/** test/fixtures/scan-vmm.ts: each command answers with the stats fds it holds afterwards. */
-type StandInVmm = JsonLineChild<{ statsFds: Record<string, number> }> & { send(command: string): Promise<Record<string, number>> };
-
+/** A stand-in VMM (test/fixtures/scan-vmm.ts), stopped after the test. */
 async function standInVmm(args: string[] = []): Promise<StandInVmm> {
-  const { child } = await JsonLineChild.start<{ statsFds: Record<string, number> }>(fixtureCommand('scan-vmm.ts', args), 'scan-vmm fixture');
-  const vmm = Object.assign(child, { send: async (command: string) => (await child.request(command)).statsFds });
+  const vmm = await startStandInVmm(args);
   running.push(vmm);
   return vmm;
 }
@@ -65,24 +58,6 @@ function points(rm: ResourceMetrics, name: string) {
   const metric = rm.scopeMetrics.flatMap((s) => s.metrics).find((m) => m.descriptor.name === name);
   return (metric?.dataPoints ?? []) as { attributes: Record<string, unknown>; value: number }[];
 }
-
-it('processExiting: false for a running process, true for one that exited (a zombie) or is gone', async () => {
-  // The background sleep exits, and its parent (now the exec'd sleep 30) never reaps it.
-  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  try {
-    const [chunk] = (await once(parent.stdout!, 'data')) as [Buffer];
-    const zombie = Number(chunk.toString().trim());
-    for (let i = 0; i < 200 && !/\) Z /.test(readFileSync(`/proc/${zombie}/stat`, 'latin1')); i++) await sleep(10);
-    expect(readFileSync(`/proc/${zombie}/stat`, 'latin1')).toMatch(/\) Z /);
-    expect(processExiting(zombie)).toBe(true);
-    expect(processExiting(parent.pid!)).toBe(false);
-    expect(processExiting(process.pid)).toBe(false);
-  } finally {
-    parent.kill('SIGKILL');
-    await once(parent, 'exit');
-  }
-  expect(processExiting(parent.pid!)).toBe(true);
-});
 
 describeKvm('ScanProvider on real KVM', () => {
   it('finds a VMM\'s VM and vCPU stats fds, names them from its command line, and exports them', async () => {
@@ -283,74 +258,5 @@ describeKvm('ScanProvider on real KVM', () => {
     expect(scanned).toEqual([{ pid: vmm.pid, executable: 'qemu-stand-in', vmName: null, vmUuid: null, vmFds: 0, statsFds: [], problems: [expected] }]);
     // The command line says which flag gives the fds over.
     expect(problemText(expected)).toBe(`${expected.message} (handoff --pid ${vmm.pid})`);
-  });
-});
-
-describeKvm('kvm-stats-otel list', () => {
-  function list(...args: string[]) {
-    const result = spawnSync(process.execPath, [BIN, 'list', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
-    expect(result.status, result.stderr).toBe(0);
-    return result.stdout;
-  }
-
-  it('lists each VMM with its stats fds and how they are read, as JSON and as a table', async () => {
-    const vmm = await standInVmm(['--vcpus', '2', '-name', 'guest=listed']);
-    const fds = await vmm.send('');
-    const noStats = await startVmm(['--no-stats']);
-    try {
-      const { processes } = JSON.parse(list('--json')) as { processes: ListedProcess[] };
-      const origin = (key: string) => `pidfd_getfd from process ${vmm.pid} fd ${fds[key]}`;
-      expect(processes.find((p) => p.pid === vmm.pid)).toEqual({
-        pid: vmm.pid,
-        executable: 'node',
-        vmName: 'listed',
-        vmUuid: null,
-        vmFds: 1,
-        statsFds: [
-          { fd: fds.vm, target: 'vm', vcpu: null, vcpuIndex: null, id: `kvm-${vmm.pid}`, origin: origin('vm'), skipped: null, sameAs: null, copyOf: null },
-          { fd: fds['vcpu-0'], target: 'vcpu', vcpu: 0, vcpuIndex: null, id: `kvm-${vmm.pid}/vcpu-0`, origin: origin('vcpu-0'), skipped: null, sameAs: null, copyOf: null },
-          { fd: fds['vcpu-1'], target: 'vcpu', vcpu: 1, vcpuIndex: null, id: `kvm-${vmm.pid}/vcpu-1`, origin: origin('vcpu-1'), skipped: null, sameAs: null, copyOf: null },
-        ],
-        problems: [],
-      });
-      expect(processes.find((p) => p.pid === noStats.pid)!.problems).toEqual([expect.stringContaining('but no stats fds: QEMU before 8.1 keeps none open')]);
-      // The listing process's own copies are not listed as a VMM.
-      const table = list();
-      expect(table).toContain(`pid ${vmm.pid}  node  vm listed  1 VM fd(s)\n`);
-      expect(table).toMatch(new RegExp(`^ {2}fd ${fds['vcpu-1']} +vCPU 1 +kvm-${vmm.pid}/vcpu-1 +pidfd_getfd from process ${vmm.pid} fd ${fds['vcpu-1']}$`, 'm'));
-      expect(table).toMatch(new RegExp(`^pid ${noStats.pid}  node  1 VM fd\\(s\\)\\n {2}! process ${noStats.pid} holds 1 KVM VM\\(s\\) but no stats fds`, 'm'));
-    } finally {
-      await noStats.stop();
-    }
-  });
-
-  it('counts the data points and Prometheus series each VMM and the host export, as a producer with the same flags makes them', async () => {
-    const vmm = await standInVmm(['--vcpus', '3', '-name', 'guest=counted']);
-    const { scan } = newScan();
-    await scan.refresh();
-    const sources = scan.sources().filter((s) => s.pid === vmm.pid);
-    expect(sources).toHaveLength(4);
-    const cases: [string[], Partial<KvmStatsProducerOptions>][] = [
-      [[], {}],
-      [['--exclude', 'vcpu:*_hist,vm:pages_*', '--vcpu-aggregation', 'vm'], { exclude: ['vcpu:*_hist', 'vm:pages_*'], vcpuAggregation: 'vm' }],
-    ];
-    for (const [args, options] of cases) {
-      const { series } = JSON.parse(list('--json', ...args)) as { series: ListedSeries };
-      const { resourceMetrics, errors } = await new KvmStatsProducer({ sources, ...options }).collect();
-      expect(errors).toEqual([]);
-      const metrics = resourceMetrics.scopeMetrics.flatMap((s) => s.metrics);
-      const dataPoints = metrics.reduce((n, m) => n + m.dataPoints.length, 0);
-      const prometheusSeries = metrics.reduce(
-        (n, m) => n + m.dataPoints.reduce((k, p) => k + (typeof p.value === 'number' ? 1 : (p.value as Histogram).buckets.counts.length + 1 + (p.value.sum === undefined ? 0 : 1)), 0),
-        0,
-      );
-      expect(series.processes.find((p) => p.pid === vmm.pid), args.join(' ')).toEqual({
-        pid: vmm.pid, dataPoints, prometheusSeries, vmFds: 1, vcpuFds: 3, vcpuGroups: options.vcpuAggregation === 'vm' ? 1 : null,
-      });
-      expect(series.host.dataPoints).toBeGreaterThanOrEqual(dataPoints);
-      const table = list(...args);
-      expect(table).toMatch(new RegExp(`^ {2}fd \\d+ +vCPU 2 .*\\n {2}exports ${dataPoints.toLocaleString('en-US')} data points \\(${prometheusSeries.toLocaleString('en-US')} Prometheus series\\) per collection$`, 'm'));
-      expect(table).toMatch(/^the host: [\d,]+ data points \([\d,]+ Prometheus series\) per collection from \d+ stats fds /m);
-    }
   });
 });
