@@ -3,7 +3,6 @@
  * (@elastic/mockotlpserver, examples/local-collector): exit codes, signals, an unreachable
  * collector, histograms without a sum, temporality, headers and self-telemetry.
  */
-import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, type Socket, createServer } from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -13,7 +12,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../../src/abi/kvm.js';
 import {
   type AgentProcess,
-  BIN,
   LocalCollector,
   type MetricsRequest,
   freePort,
@@ -23,7 +21,7 @@ import {
 } from '../../examples/local-collector/collector.js';
 import { buildImage, writeImage } from '../helpers/image.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { JsonLineChild, ROOT, fixtureCommand, startVmm } from '../helpers/processes.js';
+import { JsonLineChild, ROOT, fixtureCommand, startVmm, runBin } from '../helpers/processes.js';
 
 interface LogLine {
   level: string;
@@ -48,10 +46,7 @@ afterEach(async () => {
 });
 
 describe('agent: bad flags and variables', () => {
-  function run(args: string[], env: Record<string, string> = {}) {
-    const result = spawnSync(process.execPath, [BIN, 'agent', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
-    return { code: result.status, stderr: result.stderr, stdout: result.stdout };
-  }
+  const run = (args: string[], env: Record<string, string> = {}) => runBin(['agent', ...args], { timeoutMs: 30_000, env });
 
   it('exits 2 with one line for a bad flag or variable, before opening anything', () => {
     const cases: [string[], Record<string, string>, RegExp][] = [

@@ -2,22 +2,15 @@
  * The benchmark in its short mode, so that it never rots: real VMs made in-process, the built
  * command line, QEMU guests where QEMU is installed. Nothing here asserts a timing.
  */
-import { spawnSync } from 'node:child_process';
 import { readdirSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { VmFleet } from '../../src/bench/fleet.js';
 import { qemuAvailable } from '../../src/bench/qemu.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { ROOT } from '../helpers/processes.js';
+import { runBin } from '../helpers/processes.js';
 
-const BIN = join(ROOT, 'dist', 'cli', 'main.js');
-
-function run(...args: string[]) {
-  const result = spawnSync(process.execPath, [BIN, 'bench', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const run = (...args: string[]) => runBin(['bench', ...args], { timeoutMs: 300_000 });
 
 /** What this process's fds point to, e.g. "anon_inode:kvm-vcpu-stats:1". */
 function fdTargets(): string[] {

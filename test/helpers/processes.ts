@@ -1,5 +1,5 @@
 /** Child processes for tests: a stand-in VMM, and TypeScript fixtures run through tsx. */
-import { type ChildProcess, type SpawnOptions, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +9,23 @@ import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../../src/setup/preload.
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const FIXTURES = join(ROOT, 'test', 'fixtures');
+
+/** The built command line, as package.json's bin names it. */
+export const BIN = join(ROOT, 'dist', 'cli', 'main.js');
+
+/** What a run of the built command line said. */
+export interface BinResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the built command line with `args` (in ROOT; 60 s at most by default) and waits for it. */
+export function runBin(args: readonly string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}): BinResult {
+  const env = options.env ? { ...process.env, ...options.env } : process.env;
+  const result = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: options.timeoutMs ?? 60_000, env });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
 
 /** node --import tsx FIXTURE ARGS */
 export function fixtureCommand(fixture: string, args: readonly string[] = []): string[] {

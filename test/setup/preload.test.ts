@@ -14,9 +14,8 @@ import { listenSeqpacket } from '../../src/native/socket.js';
 import { HandoverProvider } from '../../src/sources/handover-receiver.js';
 import type { Problem } from '../../src/sources/problem.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { FIXTURES, JsonLineChild, ROOT } from '../helpers/processes.js';
+import { FIXTURES, JsonLineChild, runBin } from '../helpers/processes.js';
 
-const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 const THREADS = 8;
 
 interface ProbeResult {
@@ -25,10 +24,7 @@ interface ProbeResult {
   vcpuStats: number;
 }
 
-function cli(args: string[], env: Record<string, string> = {}) {
-  const result = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const cli = (args: string[], env: Record<string, string> = {}) => runBin(args, { timeoutMs: 120_000, env });
 
 describe('kvm-stats-otel helper', () => {
   it('builds the helper into a folder, prints its path, and builds again only when asked', () => {

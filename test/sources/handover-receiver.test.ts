@@ -3,8 +3,8 @@
  * real VMM's fds, copied with pidfd_getfd), from raw senders that break the rules, and an
  * unprivileged receiver (nobody) exporting what a root `handoff` gave it.
  */
-import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,15 +22,12 @@ import type { Problem } from '../../src/sources/problem.js';
 import { errorText } from '../../src/cli/hints.js';
 import { buildImage, writeImage } from '../helpers/image.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { AS_NOBODY, FIXTURES, JsonLineChild, ROOT, packageCopy, startTinyVmm, startVmm, tinyVmmTools, unprivilegedCopy } from '../helpers/processes.js';
+import { AS_NOBODY, FIXTURES, JsonLineChild, ROOT, packageCopy, startTinyVmm, startVmm, tinyVmmTools, unprivilegedCopy, runBin } from '../helpers/processes.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 const OTEL = ['api', 'core', 'resources', 'sdk-metrics', 'semantic-conventions'].map((name) => `@opentelemetry/${name}`);
 
-function run(...args: string[]) {
-  const result = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const run = (...args: string[]) => runBin(args);
 
 /** The same, without blocking this process's event loop: the receiver under test answers from it. */
 function runAsync(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
