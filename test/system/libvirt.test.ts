@@ -28,10 +28,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type AgentProcess, BIN, LocalCollector, type MetricsRequest, metricsOf, pointValue, startAgentProcess, watchAgentProcess } from '../../examples/local-collector/collector.js';
 import { USER_HZ } from '../../src/abi/linux.js';
-import { preloadWrapperScript } from '../../src/setup/preload-wrapper.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { AS_NOBODY, ROOT, packageCopy } from '../helpers/processes.js';
 
@@ -54,32 +53,6 @@ async function until<T>(what: string, check: () => T | undefined | Promise<T | u
     await sleep(100);
   }
 }
-
-describe('helper wrapper', () => {
-  it('writes a script that execs the emulator with the helper preloaded, keeping the arguments and an earlier preload', async () => {
-    const dir = mkdtempSync(join(tmpdir(), "kvm-wrapper-it's-"));
-    try {
-      const emulator = join(dir, 'fake qemu');
-      writeFileSync(emulator, '#!/bin/sh\nprintf "%s\\n" "$LD_PRELOAD" "$KVM_STATS_OTEL_SOCKET" "$@"\n', { mode: 0o755 });
-      const wrapper = join(dir, 'wrapper');
-      const helperDir = join(dir, 'helper');
-      expect(await cli('helper', 'wrapper', wrapper, '--dir', helperDir, '--emulator', emulator, '--socket', `${dir}/agent.sock`)).toBe(`${wrapper}\n`);
-      expect(statSync(wrapper).mode & 0o777).toBe(0o755);
-      const preload = join(helperDir, 'libkvm-stats-preload.so');
-      expect(existsSync(preload)).toBe(true);
-      const out = spawnSync(wrapper, ['-name', "guest=a b'c", ''], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', LD_PRELOAD: '' } });
-      expect(out.stdout).toBe(`${preload}\n${dir}/agent.sock\n-name\nguest=a b'c\n\n`);
-      // A preload already set (another tool's) stays, after the helper; the helper loads for real.
-      const earlier = spawnSync(wrapper, [], { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', LD_PRELOAD: preload } });
-      expect(earlier.stdout.split('\n')[0]).toBe(`${preload} ${preload}`);
-      expect(earlier.stderr).toBe('');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-    expect(() => preloadWrapperScript({ preload: 'lib.so', emulator: '/usr/bin/qemu-system-x86_64' })).toThrow('the preload helper path lib.so is not absolute');
-    expect(() => preloadWrapperScript({ preload: '/lib.so', emulator: '/q', env: { 'A-B': 'x' } })).toThrow('"A-B" is not an environment variable name');
-  });
-});
 
 // ---- the host's libvirt, started and put back ----
 
