@@ -26,8 +26,12 @@ import { LIMITS, StatsImageError } from '../../src/stats/descriptors.js';
 import { StatsFile } from '../../src/stats/stats-file.js';
 import { type DescSpec, buildImage, writeImage } from '../helpers/image.js';
 
-/** 100,000 mutated images in CI, as the hardening issue asks; more with KVM_STATS_FUZZ_RUNS. */
-const MUTATION_RUNS = Number(process.env.KVM_STATS_FUZZ_RUNS ?? 100_000);
+/**
+ * Quick by default, for a run while working: 10,000 mutated images. KVM_STATS_FUZZ=thorough gives
+ * the hardening issue's 100,000, which .ci/run asks for; KVM_STATS_FUZZ_RUNS any number.
+ */
+const THOROUGH = process.env.KVM_STATS_FUZZ === 'thorough';
+const MUTATION_RUNS = Number(process.env.KVM_STATS_FUZZ_RUNS ?? (THOROUGH ? 100_000 : 10_000));
 const VALID_RUNS = Math.max(1000, MUTATION_RUNS / 10);
 
 const UNIT_EXPONENTS: [unit: number, exponents: number[]][] = [
