@@ -1,7 +1,7 @@
 /**
  * The benchmark's fleet (src/bench/fleet.ts) on real KVM: N VMs x M vCPUs made here with only
  * their stats fds kept, busy turns that change every vCPU block, the open-file limit. (The bench
- * command: test/cli/bench.test.ts.)
+ * command: test/bench/bench.test.ts.)
  */
 import { readdirSync, readlinkSync } from 'node:fs';
 import { expect, it } from 'vitest';

@@ -2,7 +2,7 @@
  * Faults the agent meets on a real host, with the agent as users run it (the built bin): VMMs
  * killed with SIGKILL while it collects, a collector that answers too slowly, and a restart of
  * the agent while the VMs keep running. (A collector that is down and comes back, and SIGTERM
- * during an export, are in test/agent.test.ts.)
+ * during an export, are in test/agent/agent.test.ts.)
  */
 import { readdirSync, readlinkSync } from 'node:fs';
 import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
