@@ -2,7 +2,7 @@
  * What one import costs, in a fresh Node.js process: the files it loads (ES modules seen by a
  * loader hook, CommonJS ones in require.cache) and its wall time. Plain JavaScript, so that
  * nothing but Node itself runs before the import. scripts/measure-import.ts runs it many times
- * and test/lean-import.test.ts asserts on what it finds.
+ * and test/system/lean-import.test.ts asserts on what it finds.
  *
  *   node scripts/import-probe.mjs SPECIFIER [--files] [--exporter PROTOCOL]
  *

@@ -7,10 +7,10 @@
  * Two ways into an SDK, one read path:
  * - KvmStatsProducer, an sdk-metrics MetricProducer (every stat, histograms included);
  * - observeKvmStats, observable instruments on any Meter (counters and gauges).
- * Sources of stats fds: a VM made here (DemoVm), another process's (openProcessStats), a saved
- * image (openImageSource), or any fd you hold (StatsFile.open + statsSource); providers keep a
- * changing set open (ScanProvider: every VMM on the host; HandoverProvider: fds handed over on
- * a Unix socket), and sourcesOf(providers) feeds them to the producer.
+ * Sources of stats fds: one way in per kind, a provider that keeps its set open (DemoProvider: a
+ * VM made here; ProcessProvider: another process's; ImageProvider: a saved image; ScanProvider:
+ * every VMM on the host; HandoverProvider: fds handed over on a Unix socket), which
+ * sourcesOf(providers) feeds to the producer; or any fd you hold (StatsFile.open + statsSource).
  */
 
 // The two ways in, and the options they take.
@@ -23,18 +23,16 @@ export type { VcpuAggregation } from './otel/aggregation.js';
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX, ATTR_KVM_VM_NAME, ATTR_KVM_VM_UUID, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
 // Outputs at the speed of the reads: the official transports with this package's encoders.
 export { KvmOtlpMetricExporter, type KvmOtlpMetricExporterOptions, type OtlpProtocol } from './exporters/otlp-exporter.js';
+export { PrometheusTextExporter, type PrometheusTextExporterOptions } from './exporters/prometheus-exporter.js';
 
 // Sources: one open stats fd and who owns it.
-export { PrometheusTextExporter, type PrometheusTextExporterOptions } from './exporters/prometheus-exporter.js';
-export { DemoVm, type DemoVmOptions } from './sources/demo.js';
-// What DemoVm.start() throws where this host cannot make VMs, with why (no module, no vmx/svm, no permission).
+// What DemoProvider's refresh throws where this host cannot make VMs, with why (no module, no vmx/svm, no permission).
 export { KvmUnavailableError, type KvmUnavailableCause } from './sources/kvm-check.js';
-export { openImageSource } from './sources/image.js';
-export { openProcessStats, type ProcessStats } from './sources/pid.js';
 export { closeSources, statsSource, type SourceAttributes, type StatsOwner, type StatsSource } from './sources/source.js';
 // Each vCPU thread's scheduler time (kvm.vcpu.sched.*), for sources made by hand.
 export { SchedstatFile, attachSchedstats } from './sources/schedstat.js';
-// Providers: a set of sources kept in step with the host.
+// Providers, one per kind of source: a set of sources kept in step with the host.
+export type { DemoVmOptions } from './sources/demo.js';
 export {
   DemoProvider,
   ImageProvider,

@@ -11,7 +11,7 @@ import {
   PeriodicExportingMetricReader,
   type PushMetricExporter,
 } from '@opentelemetry/sdk-metrics';
-import { DemoVm, KvmStatsProducer, observeKvmStats } from 'kvm-stats-otel';
+import { DemoProvider, KvmStatsProducer, observeKvmStats, sourcesOf } from 'kvm-stats-otel';
 
 export interface App {
   readonly provider: MeterProvider;
@@ -21,13 +21,15 @@ export interface App {
 }
 
 export async function startApp(exporter: PushMetricExporter, exportIntervalMillis = 10_000): Promise<App> {
-  // KVM: the VMs to watch. Here a demo VM; for a VMM's VMs use openProcessStats(pid).sources.
-  const vm = await DemoVm.start({ vcpus: 2 });
+  // KVM: the VMs to watch. Here a demo VM; for a VMM's, new ProcessProvider(pid), or
+  // new ScanProvider() for every VMM on the host.
+  const kvm = new DemoProvider({ vcpus: 2 });
+  await kvm.refresh();
 
   const reader = new PeriodicExportingMetricReader({
     exporter,
     exportIntervalMillis,
-    metricProducers: [new KvmStatsProducer({ sources: vm.sources })], // KVM: every stat, histograms too
+    metricProducers: [new KvmStatsProducer({ sources: sourcesOf([kvm]) })], // KVM: every stat, histograms too
   });
   const provider = new MeterProvider({ readers: [reader] });
   metrics.setGlobalMeterProvider(provider);
@@ -38,7 +40,7 @@ export async function startApp(exporter: PushMetricExporter, exportIntervalMilli
 
   // KVM, the API-only way: counters and gauges as observable instruments on the app's meter,
   // so its Views apply. (Use this or the producer; both here to show each.)
-  const instruments = observeKvmStats(meter, { sources: vm.sources.slice(0, 1) });
+  const instruments = observeKvmStats(meter, { sources: kvm.sources().slice(0, 1) });
 
   return {
     provider,
@@ -47,7 +49,7 @@ export async function startApp(exporter: PushMetricExporter, exportIntervalMilli
     async stop() {
       instruments.close();
       await provider.shutdown();
-      await vm.stop(); // KVM: closes every fd
+      await kvm.close(); // KVM: stops the VM, closes every fd
     },
   };
 }

@@ -4,8 +4,8 @@
  * sockets, poll, /proc) is in ./linux.ts.
  *
  * Every number and struct layout taken from the kernel's uapi headers lives in src/abi/ and
- * nowhere else in src/. Names are the C names, so test/abi.test.ts can compile them against
- * the system's headers and fail the moment the two disagree.
+ * nowhere else in src/. Names are the C names, so test/abi/headers.test.ts can compile them
+ * against the system's headers and fail the moment the two disagree.
  */
 import { layout } from './layout.js';
 

@@ -2,7 +2,7 @@
  * The few non-KVM parts of the kernel ABI the native layer and /proc readers use: open and
  * mmap flags, syscall numbers, Unix sockets with SCM_RIGHTS, poll(2), and /proc/PID/stat's
  * units and flags. Same values and layouts on x86_64 and aarch64 (LP64) unless said. Checked
- * against the libc headers by test/abi.test.ts, as ./kvm.ts is against <linux/kvm.h>.
+ * against the libc headers by test/abi/headers.test.ts, as ./kvm.ts is against <linux/kvm.h>.
  */
 import { layout } from './layout.js';
 
@@ -46,7 +46,7 @@ export const SO_PEERCRED = 17;
 export const SO_PASSCRED = 16;
 export const SCM_CREDENTIALS = 2;
 /** The most fds one message can carry (include/net/scm.h, kernel-internal: no uapi header has
- * it); test/handover.test.ts sends this many and one more. */
+ * it); test/sources/handover-receiver.test.ts sends this many and one more. */
 export const SCM_MAX_FD = 253;
 export const MSG_TRUNC = 0x20;
 export const MSG_CTRUNC = 0x8;

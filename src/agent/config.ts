@@ -7,7 +7,7 @@
  */
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import type { UnitMode } from '../otel/mapping.js';
-import type { SourceOptions } from './sources.js';
+import type { SourceOptions } from '../setup/open-sources.js';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
 export type TemporalityPreference = 'cumulative' | 'delta' | 'lowmemory';
@@ -79,13 +79,13 @@ export const AGENT_DEFAULTS = {
 const METRICS_PATH = 'v1/metrics';
 
 /**
- * A problem one setting can fix. `setting` says which: a key of AgentFlags, or 'sources' for
- * the sources as a whole, so a front end can add how that setting is given (the CLI: its flag).
+ * A problem one setting can fix. `setting` says which, a key of AgentFlags, so a front end can
+ * add how that setting is given (the CLI: its flag).
  */
 export class SettingError extends Error {
   constructor(
     message: string,
-    readonly setting?: keyof AgentFlags | 'sources',
+    readonly setting?: keyof AgentFlags,
   ) {
     super(message);
     this.name = 'SettingError';
@@ -94,7 +94,7 @@ export class SettingError extends Error {
 
 /** A setting whose value cannot work, found before anything is opened: the caller's mistake. */
 export class ConfigError extends SettingError {
-  constructor(message: string, setting?: keyof AgentFlags | 'sources') {
+  constructor(message: string, setting?: keyof AgentFlags) {
     super(message, setting);
     this.name = 'ConfigError';
   }

@@ -25,8 +25,9 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { KvmOtlpMetricExporter } from '../exporters/otlp-exporter.js';
 import { PrometheusTextExporter } from '../exporters/prometheus-exporter.js';
+import { prometheusUnitSuffixes } from '../otel/mapping.js';
 import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference, redactCredentials, redactedUrl } from './config.js';
-import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './console-exporter.js';
+import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './line-metric-exporter.js';
 import type { Logger } from './log.js';
 
 export type OutputName = 'otlp' | 'prometheus' | 'console';
@@ -130,9 +131,10 @@ export function createOutputs(config: AgentConfig, producerFor: (output: OutputN
   }
   if (config.prometheus) {
     const { host, port } = config.prometheus;
-    // Base units get OpenTelemetry's Prometheus unit suffixes (`_seconds`); exact units keep
-    // today's names. The exporter waits for the resource's host.id before a scrape reads it.
-    const exporter = new PrometheusTextExporter({ host, port, preventServerStart: true, metricProducers: [producerFor('prometheus')], unitSuffixes: config.units === 'base' });
+    // Names with unit suffixes or without, as the producer's unit mode decides (the names schema
+    // shows). The exporter waits for the resource's host.id before a scrape reads it.
+    const unitSuffixes = prometheusUnitSuffixes(config.units);
+    const exporter = new PrometheusTextExporter({ host, port, preventServerStart: true, metricProducers: [producerFor('prometheus')], unitSuffixes });
     const where = `${host ?? ''}:${port}`;
     outputs.push({
       name: 'prometheus',

@@ -1,5 +1,5 @@
 /**
- * The agent's self-telemetry, under its own names (see semconv.ts): how long each collection
+ * The agent's self-telemetry, under its own names (see telemetry-names.ts): how long each collection
  * takes, how many stats fds were read, how many reads failed, how many stats are skipped.
  * Each output's producer is wrapped so its collections are measured and their errors logged
  * once per collection, not once per fd.
@@ -12,7 +12,7 @@ import {
   METRIC_READ_ERRORS,
   METRIC_SOURCES_READ,
   METRIC_STATS_SKIPPED,
-} from './semconv.js';
+} from './telemetry-names.js';
 import type { StatsSource } from '../sources/source.js';
 import type { Logger } from './log.js';
 

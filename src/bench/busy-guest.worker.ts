@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { fieldOffset } from '../abi/layout.js';
 import { KVM_EXIT_HLT, KVM_EXIT_IO, KVM_REGS, KVM_RUN_LAYOUT, KVM_SREGS } from '../abi/kvm.js';
 import { NativeError } from '../native/errors.js';
-import { VcpuFd } from '../native/kvm.js';
+import { VcpuFd } from '../native/kvm-fds.js';
 import { Mapping } from '../native/libc.js';
 
 export interface BusyGuestWorkerData {

@@ -15,7 +15,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { NativeError } from '../native/errors.js';
-import type { Kvm, VcpuFd } from '../native/kvm.js';
+import type { Kvm, VcpuFd } from '../native/kvm-fds.js';
 import { Mapping, closeFd } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
 import { openKvm } from '../sources/kvm-check.js';

@@ -23,7 +23,7 @@ import type { StatsSource } from '../sources/source.js';
 import { KvmStatsProducer } from '../otel/producer.js';
 import { VmFleet } from './fleet.js';
 import { allocatedPerRun, retainedMemory } from './memory.js';
-import { type QmpResult, measureQmp } from './qmp.js';
+import { type QmpResult, measureQmp } from './query-stats-cost.js';
 import { type Iterations, type Summary, sample, summarize } from './samples.js';
 
 export interface BenchOptions {
@@ -390,9 +390,9 @@ async function measureSched(fleet: VmFleet, subject: Subject, options: BenchOpti
     // Without room for all, none: a partial set would measure something else.
     if (vcpus.some((source) => source.schedstat === undefined)) for (const source of vcpus) detach(source);
   }
-  const words = new Uint32Array(SCHEDSTAT_TABLE.dataSize / 4);
+  const buffer = new Uint8Array(SCHEDSTAT_TABLE.dataSize);
   const reads = (): void => {
-    for (const source of vcpus) source.schedstat!.readInto(words);
+    for (const source of vcpus) source.schedstat!.readInto(buffer);
   };
   try {
     await subject.collectTimes(WARM_UP_COLLECTIONS);

@@ -4,9 +4,9 @@
  * last collection and export and exits 0 with every fd closed.
  */
 import { Command } from 'commander';
-import { startAgent } from '../agent/agent.js';
+import { startAgent } from '../agent/run-loop.js';
 import { type AgentConfig, type AgentFlags, redactedUrl, resolveConfig } from '../agent/config.js';
-import { demoFallback, shownPath } from '../agent/demo-fallback.js';
+import { demoFallback, shownPath } from '../setup/demo-fallback.js';
 import { createLogger, routeDiagnostics } from '../agent/log.js';
 import { isRecordingFile } from '../sources/recording.js';
 import { addConfigOptions, addSourceOptions, inFlagTerms } from './flags.js';

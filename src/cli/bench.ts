@@ -6,7 +6,7 @@ import { exposedGc } from '../bench/memory.js';
 import { sustainedText, tableHeader, tableRow } from '../bench/report.js';
 import { benchLine, machineDescription, runBenchmark } from '../bench/run.js';
 import { runSustained } from '../bench/sustained.js';
-import { UsageError } from './errors.js';
+import { UsageError } from './usage-error.js';
 import { integerOption, sizesOption } from './flags.js';
 
 interface BenchOptions {

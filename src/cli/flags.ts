@@ -20,8 +20,9 @@ import {
 } from '../agent/config.js';
 import { VCPU_AGGREGATIONS } from '../otel/aggregation.js';
 import { StatSelection } from '../otel/selection.js';
+import { NoSourcesError } from '../setup/open-sources.js';
 import { DEMO_MAX_VCPUS } from '../sources/demo.js';
-import { UsageError } from './errors.js';
+import { UsageError } from './usage-error.js';
 
 // ---- value parsers ----
 
@@ -189,14 +190,14 @@ export function settingsTable(): string {
 // ---- the agent's errors in the CLI's words ----
 
 /** What the CLI adds to an error about a setting: which flag gives it. */
-const SETTING_HINTS: Partial<Record<keyof AgentFlags | 'sources', (message: string) => string>> = {
-  sources: () => `say what to read: ${SOURCE_FLAGS} (see --help)`,
+const SETTING_HINTS: Partial<Record<keyof AgentFlags, (message: string) => string>> = {
   prometheus: (message) => `${message} with --prometheus [host:]port`,
 };
 
-/** An error of the agent's in the CLI's words: a setting's flag added, a ConfigError made a
- * UsageError (exit 2). Any other error is returned as it is. */
+/** An error of the agent's in the CLI's words: a setting's flag added, a ConfigError or no
+ * source at all made a UsageError (exit 2). Any other error is returned as it is. */
 export function inFlagTerms(error: unknown): unknown {
+  if (error instanceof NoSourcesError) return new UsageError(`say what to read: ${SOURCE_FLAGS} (see --help)`, { cause: error });
   if (!(error instanceof SettingError)) return error;
   const hint = error.setting !== undefined ? SETTING_HINTS[error.setting] : undefined;
   const message = hint ? hint(error.message) : error.message;

@@ -1,8 +1,8 @@
 /** `kvm-stats-otel handoff`: the privileged one-shot that gives a VMM's stats fds to an unprivileged receiver. */
 import { Command } from 'commander';
-import { encodeHandoverHeader, handOffProcessStats } from '../sources/handover-sender.js';
+import { encodeHandoverHeader, handOffProcessStats } from '../setup/handover-sender.js';
 import type { SourceAttributes } from '../sources/source.js';
-import { UsageError } from './errors.js';
+import { UsageError } from './usage-error.js';
 import { attributeOption, collect, integerOption, pidOption } from './flags.js';
 import { reportToStderr } from './hints.js';
 
@@ -30,7 +30,7 @@ export function handoffCommand(): Command {
       } catch (error) {
         throw new UsageError((error as Error).message);
       }
-      const result = await handOffProcessStats(options.pid, options.to, { vmName: options.name, attributes, timeoutMs: options.timeout });
+      const result = await handOffProcessStats(options.pid, options.to, { vmName: options.name, attributes, timeoutMs: options.timeout, sender: 'kvm-stats-otel handoff' });
       result.problems.forEach(reportToStderr);
       const vm = result.vmName !== undefined ? `vm ${result.vmName}: ` : '';
       process.stdout.write(`handed over ${result.sent.length} stats fds of process ${options.pid} (${vm}${result.sent.join(', ')}) to ${options.to}\n`);

@@ -1,10 +1,10 @@
-/** `kvm-stats-otel helper build|path|wrapper`: the preload helper, built (see sources/preload.ts) and its path printed,
+/** `kvm-stats-otel helper build|path|wrapper`: the preload helper, built (see setup/preload.ts) and its path printed,
  * or an `<emulator>` wrapper for libvirt that runs QEMU with it. */
 import { isAbsolute, join, resolve } from 'node:path';
 import { Command } from 'commander';
-import { HelperDirError, PRELOAD_LINK_NAME, PRELOAD_SOCKET_ENV, buildPreloadHelper, defaultHelperDir } from '../sources/preload.js';
-import { findExecutable, writePreloadWrapper } from '../sources/preload-wrapper.js';
-import { UsageError } from './errors.js';
+import { HelperDirError, PRELOAD_LINK_NAME, PRELOAD_SOCKET_ENV, buildPreloadHelper, defaultHelperDir } from '../setup/preload.js';
+import { findExecutable, writePreloadWrapper } from '../setup/preload-wrapper.js';
+import { UsageError } from './usage-error.js';
 
 /** Builds the helper; a folder that cannot be made says which flag picks another. */
 function build(dir: string | undefined, force?: boolean): void {
@@ -36,7 +36,7 @@ export function helperCommand(): Command {
   return helper;
 }
 
-/** `helper wrapper PATH`: an `<emulator>` script for libvirt (src/sources/preload-wrapper.ts). */
+/** `helper wrapper PATH`: an `<emulator>` script for libvirt (src/setup/preload-wrapper.ts). */
 function wrapperCommand(dirOption: (command: Command) => Command): Command {
   const defaultEmulator = process.arch === 'arm64' ? 'qemu-system-aarch64' : 'qemu-system-x86_64';
   return dirOption(

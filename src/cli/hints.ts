@@ -3,11 +3,11 @@
  * what is needed without naming flags; the CLI adds them here: to the problems reported while
  * reading (by kind) and to the error that ends a command (by type, call and errno).
  */
-import { SHIPPED_RECORDING, shownPath } from '../agent/demo-fallback.js';
+import { SHIPPED_RECORDING, shownPath } from '../setup/demo-fallback.js';
 import { NativeError } from '../native/errors.js';
 import { KvmUnavailableError } from '../sources/kvm-check.js';
 import { HandoverPathError } from '../sources/handover-receiver.js';
-import { HandoverTimeoutError } from '../sources/handover-sender.js';
+import { HandoverTimeoutError } from '../setup/handover-sender.js';
 import type { Problem } from '../sources/problem.js';
 
 /** A problem as one line, with the flag that helps where there is one. */

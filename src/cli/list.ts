@@ -4,11 +4,11 @@
  * and aggregation flags.
  */
 import { Command } from 'commander';
-import { shippedRecordingText } from '../agent/demo-fallback.js';
+import { shippedRecordingText } from '../setup/demo-fallback.js';
 import { kvmAvailability } from '../sources/kvm-check.js';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { StatSelection } from '../otel/selection.js';
-import { type HostSeries, type ListedSeries, seriesOf } from '../otel/series.js';
+import { type HostSeries, type ListedSeries, seriesOf } from '../views/series.js';
 import { type ScannedProcess, ScanProvider } from '../sources/scan.js';
 import type { StatsSource } from '../sources/source.js';
 import { addSelectionOptions } from './flags.js';

@@ -7,7 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { SCOPE_VERSION } from '../otel/version.js';
 import { agentCommand } from './agent.js';
 import { benchCommand } from './bench.js';
-import { UsageError } from './errors.js';
+import { UsageError } from './usage-error.js';
 import { handoffCommand } from './handoff.js';
 import { helperCommand } from './helper.js';
 import { errorText } from './hints.js';

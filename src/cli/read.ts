@@ -3,16 +3,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
-import type { SourceOptions } from '../agent/sources.js';
+import type { SourceOptions } from '../setup/open-sources.js';
 import type { UnitMode } from '../otel/mapping.js';
-import { type SourceReport, reportSource } from '../otel/schema.js';
+import { type SourceReport, reportSource } from '../views/stat-reports.js';
 import { DEMO_MAX_VCPUS } from '../sources/demo.js';
 import { imageFileName } from '../sources/image.js';
 import { identityJson, identityPath } from '../sources/recording.js';
 import type { StatsSource } from '../sources/source.js';
 import { addSourceOptions, integerOption, unitsOption } from './flags.js';
-import { renderTable } from './report.js';
-import { withSources } from './sources.js';
+import { renderTable } from './read-table.js';
+import { withSources } from './with-sources.js';
 
 interface ReadOptions extends SourceOptions {
   vcpus?: number;

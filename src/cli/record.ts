@@ -5,12 +5,12 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
-import type { SourceOptions } from '../agent/sources.js';
+import type { SourceOptions } from '../setup/open-sources.js';
 import { SCOPE_VERSION } from '../otel/version.js';
 import { RECORDING_LIMITS, recordSources, writeRecording } from '../sources/recording.js';
-import { UsageError } from './errors.js';
+import { UsageError } from './usage-error.js';
 import { addSourceOptions, integerOption } from './flags.js';
-import { withSources } from './sources.js';
+import { withSources } from './with-sources.js';
 
 interface RecordFlags extends SourceOptions {
   out: string;

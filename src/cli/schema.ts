@@ -6,14 +6,14 @@
  * on a real kernel, so the reference comes from the same definition as the exported metrics.
  */
 import { Command, Option } from 'commander';
-import type { SourceOptions } from '../agent/sources.js';
+import type { SourceOptions } from '../setup/open-sources.js';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import type { UnitMode } from '../otel/mapping.js';
-import { type Schema, type StatModeNames, schemaOf } from '../otel/schema.js';
+import { type Schema, type StatModeNames, schemaOf } from '../views/stat-reports.js';
 import { StatSelection } from '../otel/selection.js';
-import type { SelectionSummary } from '../otel/series.js';
+import type { SelectionSummary } from '../views/series.js';
 import { addSelectionOptions, addSourceOptions, unitsOption } from './flags.js';
-import { withSources } from './sources.js';
+import { withSources } from './with-sources.js';
 
 interface SchemaOptions extends SourceOptions {
   format: 'markdown' | 'json';

@@ -5,15 +5,15 @@
  * VM's total and rate and every vCPU's total, share and rate, and the stat's meaning. It follows
  * VMs as they come and go (the sources are refreshed at every interval). On a terminal it
  * redraws in place and takes keys; otherwise it prints plain, stamped lines. What it shows is
- * worked out in otel/rollup.ts; this file only lays it out and reads keys.
+ * worked out in views/rollup.ts; this file only lays it out and reads keys.
  */
 import { Command, Option } from 'commander';
-import type { OpenSources, SourceOptions } from '../agent/sources.js';
+import type { OpenSources, SourceOptions } from '../setup/open-sources.js';
 import { statMeaning } from '../otel/meanings.js';
 import { KvmStatsProducer } from '../otel/producer.js';
-import { type BucketRange, type DetailRow, type Percentiles, SORT_KEYS, type SortKey, type VmRow, VmRollup, detailRows, sortVms } from '../otel/rollup.js';
+import { type BucketRange, type DetailRow, type Percentiles, SORT_KEYS, type SortKey, type VmRow, VmRollup, detailRows, sortVms } from '../views/rollup.js';
 import { addSourceOptions, integerOption, secondsOption } from './flags.js';
-import { withSources } from './sources.js';
+import { withSources } from './with-sources.js';
 
 interface TopOptions extends SourceOptions {
   interval: number;

@@ -4,8 +4,10 @@
  * negative numbers, TextEncoder's UTF-8), so that encodings can be compared byte for byte.
  */
 import type { HrTime } from '@opentelemetry/api';
+import { TWO_POW_32 as POW_32 } from '../stats/u64.js';
 
-const TWO_POW_32 = 0x1_0000_0000;
+// Bound to this module's own const (stats/u64.ts says why).
+const TWO_POW_32 = POW_32;
 const encoder = new TextEncoder();
 
 /** Bytes of a varint for a length or tag (0 to 2^53). */

@@ -11,18 +11,21 @@
  * VM itself ends (its last vCPU leaves the set of sources), so a sum never goes backwards
  * because of it; its gauges leave the sums and maxima at once.
  *
- * Resets: a vCPU value that goes down was reset (root can, through debugfs); the VM's series
- * then starts again from the previous collection's time, and under delta temporality the
- * vCPU's part of the delta is its whole new value, as for a series of its own.
+ * Resets and deltas follow series-rules.ts, as a source's own series do: a vCPU value that goes
+ * down was reset (root can, through debugfs); the VM's series then starts again from the previous
+ * collection's time, and under delta temporality the vCPU's part of the delta is what it counted
+ * since its previous read, after a reset its whole new value.
  */
 import type { Attributes, HrTime } from '@opentelemetry/api';
 import type { StatsSource } from '../sources/source.js';
+import { INEXACT_HIGH_WORD as INEXACT, u64 } from '../stats/u64.js';
 import type { Emitter, TablePlan } from './plan.js';
-import { type Points, histogramCounts, newPoints, resetStartTime, scale, u64, writeHistogram, writeNumber } from './points.js';
+import { type Points, histogramCounts, newPoints, scale, writeHistogram, writeNumber } from './points.js';
 import { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX } from './semconv.js';
+import { type SeriesStarts, counted, pointStart } from './series-rules.js';
 
-// This module's own constant, as in producer.ts: V8 folds it into the hot loop.
-const INEXACT_HIGH_WORD = 0x20_0000;
+// Bound to this module's own const, as in producer.ts: V8 folds it into the hot loop.
+const INEXACT_HIGH_WORD = INEXACT;
 
 export type VcpuAggregation = 'none' | 'vm';
 export const VCPU_AGGREGATIONS: readonly VcpuAggregation[] = ['none', 'vm'];
@@ -44,7 +47,7 @@ export function vmKey(source: StatsSource): string {
 }
 
 /** One VM's vCPU series, summed. */
-export class VmGroup implements Emitter {
+export class VmGroup implements Emitter, SeriesStarts {
   readonly key: string;
   readonly plan: TablePlan;
   readonly attributes: Attributes;
@@ -55,15 +58,13 @@ export class VmGroup implements Emitter {
   readonly points: Points | undefined;
   /** Per value: the sum of every member's last value; counters of departed members stay in. */
   readonly #sums: Float64Array;
-  /** Delta temporality only: the sums at the previous export, and the values reset members had
-   * before their reset (what the sums lost that the delta must not). */
-  readonly #exported: Float64Array | undefined;
-  readonly #carried: Float64Array | undefined;
+  /** Delta temporality only: per value, what the members counted since the previous export. */
+  readonly #counted: Float64Array | undefined;
   /** Delta temporality only: a member's values before its current read (scratch). */
   readonly #befores: Float64Array | undefined;
   /** Per series: a member was reset since the previous export. */
   readonly #reset: Uint8Array;
-  #resetStarts: (HrTime | undefined)[] | undefined;
+  resetStarts: (HrTime | undefined)[] | undefined;
   /** The collection in which a member was last read, and the last export and its time in ms. */
   readIn = 0;
   lastCollection = 0;
@@ -79,19 +80,19 @@ export class VmGroup implements Emitter {
     this.attributes = attributes;
     this.startTime = startTime;
     this.#sums = new Float64Array(plan.values);
-    this.#exported = options.delta ? new Float64Array(plan.values) : undefined;
-    this.#carried = options.delta ? new Float64Array(plan.values) : undefined;
+    this.#counted = options.delta ? new Float64Array(plan.values) : undefined;
     this.#befores = options.delta ? new Float64Array(plan.values) : undefined;
     this.#reset = new Uint8Array(plan.series.length);
     this.points = options.pointsEnd ? newPoints(plan, startTime, options.pointsEnd, attributes) : undefined;
   }
 
   /** Adds a member's freshly read words to the sums: each value's change since the member's
-   * previous read. True if a value is above 2^53. */
+   * previous read (and under delta, what it counted since then). True if a value is above 2^53. */
   accumulate(member: Member, words: Uint32Array, collection: number): boolean {
     const { series } = this.plan;
     const previous = member.previous;
     const sums = this.#sums;
+    const countedSince = this.#counted;
     let highs = 0;
     for (let m = 0; m < series.length; m++) {
       const s = series[m]!;
@@ -103,10 +104,13 @@ export class VmGroup implements Emitter {
         const before = previous[k]!;
         previous[k] = value;
         sums[k]! += value - before;
-        if (value < before && s.resets) this.#wasReset(m, k, k + 1, before);
+        const reset = value < before && s.resets;
+        if (reset) this.#reset[m] = 1;
+        if (countedSince !== undefined && s.delta) countedSince[k]! += counted(value, before, reset);
         continue;
       }
-      // A histogram: its buckets, then its sum companion, each value's change added to the sums.
+      // A histogram: its buckets, then its sum companion, each value's change added to the sums;
+      // reset as a whole when any went down.
       const befores = this.#befores;
       let reset = false;
       let end = s.first + s.size;
@@ -128,48 +132,33 @@ export class VmGroup implements Emitter {
         if (value < before) reset = true;
         sums[end++]! += value - before;
       }
-      if (reset) this.#wasReset(m, s.first, end, -1);
+      if (reset) this.#reset[m] = 1;
+      if (countedSince !== undefined && s.delta) for (let k = s.first; k < end; k++) countedSince[k]! += counted(previous[k]!, befores![k]!, reset);
     }
     this.readIn = collection;
     return highs >>> 0 >= INEXACT_HIGH_WORD;
-  }
-
-  /** A member's series m (values first to end) was reset. Under delta, everything it had before
-   * is carried, every bucket of a histogram included (after a reset, all it counts is new):
-   * `before` for a single value, else the befores the histogram loop kept. */
-  #wasReset(m: number, first: number, end: number, before: number): void {
-    this.#reset[m] = 1;
-    const carried = this.#carried;
-    if (!carried) return;
-    if (before >= 0) carried[first]! += before;
-    else for (let k = first; k < end; k++) carried[k]! += this.#befores![k]!;
   }
 
   /** This collection's points: `previousTime` is when the previous export was (undefined before
    * the first), `now` this collection's time. */
   emit(now: HrTime, nowMs: number, collection: number, previousTime: HrTime | undefined): void {
     const { series } = this.plan;
-    let anyReset = false;
     for (let m = 0, j = 0; m < series.length; m++, j++) {
       const s = series[m]!;
-      let start = this.#resetStarts?.[m] ?? this.startTime;
-      if (this.#reset[m]) {
-        this.#reset[m] = 0;
-        anyReset = true;
-        start = resetStartTime(previousTime, this.startTime);
-        (this.#resetStarts ??= new Array(series.length))[m] = start;
-      }
-      if (s.delta && previousTime !== undefined) start = previousTime;
+      const start = pointStart(this, m, s.delta, this.#reset[m] === 1, previousTime);
+      this.#reset[m] = 0;
+      // Under delta what the members counted since the previous export; else the VM's sums.
+      const values = s.delta ? this.#counted! : this.#sums;
       const k = s.first;
       if (s.histogram) {
         const counts = histogramCounts(this, j, s.size);
         let count = 0;
-        for (let b = 0; b < s.size; b++) count += counts[b] = this.#out(s.delta, k + b);
+        for (let b = 0; b < s.size; b++) count += counts[b] = values[k + b]!;
         let sum: number | undefined;
-        if (s.sumWord >= 0) sum = this.#out(s.delta, k + s.size);
+        if (s.sumWord >= 0) sum = values[k + s.size]!;
         writeHistogram(this, j, s, start, now, counts, count, sum);
       } else {
-        writeNumber(this, j, s.slot, start, now, scale(s, this.#out(s.delta, k)));
+        writeNumber(this, j, s.slot, start, now, scale(s, values[k]!));
         if (s.maxSlot) {
           let max = 0;
           for (const member of this.members) if (member.previous[k]! > max) max = member.previous[k]!;
@@ -177,19 +166,9 @@ export class VmGroup implements Emitter {
         }
       }
     }
-    if (this.#exported) {
-      this.#exported.set(this.#sums);
-      if (anyReset) this.#carried!.fill(0);
-    }
+    this.#counted?.fill(0);
     this.lastCollection = collection;
     this.lastCollectionMs = nowMs;
-  }
-
-  /** The value at k to export: the VM's sum, or under delta its change since the previous
-   * export and what members lost to a reset. */
-  #out(delta: boolean, k: number): number {
-    const sum = this.#sums[k]!;
-    return delta ? sum - this.#exported![k]! + this.#carried![k]! : sum;
   }
 
   /** A member left the set of sources: its gauges leave the sums; its counters stay. */

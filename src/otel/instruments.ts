@@ -3,19 +3,19 @@
  * any Meter, fed by one batch callback per collection (one pread per source), so the SDK's
  * Views and the reader's temporality apply. The OpenTelemetry API has no pre-bucketed
  * histogram, so histograms come only through KvmStatsProducer. Stats are selected as the
- * producer selects them (`include`, `exclude`): an excluded stat gets no instrument. A vCPU
- * with its thread's schedstat file (sources/schedstat.ts) also gets kvm.vcpu.sched.*.
+ * producer selects them (`include`, `exclude`): an excluded stat gets no instrument. Every table
+ * of a source is read and observed alike (sources/source.ts): its stats fd, and for a vCPU with
+ * its thread's schedstat file, kvm.vcpu.sched.*.
  */
 import type { Attributes, BatchObservableCallback, BatchObservableResult, Meter, Observable } from '@opentelemetry/api';
 import { ValueType, diag } from '@opentelemetry/api';
-import { SCHEDSTAT_TABLE } from '../sources/schedstat.js';
-import type { StatsSource } from '../sources/source.js';
+import { type SourceTable, type StatsSource, sourceTables } from '../sources/source.js';
 import type { DescriptorTable } from '../stats/descriptors.js';
-import { type MetricMapping, type TableMapping, type UnitMode, mapTable } from './mapping.js';
-import { type SourceSet, currentSources, metricKey, sourceAttributes, tableMapping } from './plan.js';
-import { u64 } from './points.js';
+import { u64 } from '../stats/u64.js';
+import type { MetricMapping, TableMapping, UnitMode } from './mapping.js';
 import { StatSelection, type StatSelectionOptions } from './selection.js';
 import { SCOPE_NAME } from './semconv.js';
+import { type SourceSet, TableMappings, currentSources, metricKey, sourceAttributes, tableIsRead } from './source-set.js';
 
 export interface KvmStatsInstrumentsOptions extends StatSelectionOptions {
   readonly sources: SourceSet;
@@ -27,7 +27,7 @@ const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
 export class KvmStatsInstruments {
   readonly #meter: Meter;
   readonly #sources: SourceSet;
-  readonly #units: UnitMode;
+  readonly #mappings: TableMappings;
   readonly #selection: StatSelection;
   /** The selected metrics of each table mapping. */
   readonly #selected = new WeakMap<TableMapping, readonly MetricMapping[]>();
@@ -35,20 +35,15 @@ export class KvmStatsInstruments {
   readonly #instruments = new Map<string, Observable | undefined>();
   readonly #callback: BatchObservableCallback = (result) => this.#observe(result);
   readonly #attributes = new WeakMap<StatsSource, Attributes>();
-  /** Where a schedstat file's numbers are read (SCHEDSTAT_TABLE's layout). */
-  readonly #schedWords = new Uint32Array(SCHEDSTAT_TABLE.dataSize / 4);
   #registered = new Set<Observable>();
   #closed = false;
 
   constructor(meter: Meter, options: KvmStatsInstrumentsOptions) {
     this.#meter = meter;
     this.#sources = options.sources;
-    this.#units = options.units ?? 'exact';
+    this.#mappings = new TableMappings(options.units ?? 'exact');
     this.#selection = new StatSelection(options);
-    for (const source of currentSources(this.#sources)) {
-      this.#instrumentsFor(source);
-      if (source.schedstat !== undefined && source.file.target === 'vcpu') this.#instrumentsOf(mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#units), SCHEDSTAT_TABLE);
-    }
+    for (const source of currentSources(this.#sources)) for (const file of sourceTables(source)) this.#instrumentsFor(file);
     this.#register();
   }
 
@@ -69,9 +64,9 @@ export class KvmStatsInstruments {
     this.#meter.addBatchObservableCallback(this.#callback, [...this.#registered]);
   }
 
-  /** The instruments for a source's metrics; true if any had to be created. */
-  #instrumentsFor(source: StatsSource): { metrics: readonly MetricMapping[]; created: boolean } {
-    return this.#instrumentsOf(tableMapping(source.file, this.#units), source.file.table);
+  /** The instruments for the selected metrics of a table of a source; true if any had to be created. */
+  #instrumentsFor(file: SourceTable): { metrics: readonly MetricMapping[]; created: boolean } {
+    return this.#instrumentsOf(this.#mappings.of(file), file.table);
   }
 
   /** The instruments for the selected metrics of a table's mapping; true if any had to be created. */
@@ -104,31 +99,29 @@ export class KvmStatsInstruments {
     if (this.#closed) return;
     let grew = false;
     for (const source of currentSources(this.#sources)) {
-      const { metrics, created } = this.#instrumentsFor(source);
-      grew ||= created;
-      try {
-        source.file.read();
-      } catch (error) {
-        log.warn((error as Error).message);
-        continue;
-      }
       let attributes = this.#attributes.get(source);
       if (!attributes) this.#attributes.set(source, (attributes = sourceAttributes(source)));
-      for (const metric of metrics) {
-        const instrument = this.#instruments.get(metricKey(metric));
-        // Instruments made during this callback are registered for the next collection.
-        if (instrument && this.#registered.has(instrument)) {
-          result.observe(instrument, (source.file.value(metric.stat) * metric.multiplier) / metric.divisor, attributes);
+      // Each table of the source: one pread, then its selected stats observed.
+      const tables = sourceTables(source);
+      for (let t = 0; t < tables.length; t++) {
+        const file = tables[t]!;
+        const { metrics, created } = this.#instrumentsFor(file);
+        grew ||= created;
+        if (!tableIsRead(t, metrics.length)) continue;
+        try {
+          // False: the table has ended (a vCPU thread that exited closed its schedstat).
+          if (!file.read()) continue;
+        } catch (error) {
+          // The source cannot be read in this collection; its other tables wait too.
+          log.warn((error as Error).message);
+          break;
         }
-      }
-      // The vCPU thread's scheduler time, where it has one: one pread of its schedstat file.
-      const schedstat = source.schedstat;
-      if (schedstat !== undefined && source.file.target === 'vcpu' && schedstat.readInto(this.#schedWords)) {
-        const sched = this.#instrumentsOf(mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#units), SCHEDSTAT_TABLE);
-        grew ||= sched.created;
-        for (const metric of sched.metrics) {
+        for (const metric of metrics) {
           const instrument = this.#instruments.get(metricKey(metric));
-          if (instrument && this.#registered.has(instrument)) result.observe(instrument, (u64(this.#schedWords, metric.stat.offset >>> 2) * metric.multiplier) / metric.divisor, attributes);
+          // Instruments made during this callback are registered for the next collection.
+          if (instrument && this.#registered.has(instrument)) {
+            result.observe(instrument, (u64(file.words, metric.stat.offset >>> 2) * metric.multiplier) / metric.divisor, attributes);
+          }
         }
       }
     }

@@ -159,12 +159,14 @@ export function prometheusSanitize(name: string): string {
 }
 
 /**
- * The unit word a Prometheus name carries for an OpenTelemetry unit: full words for
- * abbreviations, nothing for annotations in braces ({cycle}, {vcpu}: a count is unitless in
- * Prometheus) and for "1", "a/b" as "a_per_b".
+ * Whether Prometheus names carry unit suffixes in a unit mode: in base units, as the
+ * OpenTelemetry specification's Prometheus compatibility rules say (kvm_vcpu_halt_wait_seconds_total);
+ * in exact units, the kernel's names as @opentelemetry/exporter-prometheus writes them. The one
+ * place where this follows from `units`: for the names schema shows and for the agent's
+ * Prometheus output alike.
  */
-export function prometheusUnitSuffix(unit: string): string {
-  return prometheusUnit(unit);
+export function prometheusUnitSuffixes(units: UnitMode): boolean {
+  return units === 'base';
 }
 
 /** How a metric is named in Prometheus text: the name on its HELP/TYPE lines and its series. */
@@ -190,7 +192,9 @@ export function prometheusNames(
   const counter = metric.kind === 'sum';
   if (unitSuffix) {
     if (counter && name.endsWith('_total')) name = name.slice(0, -'_total'.length);
-    const word = prometheusUnitSuffix(metric.unit);
+    // The unit's word: full words for abbreviations, nothing for annotations in braces ({cycle},
+    // {vcpu}: a count is unitless in Prometheus) and for "1", "a/b" as "a_per_b".
+    const word = prometheusUnit(metric.unit);
     // "Unless the name already contains the unit": as whole words (halt_wait_seconds has it, halt_waits does not).
     if (word !== '' && !`_${name}_`.includes(`_${word}_`)) name += `_${word}`;
   }
@@ -270,7 +274,7 @@ export interface StatNames {
 /** The names of `stat` of a table (`stats`, for collisions and the histogram sum) in a unit mode. */
 export function statNames(stat: StatDescriptor, target: StatsTarget, units: UnitMode, stats: readonly StatDescriptor[] = [stat]): StatNames {
   const metric = mapStat(stat, target, units, stats);
-  return { otel: metric.name, prometheus: prometheusNames(metric, units === 'base') };
+  return { otel: metric.name, prometheus: prometheusNames(metric, prometheusUnitSuffixes(units)) };
 }
 
 function describe(stat: StatDescriptor, target: StatsTarget, unit: string, scale: number, sumFrom: StatDescriptor | undefined): string {

@@ -2,59 +2,20 @@
  * Planning: everything about a source that is worked out once, so that a collection only reads
  * and decodes. Per descriptor table a plan (which stats the selection exports, where each value
  * sits in the data block, how it is checked and scaled, which metric it feeds), the metrics
- * (slots) those plans feed, the buffer each data-block size is read into, and per source its
- * attributes, start time and state between collections. Also what the observable instruments
- * share with the producer: the source set, the source attributes, the selected metrics of a
- * table and the once-per-table report of skipped stats.
+ * (slots) those plans feed, the buffer each data-block size is read into, and per source the
+ * tables it is read from (sources/source.ts: its stats fd, a vCPU thread's schedstat), each with
+ * its attributes, start time and state between collections. Every table is planned alike.
  */
-import { type Attributes, type HrTime, ValueType, diag } from '@opentelemetry/api';
+import { type Attributes, type HrTime, ValueType } from '@opentelemetry/api';
 import type { MetricDescriptor, MetricData } from '@opentelemetry/sdk-metrics';
-import { SCHEDSTAT_TABLE, type SchedstatFile } from '../sources/schedstat.js';
-import type { StatsSource } from '../sources/source.js';
+import { type SourceTable, type StatsSource, sameTables, sourceTables } from '../sources/source.js';
 import type { DescriptorTable } from '../stats/descriptors.js';
-import type { StatsFile } from '../stats/stats-file.js';
 import type { Member, VmGroup, VmGroups } from './aggregation.js';
-import { type MetricKind, type MetricMapping, type TableMapping, type UnitMode, mapTable, vmAggregateMappings } from './mapping.js';
+import { type MetricKind, type MetricMapping, type TableMapping, type UnitMode, vmAggregateMappings } from './mapping.js';
 import { type Points, type Point, millisToHrTime, newPoints } from './points.js';
 import type { StatSelection } from './selection.js';
-import { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX, ATTR_KVM_VM_NAME, ATTR_KVM_VM_UUID, ATTR_PROCESS_PID, SCOPE_NAME } from './semconv.js';
-
-/** The sources to read: a fixed list, or a function asked at every collection. */
-export type SourceSet = Iterable<StatsSource> | (() => Iterable<StatsSource>);
-
-/** The sources of a set for this collection. */
-export function currentSources(sources: SourceSet): Iterable<StatsSource> {
-  return typeof sources === 'function' ? sources() : sources;
-}
-
-const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
-
-/** Attributes of a source's data points, built once; the source's extra attributes first, so
- * the standard ones win. */
-export function sourceAttributes(source: StatsSource): Attributes {
-  const attributes: Attributes = { ...source.attributes };
-  if (source.pid !== undefined) attributes[ATTR_PROCESS_PID] = source.pid;
-  if (source.vmName !== undefined) attributes[ATTR_KVM_VM_NAME] = source.vmName;
-  if (source.vmUuid !== undefined) attributes[ATTR_KVM_VM_UUID] = source.vmUuid;
-  if (source.file.vcpuId !== undefined) attributes[ATTR_KVM_VCPU_ID] = source.file.vcpuId;
-  if (source.file.vcpuId !== undefined && source.vcpuIndex !== undefined) attributes[ATTR_KVM_VCPU_INDEX] = source.vcpuIndex;
-  return attributes;
-}
-
-const reportedTables = new WeakSet<DescriptorTable>();
-
-/** Says once per descriptor table which stats it skips and why. */
-export function reportSkipped(table: DescriptorTable): void {
-  if (reportedTables.has(table) || table.skipped.length === 0) return;
-  reportedTables.add(table);
-  for (const { name, reason } of table.skipped) log.warn(`skipping KVM stat ${name}: ${reason}`);
-}
-
-/** The mapping of a file's table, after saying once what the table skips. */
-export function tableMapping(file: StatsFile, units: UnitMode): TableMapping {
-  reportSkipped(file.table);
-  return mapTable(file.table, file.target, units);
-}
+import type { SeriesStarts } from './series-rules.js';
+import { TableMappings, metricKey, sourceAttributes, tableIsRead } from './source-set.js';
 
 /** Where one metric's data points gather during a collection: one per name, kind and unit. */
 export interface MetricSlot {
@@ -65,11 +26,6 @@ export interface MetricSlot {
   count: number;
   /** The MetricData handed out again at every collection (reuseDataPoints). */
   data: MetricData | undefined;
-}
-
-/** The key of a metric's slot or instrument: one per name, kind and unit. */
-export function metricKey(metric: MetricMapping): string {
-  return `${metric.name}|${metric.kind}|${metric.unit}`;
 }
 
 /**
@@ -134,11 +90,14 @@ export interface Scratch {
   readonly bytes: Uint8Array;
 }
 
-/** What the producer keeps per source between collections. */
-export interface SourceState extends Emitter, Member {
+/** What the producer keeps per table of a source between collections. */
+export interface TableState extends Emitter, Member, SeriesStarts {
+  /** Where its values are read from, and its place among its source's tables (0: the stats fd). */
+  readonly file: SourceTable;
+  readonly index: number;
   readonly scratch: Scratch;
   readonly startTime: HrTime;
-  /** Start times of series that were reset since the source was first read. */
+  /** Start times of series that were reset since the table was first read. */
   resetStarts: (HrTime | undefined)[] | undefined;
   /** The values of the previous collection, decoded, for resets and deltas; zeros before the
    * first (so the first delta covers everything since the start). */
@@ -147,11 +106,13 @@ export interface SourceState extends Emitter, Member {
   lastCollection: number;
   lastCollectionMs: number;
   reportedInexact: boolean;
-  /** A vCPU's thread's scheduler time (sources/schedstat.ts), planned as SCHEDSTAT_TABLE: a
-   * state of its own, read after the stats fd, with the same attributes; undefined without. */
-  sched: SourceState | undefined;
-  /** The open schedstat file `sched` reads. */
-  schedFile: SchedstatFile | undefined;
+}
+
+/** What the producer keeps per source: the tables it was planned with (sourceTables), and the
+ * state of each that is read, in that order. */
+export interface SourceState {
+  readonly tables: readonly SourceTable[];
+  readonly reads: readonly TableState[];
 }
 
 export interface PlannerOptions {
@@ -166,57 +127,60 @@ export interface PlannerOptions {
   readonly pointsEnd: HrTime | undefined;
 }
 
-let planIds = 0;
-
 /** One producer's plans, slots, read buffers and source states. */
 export class Planner {
   /** The metrics, in the order they were first planned: the order of a collection's result. */
   readonly slots = new Map<string, MetricSlot>();
   readonly #options: PlannerOptions;
+  readonly #mappings: TableMappings;
   readonly #states = new WeakMap<StatsSource, SourceState>();
   readonly #plans = new Map<TableMapping, TablePlan>();
   readonly #scratch = new Map<number, Scratch>();
+  /** Tells this producer's plans apart (TablePlan.id). */
+  #planIds = 0;
 
   constructor(options: PlannerOptions) {
     this.#options = options;
+    this.#mappings = new TableMappings(options.units);
   }
 
-  /** A source's state: made at its first collection, and again when its VM ended. */
-  stateOf(source: StatsSource): SourceState {
-    let state = this.#states.get(source);
-    // A vCPU whose VM ended (it left the set of sources with the VM's last vCPU) starts afresh.
-    if (state && !state.group?.ended) return state;
-    const { file } = source;
-    state = this.#newState(source, file.table, tableMapping(file, this.#options.units), sourceAttributes(source));
+  /**
+   * A source's state: made at its first collection, and again when its tables changed (a vCPU
+   * thread's schedstat attached, or closed when the thread exited) or its VM ended (it left the
+   * set of sources with the VM's last vCPU). The state of a table still there is kept, unless
+   * its VM ended: then it starts afresh. `before`: the state the caller holds, if any.
+   */
+  stateOf(source: StatsSource, before: SourceState | undefined = this.#states.get(source)): SourceState {
+    if (before && sameTables(source, before.tables) && !before.reads.some((state) => state.group?.ended)) return before;
+    const tables = sourceTables(source);
+    const attributes = before?.reads[0]?.attributes ?? sourceAttributes(source);
+    const reads: TableState[] = [];
+    tables.forEach((file, index) => {
+      const kept = before?.reads.find((state) => state.file === file);
+      if (kept && !kept.group?.ended) {
+        reads.push(kept);
+        return;
+      }
+      const aggregated = this.#options.vms !== undefined && file.target === 'vcpu';
+      const plan = this.#planFor(file.table, this.#mappings.of(file), aggregated);
+      if (tableIsRead(index, plan.series.length)) reads.push(this.#newState(source, file, index, plan, attributes));
+    });
+    const state: SourceState = { tables, reads };
     this.#states.set(source, state);
-    this.syncSched(source, state);
     return state;
   }
 
-  /** Brings a source's scheduler-time state in step with its schedstat file: made when it has
-   * one (again after its VM ended), dropped when it closed (its thread exited). True if it changed. */
-  syncSched(source: StatsSource, state: SourceState): boolean {
-    const file = source.schedstat !== undefined && !source.schedstat.closed && source.file.target === 'vcpu' ? source.schedstat : undefined;
-    if (file === state.schedFile && !state.sched?.group?.ended) return false;
-    state.schedFile = file;
-    const mapping = mapTable(SCHEDSTAT_TABLE, 'vcpu', this.#options.units);
-    // With every scheduler stat excluded, the file is not read at all.
-    const selected = this.#planFor(SCHEDSTAT_TABLE, mapping, this.#options.vms !== undefined).series.length > 0;
-    state.sched = file && selected ? this.#newState(source, SCHEDSTAT_TABLE, mapping, state.attributes) : undefined;
-    return true;
-  }
-
-  #newState(source: StatsSource, table: DescriptorTable, mapping: TableMapping, attributes: Attributes): SourceState {
+  #newState(source: StatsSource, file: SourceTable, index: number, plan: TablePlan, attributes: Attributes): TableState {
     const { vms, pointsEnd } = this.#options;
-    const aggregated = vms !== undefined && source.file.target === 'vcpu';
-    const plan = this.#planFor(table, mapping, aggregated);
     const startTime = millisToHrTime(source.startTimeMs);
-    const group: VmGroup | undefined = aggregated ? vms.groupOf(source, plan, attributes, startTime) : undefined;
+    const group: VmGroup | undefined = vms !== undefined && file.target === 'vcpu' ? vms.groupOf(source, plan, attributes, startTime) : undefined;
     return {
+      file,
+      index,
       plan,
       attributes,
       startTime,
-      scratch: this.#scratchFor(table.dataSize),
+      scratch: this.#scratchFor(file.table.dataSize),
       resetStarts: undefined,
       previous: new Float64Array(plan.values),
       lastCollection: 0,
@@ -227,8 +191,6 @@ export class Planner {
       group,
       stamp: 0,
       departed: false,
-      sched: undefined,
-      schedFile: undefined,
     };
   }
 
@@ -276,7 +238,7 @@ export class Planner {
         divisor: metric.divisor,
       };
     });
-    plan = { id: ++planIds, series, values, slots };
+    plan = { id: ++this.#planIds, series, values, slots };
     this.#plans.set(mapping, plan);
     return plan;
   }

@@ -1,8 +1,8 @@
 /**
  * Data points, for the producer and the VM aggregation alike: the one writer of a series' point
  * of a collection (a new point appended to its metric, or a reused one updated in place), the
- * points that are updated in place with reuseDataPoints, and the decoding and time helpers
- * both use.
+ * points that are updated in place with reuseDataPoints, and the scaling and time helpers both
+ * use.
  */
 import type { Attributes, HrTime } from '@opentelemetry/api';
 import type { DataPoint, Histogram } from '@opentelemetry/sdk-metrics';
@@ -11,14 +11,6 @@ import type { Emitter, MetricSlot, SeriesPlan, TablePlan } from './plan.js';
 export type Point = DataPoint<number | Histogram>;
 /** An emitter's reused data points, one per entry of its plan's slots. */
 export type Points = (NumberPoint | HistogramPoint)[];
-
-const TWO_POW_32 = 0x1_0000_0000;
-
-/** The u64 at `word` of a data block's 32-bit words, as a double: exact up to 2^53. Small
- * enough for V8 to inline into a caller's loop. */
-export function u64(words: Uint32Array, word: number): number {
-  return words[word]! + words[word + 1]! * TWO_POW_32;
-}
 
 /** A series' value in its metric's unit. */
 export function scale(series: SeriesPlan, value: number): number {
@@ -55,12 +47,6 @@ export function setHrTime(time: HrTime, ms: number): HrTime {
   time[0] = seconds;
   time[1] = Math.round((ms - seconds * 1000) * 1e6);
   return time;
-}
-
-/** Where a series starts again after a reset: a copy of the previous read's time (reused
- * points roll the collection times in place), or the start when there was none. */
-export function resetStartTime(previousTime: HrTime | undefined, startTime: HrTime): HrTime {
-  return previousTime ? [previousTime[0], previousTime[1]] : startTime;
 }
 
 /** Appends a point to its metric's points of this collection. */

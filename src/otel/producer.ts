@@ -5,13 +5,14 @@
  * The collection path is built for thousands of fds polled several times a second. What never
  * changes is worked out once (plan.ts): the mapping per descriptor table, a plan per table
  * (which stats the selection exports, where each value sits in the data block, how it is
- * checked and scaled, which metric it feeds), and per source its attributes and start time;
- * with VM aggregation, which VM each vCPU belongs to, worked out again only when the set of
- * sources changes. A collection is then one pread per source into one shared buffer and, per
- * selected stat, a few loads from the block's 32-bit words (no parsing, no BigInt) compared
- * with the previous collection's values, and one data point, written as points.ts writes every
- * point (or one addition to its VM's sums). Every point of a collection has the collection's
- * time as endTime, as the SDK's own points do.
+ * checked and scaled, which metric it feeds), and per source its tables (its stats fd, a vCPU
+ * thread's schedstat), attributes and start time; with VM aggregation, which VM each vCPU
+ * belongs to, worked out again only when the set of sources changes. A collection is then, per
+ * table of each source, one pread into one shared buffer and, per selected stat, a few loads
+ * from the block's 32-bit words (no parsing, no BigInt) compared with the previous collection's
+ * values as series-rules.ts says, and one data point, written as points.ts writes every point
+ * (or one addition to its VM's sums). Every point of a collection has the collection's time as
+ * endTime, as the SDK's own points do.
  *
  * Data points. The SDK gives a producer's result no lifetime: InMemoryMetricExporter keeps every
  * result it exported, and a result may still be in use when the next collect() starts. So by
@@ -36,17 +37,19 @@ import {
   type MetricProducer,
   type ScopeMetrics,
 } from '@opentelemetry/sdk-metrics';
-import type { StatsSource } from '../sources/source.js';
+import { sameTables, type StatsSource } from '../sources/source.js';
+import { INEXACT_HIGH_WORD as INEXACT, TWO_POW_32 as POW_32, u64 } from '../stats/u64.js';
 import { type VcpuAggregation, VCPU_AGGREGATIONS, type VmGroup, VmGroups } from './aggregation.js';
 import type { UnitMode } from './mapping.js';
-import { type Emitter, type MetricSlot, Planner, type SeriesPlan, type SourceSet, type SourceState, currentSources } from './plan.js';
-import { addPoint, histogramCounts, millisToHrTime, resetStartTime, scale, setHrTime, u64, writeHistogram, writeNumber } from './points.js';
+import { type Emitter, type MetricSlot, Planner, type SeriesPlan, type SourceState, type TableState } from './plan.js';
+import { addPoint, histogramCounts, millisToHrTime, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
 import { SCOPE_NAME } from './semconv.js';
+import { counted, pointStart } from './series-rules.js';
+import { type SourceSet, currentSources } from './source-set.js';
 import { SCOPE_VERSION } from './version.js';
 
-export { millisToHrTime } from './points.js';
-export type { SourceSet } from './plan.js';
+export type { SourceSet } from './source-set.js';
 
 export interface KvmStatsProducerOptions {
   readonly sources: SourceSet;
@@ -76,12 +79,10 @@ export interface KvmStatsProducerOptions {
 }
 
 const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
-// The decoding constants are this module's own: V8 folds a module's own const into the hot
-// loops, while an imported binding is loaded through a cell at every use (measured: 10% of a
-// collection's decoding).
-const TWO_POW_32 = 0x1_0000_0000;
-/** A high word at or above this makes the u64 larger than 2^53: no longer exact as a double. */
-const INEXACT_HIGH_WORD = 0x20_0000;
+// The decoding constants (stats/u64.ts) bound to this module's own consts: V8 folds a module's
+// own const into the hot loops, while an imported binding is loaded through a cell at every use.
+const TWO_POW_32 = POW_32;
+const INEXACT_HIGH_WORD = INEXACT;
 
 const NO_GROUPS: readonly VmGroup[] = [];
 
@@ -95,10 +96,13 @@ export class KvmStatsProducer implements MetricProducer {
   readonly #planner: Planner;
   /** The planner's metrics, in the order they were first planned. */
   readonly #slots: Map<string, MetricSlot>;
-  /** The sources of the last collection and their states, in order: found again without a
-   * WeakMap lookup while the set of sources stays the same. */
+  /** The sources of the last collection and their states (the state of each table read), in
+   * order: found again without a WeakMap lookup while the set of sources stays the same. */
   readonly #order: StatsSource[] = [];
   readonly #orderStates: SourceState[] = [];
+  /** The state of every table read, source by source (each source's reads, flattened): what a
+   * collection walks, rebuilt only when the set of sources or their tables change. */
+  #reads: TableState[] = [];
   /** What emitted points in the last collection, in order (sources, then VMs): which reused
    * points each metric lists. */
   readonly #layout: Emitter[] = [];
@@ -142,30 +146,40 @@ export class KvmStatsProducer implements MetricProducer {
     const reuse = this.#reuse;
     if (!reuse) for (const slot of this.#slots.values()) slot.count = 0;
     const total = this.#gather();
-    const order = this.#order;
-    const orderStates = this.#orderStates;
+    const reads = this.#reads;
     const layout = this.#layout;
     const collection = this.#collection;
     this.#layoutChanged = false;
+    let sources = 0;
     let read = 0;
     let emitted = 0;
-    let i = 0;
-    for (; i < total; i++) {
-      // The clock is asked every 16 sources: a deadline is coarse, a clock read is not free.
-      if ((i & 15) === 0 && performance.now() > deadline) break;
-      const state = orderStates[i]!;
-      try {
-        order[i]!.file.readInto(state.scratch.bytes);
-      } catch (error) {
-        errors.push(error);
+    let failed = false;
+    let j = 0;
+    for (; j < reads.length; j++) {
+      // Each table of each source: one pread, then its values taken.
+      const state = reads[j]!;
+      if (state.index === 0) {
+        // A source's first table. The clock is asked every 16 sources: a deadline is coarse, a
+        // clock read is not free.
+        if ((sources & 15) === 0 && performance.now() > deadline) break;
+        sources++;
+        failed = false;
+      } else if (failed) {
         continue;
       }
-      read++;
+      try {
+        // False: the table has ended (a vCPU thread that exited closed its schedstat); its
+        // state goes at the next gather.
+        if (!state.file.readInto(state.scratch.bytes)) continue;
+      } catch (error) {
+        // The source cannot be read in this collection: said in the result; its other tables wait too.
+        errors.push(error);
+        failed = true;
+        continue;
+      }
+      // A source counts as read once its first table (its stats fd) is.
+      if (state.index === 0) read++;
       if (this.#take(state, collection, emitted)) emitted++;
-      // The vCPU thread's scheduler time: one pread of its schedstat, taken as one more source.
-      // A read that fails (the thread exited) closed the file; its state goes at the next gather.
-      const sched = state.sched;
-      if (sched !== undefined && state.schedFile!.readInto(sched.scratch.words) && this.#take(sched, collection, emitted)) emitted++;
     }
     // The VMs with a vCPU read in this collection, after every source, in a fixed order.
     for (const group of this.#vms?.live ?? NO_GROUPS) {
@@ -182,15 +196,15 @@ export class KvmStatsProducer implements MetricProducer {
       this.#layoutChanged = true;
     }
     if (this.#layoutChanged) this.#arrangeReusedPoints();
-    if (i < total) {
+    if (j < reads.length) {
       errors.push(new Error(`KVM stats collection ran out of time (timeoutMillis ${options?.timeoutMillis}): read ${read} of ${total} sources`));
     }
     return { resourceMetrics: { resource: this.#resource, scopeMetrics: [this.#scopeMetrics()] }, errors };
   }
 
-  /** A source's (or a schedstat's) freshly read words: added to its VM's sums, or turned into
-   * data points. True when it emitted points (the next entry of the layout). */
-  #take(state: SourceState, collection: number, emitted: number): boolean {
+  /** A table's freshly read words: added to its VM's sums, or turned into data points. True when
+   * it emitted points (the next entry of the layout). */
+  #take(state: TableState, collection: number, emitted: number): boolean {
     const group = state.group;
     if (group !== undefined) {
       if (group.accumulate(state, state.scratch.words, collection)) this.#reportInexact(state);
@@ -218,10 +232,12 @@ export class KvmStatsProducer implements MetricProducer {
     for (const source of sources) {
       const i = total++;
       if (order[i] === source) {
-        // A schedstat attached or detached since (a vCPU thread found, or exited).
+        // Its tables changed since (a vCPU thread's schedstat attached, or closed as the thread exited).
         const state = orderStates[i]!;
-        const file = state.schedFile;
-        if ((source.schedstat !== file || (file !== undefined && file.closed)) && this.#planner.syncSched(source, state)) changed = true;
+        if (!sameTables(source, state.tables)) {
+          orderStates[i] = this.#planner.stateOf(source, state);
+          changed = true;
+        }
         continue;
       }
       order[i] = source;
@@ -233,7 +249,10 @@ export class KvmStatsProducer implements MetricProducer {
       orderStates.length = total;
       changed = true;
     }
-    if (changed) this.#vms?.regroup(orderStates);
+    if (changed) {
+      this.#reads = orderStates.flatMap((state) => state.reads);
+      this.#vms?.regroup(this.#reads);
+    }
     return total;
   }
 
@@ -261,8 +280,8 @@ export class KvmStatsProducer implements MetricProducer {
     return millisToHrTime(read.lastCollectionMs);
   }
 
-  /** Turns one source's freshly read words into data points. */
-  #emit(state: SourceState, words: Uint32Array): void {
+  /** Turns one table's freshly read words into data points. */
+  #emit(state: TableState, words: Uint32Array): void {
     const plan = state.plan.series;
     const previousTime = this.#previousTimeOf(state);
     let inexact = false;
@@ -275,33 +294,27 @@ export class KvmStatsProducer implements MetricProducer {
     state.lastCollectionMs = this.#nowMs;
   }
 
-  /** Where series `m` starts before this collection's checks. */
-  #startOf(state: SourceState, m: number): HrTime {
-    const resetStarts = state.resetStarts;
-    return resetStarts === undefined ? state.startTime : (resetStarts[m] ?? state.startTime);
-  }
-
   /** A counter or gauge; true if its value is above 2^53. */
-  #emitNumber(state: SourceState, m: number, series: SeriesPlan, words: Uint32Array, previousTime: HrTime | undefined): boolean {
+  #emitNumber(state: TableState, m: number, series: SeriesPlan, words: Uint32Array, previousTime: HrTime | undefined): boolean {
     const w = series.word;
     const high = words[w + 1]!;
     let value = words[w]! + high * TWO_POW_32;
-    let start = this.#startOf(state, m);
+    let reset = false;
     if (series.resets) {
       const { previous } = state;
       const before = previous[series.first]!;
       previous[series.first] = value;
-      if (value < before) start = this.#resetStart(state, m, previousTime);
-      else if (series.delta) value -= before;
+      reset = value < before;
+      if (series.delta) value = counted(value, before, reset);
     }
-    if (series.delta && previousTime !== undefined) start = previousTime;
+    const start = pointStart(state, m, series.delta, reset, previousTime);
     writeNumber(state, m, series.slot, start, this.#now, scale(series, value));
     return high >= INEXACT_HIGH_WORD;
   }
 
   /** A histogram: bucket counts, and the companion's value as the sum where there is one. True
    * if a value is above 2^53. */
-  #emitHistogram(state: SourceState, m: number, series: SeriesPlan, words: Uint32Array, previousTime: HrTime | undefined): boolean {
+  #emitHistogram(state: TableState, m: number, series: SeriesPlan, words: Uint32Array, previousTime: HrTime | undefined): boolean {
     const { previous } = state;
     const { word, first, size, sumWord, delta } = series;
     const counts = histogramCounts(state, m, size);
@@ -328,17 +341,13 @@ export class KvmStatsProducer implements MetricProducer {
       if (sum < before) reset = true;
       else if (delta) sum -= before;
     }
-    let start = this.#startOf(state, m);
-    if (reset) {
-      start = this.#resetStart(state, m, previousTime);
-      if (delta) {
-        // Everything since the reset: the values as read, kept in previous.
-        count = 0;
-        for (let b = 0, k = first; b < size; b++, k++) count += counts[b] = previous[k]!;
-        if (sum !== undefined) sum = previous[first + size]!;
-      }
+    if (reset && delta) {
+      // Counted since the reset: the values as read, kept in previous.
+      count = 0;
+      for (let b = 0, k = first; b < size; b++, k++) count += counts[b] = previous[k]!;
+      if (sum !== undefined) sum = previous[first + size]!;
     }
-    if (delta && previousTime !== undefined) start = previousTime;
+    const start = pointStart(state, m, delta, reset, previousTime);
     writeHistogram(state, m, series, start, this.#now, counts, count, sum);
     return highs >>> 0 >= INEXACT_HIGH_WORD;
   }
@@ -354,16 +363,7 @@ export class KvmStatsProducer implements MetricProducer {
     }
   }
 
-  /** A value went down: the kernel's stat was reset (root can, through debugfs). The series
-   * starts again from the source's previous read. */
-  #resetStart(state: SourceState, m: number, previousTime: HrTime | undefined): HrTime {
-    const start = resetStartTime(previousTime, state.startTime);
-    state.resetStarts ??= new Array(state.plan.series.length);
-    state.resetStarts[m] = start;
-    return start;
-  }
-
-  #reportInexact(state: SourceState): void {
+  #reportInexact(state: TableState): void {
     this.inexactValues++;
     if (state.reportedInexact) return;
     state.reportedInexact = true;

@@ -4,7 +4,7 @@
  * It makes `exits`, `halt_exits` and `insn_emulation` move, so there is always something to see.
  */
 import { Worker } from 'node:worker_threads';
-import type { VcpuFd, VmFd } from '../native/kvm.js';
+import type { VcpuFd, VmFd } from '../native/kvm-fds.js';
 import { Mapping } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
 import { Command, type GuestWorkerData, State } from './demo-protocol.js';

@@ -19,7 +19,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { SCM_MAX_FD } from '../abi/linux.js';
 import { FdCloser } from '../native/closer.js';
 import { NativeError } from '../native/errors.js';
-import { closeFd, pidfdOpen, readableNow } from '../native/libc.js';
+import { closeFd } from '../native/libc.js';
 import {
   MessageBuffer,
   type PeerCredentials,
@@ -30,9 +30,9 @@ import {
   peerCredentials,
 } from '../native/socket.js';
 import { StatsFile } from '../stats/stats-file.js';
-import { type HeldFd, HeldProcesses } from './held-process.js';
+import { type HeldFd, type HeldProcess, HeldProcesses } from './held-process.js';
 import { type ProblemReporter, SaidOnce } from './problem.js';
-import { commandLine, isStatsLink, processOfThread, vmNameFromCommandLine } from './proc.js';
+import { isStatsLink, processOfThread } from './proc.js';
 import type { SourceProvider } from './provider.js';
 import { type SourceAttributes, type StatsSource, statsSource } from './source.js';
 
@@ -153,29 +153,30 @@ function encodeAnswer(answer: HandoverAnswer): Buffer {
   return Buffer.from(JSON.stringify({ accepted, refused, ...(retry ? { retry } : {}), ...(reason !== undefined ? { reason } : {}) }));
 }
 
-/** A live process that handed fds over, charged for those still held until it exits. Watched
- * (a pidfd) only while it has a connection open or fds held, so idle processes cost nothing. */
-interface Sender {
-  readonly pid: number;
-  /** -1 once it has exited (or was gone at connect): nothing is charged to it then. */
-  pidfd: number;
-  held: number;
-  connections: number;
-}
+/**
+ * A live process that handed fds over: a held process whose fds are charges, one for each fd it
+ * handed over that an owner still holds, until it exits. Watched (its pidfd) only while it has a
+ * connection open or fds held, so idle processes cost nothing; once it has exited (its pidfd is
+ * -1) nothing is charged to it.
+ */
+type Sender = HeldProcess<HeldFd>;
 
 /** A connection from one sender. */
 interface Connection {
   readonly fd: number;
   readonly peer: PeerCredentials;
-  readonly sender: Sender;
+  /** Undefined when the sender was gone at connect: it cannot send more, nothing to charge. */
+  readonly sender: Sender | undefined;
   /** When it connected or last sent a message. */
   lastActive: number;
 }
 
-/** A handed-over stats fd, held for the VMM that owns it and charged to the process that sent it. */
+/** A handed-over stats fd, held for the VMM that owns it and charged to the process that sent
+ * it, under `charge` among the sender's fds. */
 interface HandedFd extends HeldFd {
   readonly source: StatsSource;
-  readonly sender: Sender;
+  readonly sender: Sender | undefined;
+  readonly charge: string;
 }
 
 /** What became of one message's fds. */
@@ -231,8 +232,8 @@ export class HandoverProvider implements SourceProvider {
   readonly #connections = new Map<number, Connection>();
   /** The VMMs whose fds are held, keyed within each by the kernel's id string. */
   readonly #owners: HeldProcesses<HandedFd>;
-  /** Live senders by pid. */
-  readonly #senders = new Map<number, Sender>();
+  /** Live senders, watched while they have a connection or charges. */
+  readonly #senders: HeldProcesses<HeldFd>;
   /** Keyed by sender and kind of problem. */
   readonly #said: SaidOnce;
   readonly #closer = new FdCloser();
@@ -245,7 +246,9 @@ export class HandoverProvider implements SourceProvider {
     this.description = `hand-over socket ${path}`;
     this.#mode = options.mode ?? 0o660;
     const report = options.report ?? (() => undefined);
-    this.#owners = new HeldProcesses<HandedFd>({ report, noun: 'handed-over stats fds', release: (held) => this.#release(held.sender) });
+    this.#owners = new HeldProcesses<HandedFd>({ report, noun: 'handed-over stats fds', release: (held) => this.#release(held) });
+    // A sender's exit is not news: its fds stay with their owners.
+    this.#senders = new HeldProcesses<HeldFd>({ report: () => undefined });
     this.#said = new SaidOnce(report);
     this.#fdsPerSender = options.fdsPerSender ?? HANDOVER_LIMITS.fdsPerSender;
     this.#fdsPerOwner = options.fdsPerOwner ?? HANDOVER_LIMITS.fdsPerOwner;
@@ -280,8 +283,7 @@ export class HandoverProvider implements SourceProvider {
     for (const connection of this.#connections.values()) this.#closer.close(connection.fd);
     this.#connections.clear();
     this.#owners.close();
-    for (const sender of this.#senders.values()) closeFd(sender.pidfd);
-    this.#senders.clear();
+    this.#senders.close();
     this.#buffer?.free();
     this.#buffer = undefined;
     if (this.#listenFd >= 0) {
@@ -313,7 +315,8 @@ export class HandoverProvider implements SourceProvider {
   #drain(): void {
     const now = Date.now();
     this.#owners.reap();
-    this.#reapSenders();
+    // Senders that have exited are charged no more: their quota is free, their fds stay with their owners.
+    this.#senders.reap();
     for (const connection of [...this.#connections.values()]) {
       if (now - connection.lastActive > this.#idleTimeoutMs) this.#drop(connection);
     }
@@ -392,14 +395,14 @@ export class HandoverProvider implements SourceProvider {
 
   #forget(connection: Connection): void {
     this.#connections.delete(connection.fd);
-    const { sender } = connection;
-    sender.connections--;
-    this.#unwatchIfIdle(sender);
+    if (connection.sender) this.#unwatchIfIdle(connection.sender);
   }
 
   /** A sender with no connection and nothing held is no longer watched. */
   #unwatchIfIdle(sender: Sender): void {
-    if (sender.connections <= 0 && sender.held <= 0 && sender.pidfd >= 0) this.#exited(sender);
+    if (sender.pidfd < 0 || sender.fds.size > 0) return;
+    for (const connection of this.#connections.values()) if (connection.sender === sender) return;
+    this.#senders.drop(sender);
   }
 
   /** Answers without waiting; a sender that does not read its answers loses the later ones. */
@@ -411,37 +414,17 @@ export class HandoverProvider implements SourceProvider {
     }
   }
 
-  #senderOf(pid: number): Sender {
+  /** The live process behind a connection's SO_PEERCRED pid; undefined when it is gone already. */
+  #senderOf(pid: number): Sender | undefined {
     const known = this.#senders.get(pid);
-    if (known && !readableNow([known.pidfd])[0]) {
-      known.connections++;
-      return known;
-    }
-    if (known) this.#exited(known);
-    let pidfd: number;
+    if (known && !known.exited) return known;
+    // Exited (its pid may be another process's now): charged no more.
+    if (known) this.#senders.drop(known);
     try {
-      pidfd = pidfdOpen(pid);
+      return this.#senders.add(pid);
     } catch {
-      return { pid, pidfd: -1, held: 0, connections: 1 }; // gone already: it cannot send more, nothing to charge
+      return undefined;
     }
-    const sender: Sender = { pid, pidfd, held: 0, connections: 1 };
-    this.#senders.set(pid, sender);
-    return sender;
-  }
-
-  /** Senders that have exited are charged no more: their quota is free, their fds stay with their owners. */
-  #reapSenders(): void {
-    if (this.#senders.size === 0) return;
-    const list = [...this.#senders.values()];
-    const readable = readableNow(list.map((sender) => sender.pidfd));
-    list.forEach((sender, i) => readable[i] && this.#exited(sender));
-  }
-
-  #exited(sender: Sender): void {
-    closeFd(sender.pidfd);
-    sender.pidfd = -1;
-    sender.held = 0;
-    if (this.#senders.get(sender.pid) === sender) this.#senders.delete(sender.pid);
   }
 
   /** Closes an fd from outside: a KVM stats fd here (its close does not wait), anything else off the event loop. */
@@ -491,7 +474,7 @@ export class HandoverProvider implements SourceProvider {
       this.#dispose(fd, link);
       return { kind: 'not stats', reason: `an fd that is ${link.slice(0, 80)}, not a KVM stats fd` };
     }
-    if (sender.pidfd >= 0 && sender.held >= this.#fdsPerSender) {
+    if (sender !== undefined && sender.pidfd >= 0 && sender.fds.size >= this.#fdsPerSender) {
       closeFd(fd);
       return { kind: 'fds per sender', reason: `process ${sender.pid} has handed over ${this.#fdsPerSender} stats fds that are held here, the limit per sender until it exits` };
     }
@@ -528,17 +511,22 @@ export class HandoverProvider implements SourceProvider {
         return { kind: 'pidfd', reason: `watching process ${pid} failed: ${(error as Error).message}` };
       }
     }
-    const vmName = header.vmName ?? vmNameFromCommandLine(commandLine(pid));
     const origin = `hand-over from pid ${peer.pid} uid ${peer.uid}${header.sender ? ` (${header.sender})` : ''}`;
-    // The UUID, like the start time, from the owner's command line (kernel-named owner), never the header.
-    const source = statsSource(file, { pid, vmName, vmUuid: vmm.owner.vmUuid, startTimeMs: vmm.owner.startTimeMs, attributes: header.attributes }, origin);
-    vmm.hold(file.id, { source, sender });
-    if (sender.pidfd >= 0) sender.held++;
+    // Who owns it is the kernel-named owner (its pid, UUID and start from its command line and
+    // /proc, never the header); only the guest's name may come from the header.
+    const owner = vmm.owner;
+    const source = statsSource(file, { ...owner, vmName: header.vmName ?? owner.vmName, attributes: header.attributes }, origin);
+    const charge = `${pid}:${file.id}`;
+    vmm.hold(file.id, { source, sender, charge });
+    if (sender !== undefined && sender.pidfd >= 0) sender.hold(charge, {});
     return undefined;
   }
 
-  #release(sender: Sender): void {
-    if (sender.pidfd >= 0 && sender.held > 0) sender.held--;
+  /** An owner let go of a handed-over fd: its sender is charged for it no more. */
+  #release(held: HandedFd): void {
+    const { sender } = held;
+    if (sender === undefined) return;
+    sender.forget(held.charge);
     this.#unwatchIfIdle(sender);
   }
 

@@ -1,9 +1,11 @@
 /**
  * A process whose stats fds this process holds: copied with pidfd_getfd (one process, the
- * scan) or handed over on a socket. A held stats fd keeps the VM alive in the kernel, so every
- * one goes as soon as its VMM exits: each process is watched through a pidfd (which also pins
- * its identity: a reused pid is another pidfd), and one poll(2) of all of them, never waiting,
- * says which have exited.
+ * scan) or handed over on a socket (the VMM that owns them, and the process that sent them,
+ * which is charged for them while it lives). A held stats fd keeps the VM alive in the kernel,
+ * so every one goes as soon as its VMM exits: each process is watched through one pidfd (which
+ * also pins its identity: a reused pid is another pidfd), and one poll(2) of all of them, never
+ * waiting, says which have exited. Who a process is (its owner: pid, guest name and UUID, start)
+ * is read in one place, processOwner.
  */
 import { readlinkSync } from 'node:fs';
 import { NativeError } from '../native/errors.js';
@@ -14,9 +16,17 @@ import { commandLine, isStatsLink, processOfThread, processStartTimeMs, vmNameFr
 import { attachSchedstats, noSchedstatMessage } from './schedstat.js';
 import { type StatsOwner, type StatsSource, closeSources } from './source.js';
 
-/** One fd held for a process: its source when it is read (the scan also keeps fds it skips). */
+/** One fd held for a process: its source when it is read (the scan also keeps fds it skips; a
+ * hand-over sender's are charges for fds its owners hold). */
 export interface HeldFd {
   readonly source?: StatsSource;
+}
+
+/** Who a process is, for its sources' attributes: the pid, the guest name and UUID on its
+ * command line, its start. */
+export function processOwner(pid: number): StatsOwner {
+  const args = commandLine(pid);
+  return { pid, vmName: vmNameFromCommandLine(args), vmUuid: vmUuidFromCommandLine(args), startTimeMs: processStartTimeMs(pid) };
 }
 
 /** A process watched through a pidfd, and the fds held for it, by a key of the holder's choosing. */
@@ -38,16 +48,19 @@ export class HeldProcess<F extends HeldFd = HeldFd> {
     this.#pidfd = pidfdOpen(pid);
   }
 
+  /** -1 once closed. */
   get pidfd(): number {
     return this.#pidfd;
   }
 
-  /** Who it is, for its sources' attributes: the pid, the guest name and UUID on its command line, its start. Read once. */
+  /** Whether it has exited (one poll of its pidfd, never waiting); true once closed. */
+  get exited(): boolean {
+    return this.#pidfd < 0 || readableNow([this.#pidfd])[0]!;
+  }
+
+  /** Who it is (processOwner), read once. */
   get owner(): StatsOwner {
-    if (!this.#owner) {
-      const args = commandLine(this.pid);
-      this.#owner = { pid: this.pid, vmName: vmNameFromCommandLine(args), vmUuid: vmUuidFromCommandLine(args), startTimeMs: processStartTimeMs(this.pid) };
-    }
+    this.#owner ??= processOwner(this.pid);
     return this.#owner;
   }
 

@@ -6,7 +6,7 @@
  * do about it (replay a recording) and which flag helps.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { Kvm, DEFAULT_KVM_PATH } from '../native/kvm.js';
+import { Kvm, DEFAULT_KVM_PATH } from '../native/kvm-fds.js';
 import { NativeError } from '../native/errors.js';
 
 /**

@@ -5,8 +5,8 @@
  */
 import { DemoVm, type DemoVmOptions } from './demo.js';
 import { type SavedStats, openSaved } from './image.js';
-import { type HeldProcess, HeldProcesses, exitedProblem } from './held-process.js';
-import { openProcessStats } from './pid.js';
+import { HeldProcesses } from './held-process.js';
+import { copyProcessStats, statsLinksOf } from './process-stats.js';
 import type { ProblemReporter } from './problem.js';
 import { type StatsSource, closeSources } from './source.js';
 
@@ -72,19 +72,14 @@ export class ProcessProvider implements SourceProvider {
   async refresh(): Promise<void> {
     if (this.#opened) return;
     this.#opened = true;
-    const found = openProcessStats(this.pid);
+    const { links, problem } = statsLinksOf(this.pid);
+    if (problem) return this.report(problem);
+    // The copies are made through the pidfd that watches the process from now on.
+    const held = this.#held.add(this.pid);
+    const found = copyProcessStats(held, links);
     found.problems.forEach(this.report);
-    if (found.sources.length === 0) return;
-    let held: HeldProcess;
-    try {
-      held = this.#held.add(this.pid);
-    } catch {
-      // Gone already: its copies are closed at once.
-      this.report(exitedProblem(this.pid, found.sources.length));
-      closeSources(found.sources);
-      return;
-    }
     found.sources.forEach((source, i) => held.hold(i, { source }));
+    if (found.sources.length === 0) this.#held.drop(held);
   }
 
   /** Checked at every collection: a copied fd keeps the VM alive in the kernel, so let go as

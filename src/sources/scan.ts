@@ -27,12 +27,11 @@ import { readdirSync } from 'node:fs';
 import { ANON_INODE_VM } from '../abi/kvm.js';
 import { NativeError } from '../native/errors.js';
 import { sameOpenFile } from '../native/libc.js';
-import { type HeldProcess, HeldProcesses, copyStatsFd, noStatsFdsProblem } from './held-process.js';
+import { type HeldProcess, HeldProcesses, copyStatsFd, noStatsFdsProblem, processOwner } from './held-process.js';
 import { type Problem, type ProblemReporter, SaidOnce, errnoCode } from './problem.js';
 import {
   type FdLink,
   type FdTable,
-  commandLine,
   executableName,
   fdLinks,
   fdTable,
@@ -40,10 +39,7 @@ import {
   kernelCountsFds,
   processExiting,
   processStartTicks,
-  processStartTimeMs,
   vcpuIdOfStatsLink,
-  vmNameFromCommandLine,
-  vmUuidFromCommandLine,
 } from './proc.js';
 import type { SourceProvider } from './provider.js';
 import { type StatsSource, statsSource } from './source.js';
@@ -354,10 +350,10 @@ export class ScanProvider implements SourceProvider {
   }
 }
 
-/** The guest name and UUID on a process's command line, as `list` shows them. */
+/** The guest name and UUID of a process not held, as `list` shows them. */
 function namesOf(pid: number): { vmName: string | null; vmUuid: string | null } {
-  const args = commandLine(pid);
-  return { vmName: vmNameFromCommandLine(args) ?? null, vmUuid: vmUuidFromCommandLine(args) ?? null };
+  const { vmName, vmUuid } = processOwner(pid);
+  return { vmName: vmName ?? null, vmUuid: vmUuid ?? null };
 }
 
 /** By process, then the VM before its vCPUs, then vCPU id. */

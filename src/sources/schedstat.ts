@@ -3,8 +3,9 @@
  * on a CPU, ns runnable but waiting on a run queue (the guest's steal; libvirt's vcpu.N.delay),
  * and timeslices run. Read with the stats fds' discipline: the file is opened once, and each
  * collection is one pread at offset 0 (a seq_file regenerates its text at offset 0) into a
- * buffer allocated once, its numbers written as u64 words in the layout of SCHEDSTAT_TABLE, so
- * that the mapping and the producer treat them as one more descriptor table.
+ * buffer allocated once, its numbers written as u64 words in the layout of SCHEDSTAT_TABLE: a
+ * SchedstatFile is one more table of its vCPU's source (source.ts, SourceTable), which the
+ * mapping, the producer and the instruments read as they read a stats fd.
  *
  * Which thread: the kernel's id string `kvm-TID/vcpu-ID` names the thread that created the
  * vCPU. QEMU creates each vCPU on its own thread, which then runs it; a VMM that creates every
@@ -14,11 +15,12 @@
  * (which created the VM: in a VMM that creates a single vCPU from it, that thread is the VMM's
  * own, and in the demo VM it is the agent's).
  */
-import type { DescriptorTable, StatDescriptor } from '../stats/descriptors.js';
+import { O_RDONLY } from '../abi/linux.js';
 import { NativeError } from '../native/errors.js';
 import { closeFd, openPath, pread } from '../native/libc.js';
-import { O_RDONLY } from '../abi/linux.js';
-import type { StatsSource } from './source.js';
+import type { DescriptorTable, StatDescriptor } from '../stats/descriptors.js';
+import { TWO_POW_32 } from '../stats/u64.js';
+import type { SourceTable, StatsSource } from './source.js';
 
 function stat(name: string, unit: StatDescriptor['unit'], exponent: number, index: number): StatDescriptor {
   return { name, type: 'cumulative', unit, base: 10, exponent, size: 1, bucketSize: 0, offset: index * 8, index };
@@ -43,14 +45,21 @@ export function isSchedstat(stat: StatDescriptor): boolean {
 
 /** Three u64 in decimal, two spaces and a newline: 62 bytes at most. */
 const TEXT_SIZE = 64;
-const TWO_POW_32 = 0x1_0000_0000;
 
 /** One thread's schedstat file, open for reading at every collection. */
-export class SchedstatFile {
+export class SchedstatFile implements SourceTable {
   readonly pid: number;
   readonly tid: number;
+  /** What its numbers are: a vCPU's table. */
+  readonly table = SCHEDSTAT_TABLE;
+  readonly target = 'vcpu';
+  /** The numbers as last read (read()), laid out as SCHEDSTAT_TABLE says. */
+  readonly words = new Uint32Array(SCHEDSTAT_TABLE.dataSize / 4);
   #fd: number;
   readonly #text = new Uint8Array(TEXT_SIZE);
+  /** The 32-bit words of the last buffer readInto() was given, made once per buffer. */
+  #into: Uint8Array | undefined;
+  #intoWords: Uint32Array | undefined;
 
   private constructor(pid: number, tid: number, fd: number) {
     this.pid = pid;
@@ -72,12 +81,29 @@ export class SchedstatFile {
     return this.#fd < 0;
   }
 
+  /** One pread into `words`, as readInto. */
+  read(): boolean {
+    return this.#readWords(this.words);
+  }
+
   /**
-   * One pread of the file, its three numbers written into `words` as SCHEDSTAT_TABLE lays them
-   * out (host-endian 32-bit halves of each u64, exact to 2^64). False when the thread has
-   * exited (the read fails with ESRCH) or the text is not three numbers: the file is then closed.
+   * One pread of the file, its three numbers written into `buffer` (at least 24 bytes, 4-byte
+   * aligned) as SCHEDSTAT_TABLE lays them out: host-endian 32-bit halves of each u64, exact to
+   * 2^64. False when the thread has exited (the read fails with ESRCH) or the text is not three
+   * numbers: the file has then ended and is closed. (A source's tables all read so: SourceTable.)
    */
-  readInto(words: Uint32Array): boolean {
+  readInto(buffer: Uint8Array): boolean {
+    if (buffer !== this.#into) {
+      if (buffer.byteLength < SCHEDSTAT_TABLE.dataSize) {
+        throw new RangeError(`readInto: the buffer has ${buffer.byteLength} bytes, but a schedstat file's numbers take ${SCHEDSTAT_TABLE.dataSize}: pass one of at least table.dataSize bytes`);
+      }
+      this.#intoWords = new Uint32Array(buffer.buffer, buffer.byteOffset, SCHEDSTAT_TABLE.dataSize / 4);
+      this.#into = buffer;
+    }
+    return this.#readWords(this.#intoWords!);
+  }
+
+  #readWords(words: Uint32Array): boolean {
     if (this.#fd < 0) return false;
     let n: number;
     try {

@@ -1,8 +1,10 @@
 /**
  * A source is one open stats file plus what is known about who owns it. Everything that finds
  * stats fds (own VMs, another process's, saved images) produces these; the mapping to
- * OpenTelemetry reads nothing else.
+ * OpenTelemetry reads nothing else. A source is read from one or more tables (SourceTable): its
+ * stats fd, and for a vCPU with a thread of its own that thread's scheduler time.
  */
+import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
 import type { StatsFile } from '../stats/stats-file.js';
 import { vcpuIndexOfThread } from './proc.js';
 import type { SchedstatFile } from './schedstat.js';
@@ -39,6 +41,48 @@ export interface StatsSource {
   /** A vCPU's thread's scheduler time, where the vCPU has a thread of its own (schedstat.ts:
    * attachSchedstats sets it, and it closes when the thread exits). */
   schedstat?: SchedstatFile | undefined;
+}
+
+/**
+ * One file a source is read from at every collection, its values laid out as its descriptor
+ * table says: a stats fd (StatsFile), or a vCPU thread's schedstat (SchedstatFile). Every stage
+ * (planning, the producer, VM aggregation, the instruments) treats the tables of a source alike.
+ */
+export interface SourceTable {
+  readonly table: DescriptorTable;
+  readonly target: StatsTarget;
+  readonly closed: boolean;
+  /** The values as last read (read()), as host-endian 32-bit words, two per u64. */
+  readonly words: Uint32Array;
+  /** One pread into `words`, as readInto. */
+  read(): boolean;
+  /**
+   * One pread into `buffer` (at least table.dataSize bytes): true when the buffer holds this
+   * read's values; false when the file has ended for good (a vCPU thread that exited: the file
+   * closed itself); a StatsReadError when a read that should work failed (an fd closed under it,
+   * a truncated image), which the reader reports.
+   */
+  readInto(buffer: Uint8Array): boolean;
+}
+
+/** A vCPU's schedstat while it is open; undefined for a VM or without one. */
+function openSchedstat(source: StatsSource): SchedstatFile | undefined {
+  const schedstat = source.schedstat;
+  return schedstat !== undefined && !schedstat.closed && source.file.target === 'vcpu' ? schedstat : undefined;
+}
+
+/** The tables of a source in the order a collection reads them: its stats fd, then its vCPU
+ * thread's schedstat while it has one open. The one place that says what a source is read from. */
+export function sourceTables(source: StatsSource): SourceTable[] {
+  const schedstat = openSchedstat(source);
+  return schedstat === undefined ? [source.file] : [source.file, schedstat];
+}
+
+/** Whether `tables` (sourceTables of this source, some time ago) are still its tables: what a
+ * reader of thousands of sources asks at every collection, so it allocates nothing. */
+export function sameTables(source: StatsSource, tables: readonly SourceTable[]): boolean {
+  const schedstat = openSchedstat(source);
+  return tables[0] === source.file && (schedstat === undefined ? tables.length === 1 : tables.length === 2 && tables[1] === schedstat);
 }
 
 /** Wraps an open StatsFile; without a known start time, cumulative values start now. A vCPU of

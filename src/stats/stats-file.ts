@@ -20,10 +20,7 @@ import {
   parseId,
   sharedDescriptorTable,
 } from './descriptors.js';
-
-const TWO_POW_32 = 0x1_0000_0000;
-/** A high word at or above this makes the u64 larger than 2^53: no longer exact as a double. */
-const INEXACT_HIGH_WORD = 0x20_0000;
+import { isExactU64, u64 } from './u64.js';
 
 /** A read that did not return the whole data block (a truncated file, a closed fd). */
 export class StatsReadError extends Error {
@@ -138,24 +135,26 @@ export class StatsFile implements StatsId {
     return this.#fd < 0;
   }
 
-  /** One pread of the whole data block into `data`. */
-  read(): void {
-    this.#readBlock(this.data);
+  /** One pread of the whole data block into `data`. True, as readInto. */
+  read(): boolean {
+    return this.#readBlock(this.data);
   }
 
   /**
    * One pread of the whole data block into a caller's buffer (at least table.dataSize bytes)
    * instead of `data`, which keeps its bytes. A reader of many fds can reuse one buffer that
-   * stays in the CPU's cache, rather than touching each file's own.
+   * stays in the CPU's cache, rather than touching each file's own. True when the buffer holds
+   * the block, as every table of a source says (sources/source.ts, SourceTable); a stats fd never
+   * ends by itself, so a read that fails is a StatsReadError.
    */
-  readInto(buffer: Uint8Array): void {
+  readInto(buffer: Uint8Array): boolean {
     if (buffer.byteLength < this.#dataSize) {
       throw new RangeError(`readInto: the buffer has ${buffer.byteLength} bytes, but the data block of ${this.describe()} has ${this.#dataSize}: pass one of at least table.dataSize bytes`);
     }
-    this.#readBlock(buffer);
+    return this.#readBlock(buffer);
   }
 
-  #readBlock(buffer: Uint8Array): void {
+  #readBlock(buffer: Uint8Array): boolean {
     const size = this.#dataSize;
     let n: number;
     try {
@@ -166,17 +165,17 @@ export class StatsFile implements StatsId {
     if (n !== size) {
       throw new StatsReadError(`reading ${this.describe()} returned ${n} of ${size} bytes: the image is truncated; save it again`);
     }
+    return true;
   }
 
   /** Value `bucket` of `stat` from the last read, as a double (exact up to 2^53). */
   value(stat: StatDescriptor, bucket = 0): number {
-    const word = (stat.offset >>> 2) + bucket * 2;
-    return this.words[word]! + this.words[word + 1]! * TWO_POW_32;
+    return u64(this.words, (stat.offset >>> 2) + bucket * 2);
   }
 
   /** Whether value(stat, bucket) is exact; false only above 2^53. */
   isExact(stat: StatDescriptor, bucket = 0): boolean {
-    return this.words[(stat.offset >>> 2) + bucket * 2 + 1]! < INEXACT_HIGH_WORD;
+    return isExactU64(this.words, (stat.offset >>> 2) + bucket * 2);
   }
 
   /** The exact value: a number up to 2^53, a bigint above. */

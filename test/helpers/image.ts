@@ -12,6 +12,7 @@ import {
   KVM_STATS_TYPE_CUMULATIVE,
   KVM_STATS_UNIT_NONE,
 } from '../../src/abi/kvm.js';
+import { StatsFile } from '../../src/stats/stats-file.js';
 
 export interface DescSpec {
   name: string;
@@ -91,4 +92,9 @@ export function writeImage(image: Uint8Array, name = 'image'): string {
   const path = join(dir, `${name}-${Math.random().toString(36).slice(2)}.kvmstats`);
   writeFileSync(path, image);
   return path;
+}
+
+/** An image written to a fresh file and opened as a StatsFile. */
+export function openImage(spec: ImageSpec): StatsFile {
+  return StatsFile.openImage(writeImage(buildImage(spec)));
 }

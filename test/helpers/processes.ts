@@ -1,14 +1,31 @@
 /** Child processes for tests: a stand-in VMM, and TypeScript fixtures run through tsx. */
-import { type ChildProcess, type SpawnOptions, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../../src/sources/preload.js';
+import { PRELOAD_SOCKET_ENV, buildPreloadHelper } from '../../src/setup/preload.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const FIXTURES = join(ROOT, 'test', 'fixtures');
+
+/** The built command line, as package.json's bin names it. */
+export const BIN = join(ROOT, 'dist', 'cli', 'main.js');
+
+/** What a run of the built command line said. */
+export interface BinResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs the built command line with `args` (in ROOT; 60 s at most by default) and waits for it. */
+export function runBin(args: readonly string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}): BinResult {
+  const env = options.env ? { ...process.env, ...options.env } : process.env;
+  const result = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: options.timeoutMs ?? 60_000, env });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
 
 /** node --import tsx FIXTURE ARGS */
 export function fixtureCommand(fixture: string, args: readonly string[] = []): string[] {
@@ -175,4 +192,14 @@ export async function startTinyVmm(vcpus: number, socket?: string): Promise<Tiny
       await exited;
     },
   };
+}
+
+/** test/fixtures/scan-vmm.ts, a stand-in VMM (a real KVM VM in another process) whose every
+ * command answers with the stats fds it holds afterwards. */
+export type StandInVmm = JsonLineChild<{ statsFds: Record<string, number> }> & { send(command: string): Promise<Record<string, number>> };
+
+/** Starts a stand-in VMM; the caller stops it. */
+export async function startStandInVmm(args: string[] = []): Promise<StandInVmm> {
+  const { child } = await JsonLineChild.start<{ statsFds: Record<string, number> }>(fixtureCommand('scan-vmm.ts', args), 'scan-vmm fixture');
+  return Object.assign(child, { send: async (command: string) => (await child.request(command)).statsFds });
 }

@@ -1,0 +1,129 @@
+/**
+ * The agent's run loop: open the sources, give every output a producer over them, refresh the
+ * sources on the interval, and on stop do one last collection and export within the export
+ * timeout, then close every fd.
+ */
+import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import { KvmStatsProducer } from '../otel/producer.js';
+import { AGENT_SCOPE_NAME } from './telemetry-names.js';
+import { SCOPE_VERSION } from '../otel/version.js';
+import { fdLinks, isStatsLink, isVmLink } from '../sources/proc.js';
+import type { Problem } from '../sources/problem.js';
+import type { SourceProvider } from '../sources/provider.js';
+import type { StatsSource } from '../sources/source.js';
+import type { AgentConfig } from './config.js';
+import type { Logger } from './log.js';
+import { type Output, createOutputs, producerTemporality } from './outputs.js';
+import { agentResource } from './resource.js';
+import { type OpenSources, openSources } from '../setup/open-sources.js';
+import { SelfTelemetry } from './telemetry.js';
+import { VmLog } from './vm-log.js';
+
+export interface Agent {
+  readonly outputs: readonly Output[];
+  readonly providers: readonly SourceProvider[];
+  sources(): StatsSource[];
+  /** One last collection and export (bounded by the export timeout), then every fd closed.
+   * Resolves to false when the last export did not finish in time. */
+  stop(): Promise<boolean>;
+}
+
+/** KVM fds (VM, vCPU and stats fds) this process holds: 0 after stop(). */
+export function openKvmFds(): number {
+  return fdLinks(process.pid).filter((link) => isStatsLink(link.target) || isVmLink(link.target)).length;
+}
+
+function timeout(ms: number): { promise: Promise<'timeout'>; cancel(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  const promise = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
+  return { promise, cancel: () => clearTimeout(timer) };
+}
+
+/** One log line per problem: its kind and process as fields, its text as `describe` words it
+ * (the CLI adds which flag helps). */
+export async function startAgent(config: AgentConfig, log: Logger, describe: (problem: Problem) => string = (problem) => problem.message): Promise<Agent> {
+  const vms = new VmLog(log);
+  const open = await openSources(config.sources, (problem) => vms.problem(problem, describe(problem)));
+  const { providers, sources } = open;
+  let meterProvider: MeterProvider | undefined;
+  try {
+    // Discovery may find its VMs later; fixed sources must give something now.
+    const waitsForVms = config.sources.scan === true || config.sources.listen !== undefined;
+    if (sources().length === 0 && !waitsForVms) throw new Error('no stats fd could be read: check the sources (see the warnings above)');
+    const telemetry = new SelfTelemetry(sources);
+    const producerFor = (output: string) =>
+      telemetry.instrument(
+        new KvmStatsProducer({
+          sources,
+          temporality: output === 'prometheus' ? undefined : producerTemporality(config.temporality),
+          units: config.units,
+          include: config.include,
+          exclude: config.exclude,
+          vcpuAggregation: config.vcpuAggregation,
+          // Every output serializes while it exports (OTLP, Prometheus, console), so a result
+          // need not outlive the next collection: reused points cost a fraction of the CPU.
+          reuseDataPoints: true,
+        }),
+        output,
+        log,
+      );
+    const outputs = createOutputs(config, producerFor, log);
+    meterProvider = new MeterProvider({ resource: agentResource(config.serviceName, config.resourceAttributes), readers: outputs.map((o) => o.reader) });
+    telemetry.attach(meterProvider.getMeter(AGENT_SCOPE_NAME, SCOPE_VERSION));
+    for (const output of outputs) await output.start();
+    // The first export now rather than one interval later: a working setup shows data at once,
+    // a broken one says so at once. (Its errors are the reader's to report, like every export's.)
+    for (const output of outputs) if (output.reader instanceof PeriodicExportingMetricReader) void output.reader.forceFlush().catch(() => undefined);
+    log.info(
+      { sources: sources().length, providers: providers.map((p) => p.description), outputs: outputs.map((o) => o.description), intervalMs: config.exportIntervalMillis },
+      `reading ${sources().length} stats fds from ${providers.map((p) => p.description).join(', ')}; exporting to ${outputs.map((o) => o.description).join(', ')} every ${config.exportIntervalMillis} ms`,
+    );
+    vms.update(sources());
+    return running(config, log, open, outputs, meterProvider, vms);
+  } catch (error) {
+    await meterProvider?.shutdown().catch(() => undefined);
+    await open.close();
+    throw error;
+  }
+}
+
+function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: readonly Output[], meterProvider: MeterProvider, vms: VmLog): Agent {
+  const { providers } = open;
+  let refreshing = false;
+  // Also what keeps the process alive: the SDK's own timers are unref'ed.
+  const refreshTimer = setInterval(async () => {
+    if (refreshing) return;
+    refreshing = true;
+    for (const provider of providers) {
+      await provider.refresh().catch((error: Error) => log.warn({ provider: provider.description }, `refreshing ${provider.description} failed: ${error.message}`));
+    }
+    vms.update(open.sources());
+    refreshing = false;
+  }, config.rescanIntervalMillis);
+  let stopping: Promise<boolean> | undefined;
+  return {
+    outputs,
+    providers,
+    sources: open.sources,
+    stop() {
+      stopping ??= (async () => {
+        clearInterval(refreshTimer);
+        const limit = timeout(config.exportTimeoutMillis);
+        const flushed = meterProvider.shutdown().then(
+          () => 'done' as const,
+          (error: Error) => {
+            log.warn(`the last export failed: ${error.message}`);
+            return 'done' as const;
+          },
+        );
+        const finished = (await Promise.race([flushed, limit.promise])) === 'done';
+        limit.cancel();
+        if (!finished) log.warn(`the last export did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without it`);
+        await open.close();
+        log.info({ openKvmFds: openKvmFds() }, 'stopped: every stats fd closed');
+        return finished;
+      })();
+      return stopping;
+    },
+  };
+}

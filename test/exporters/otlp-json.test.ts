@@ -1,0 +1,74 @@
+/**
+ * The OTLP JSON encoder against otlp-transformer's JsonMetricsSerializer: the same bytes (and so
+ * the same document after JSON.parse) for generated ResourceMetrics, over sequences of
+ * collections, and on a real producer's output mixed with ordinary SDK instruments.
+ */
+import { JsonMetricsSerializer } from '@opentelemetry/otlp-transformer';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { OtlpJsonEncoder } from '../../src/exporters/otlp-json.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { resourceMetrics } from '../helpers/metrics-arbitrary.js';
+import { collectMixed, mixedSetup } from '../helpers/mixed-collection.js';
+
+const decoder = new TextDecoder();
+
+function expectSameJson(ours: Uint8Array, request: ResourceMetrics): void {
+  const official = JsonMetricsSerializer.serializeRequest(request)!;
+  const text = decoder.decode(ours);
+  const theirs = decoder.decode(official);
+  expect(JSON.parse(text)).toEqual(JSON.parse(theirs));
+  // Stronger than required: the very same text.
+  if (text !== theirs) {
+    let i = 0;
+    while (text[i] === theirs[i]) i++;
+    expect.fail(`JSON differs at character ${i}: ours ${JSON.stringify(text.slice(i, i + 40))}, official ${JSON.stringify(theirs.slice(i, i + 40))}`);
+  }
+}
+
+describe('OtlpJsonEncoder', () => {
+  it('writes what JsonMetricsSerializer writes, for any ResourceMetrics', () => {
+    const encoder = new OtlpJsonEncoder();
+    fc.assert(
+      fc.property(resourceMetrics, (request) => {
+        const bytes = encoder.encode(request);
+        expectSameJson(bytes, request);
+        encoder.release(bytes);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('leaves bytes that are still held as they were', () => {
+    fc.assert(
+      fc.property(resourceMetrics, resourceMetrics, (first, second) => {
+        const encoder = new OtlpJsonEncoder();
+        const held = encoder.encode(first);
+        const copy = Buffer.from(held);
+        expectSameJson(encoder.encode(second), second);
+        expect(Buffer.from(held).equals(copy)).toBe(true);
+      }),
+      { numRuns: 100 },
+    );
+  });
+});
+
+describeKvm('OtlpJsonEncoder on a real producer and SDK instruments', () => {
+  for (const reuseDataPoints of [true, false]) {
+    it(`writes what JsonMetricsSerializer writes at every collection (reuseDataPoints ${reuseDataPoints})`, async () => {
+      const setup = await mixedSetup(reuseDataPoints);
+      try {
+        const encoder = new OtlpJsonEncoder();
+        for (let collection = 0; collection < 6; collection++) {
+          const request = await collectMixed(setup, collection);
+          const bytes = encoder.encode(request);
+          expectSameJson(bytes, request);
+          encoder.release(bytes);
+        }
+      } finally {
+        await setup.close();
+      }
+    });
+  }
+});

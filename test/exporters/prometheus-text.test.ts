@@ -1,0 +1,179 @@
+/**
+ * The Prometheus text serializer (src/exporters/prometheus-text.ts): its text is the official
+ * PrometheusSerializer's for the same ResourceMetrics, generated ones of every shape, again after
+ * values change, in chunks of any size. (Serving it, unit suffixes and real producer output:
+ * test/exporters/prometheus-exporter.test.ts.)
+ */
+import { type Attributes, type AttributeValue, ValueType } from '@opentelemetry/api';
+import { PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  AggregationTemporality,
+  type DataPoint,
+  DataPointType,
+  type Histogram,
+  type MetricData,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { PrometheusTextSerializer, type PrometheusTextOptions } from '../../src/exporters/prometheus-text.js';
+
+function official(options: PrometheusTextOptions): PrometheusSerializer {
+  return new PrometheusSerializer(options.prefix, options.appendTimestamp, options.withResourceConstantLabels, options.withoutTargetInfo, options.withoutScopeInfo);
+}
+
+// ---- Generated ResourceMetrics -------------------------------------------------------------
+
+/** Text with what needs escaping or sanitizing: quotes, backslashes, newlines, dots, non-ASCII. */
+const text = fc.oneof(
+  fc.constantFrom('', 'a', 'vm-1', 'x"y', 'back\\slash', 'new\nline', 'é ü', '日本', '\u{1F600}', ' pad ', 'le', '0'),
+  fc.string({ maxLength: 12, unit: 'grapheme-ascii' }),
+  fc.string({ maxLength: 6, unit: 'binary' }),
+);
+const key = fc.oneof(fc.constantFrom('process.pid', 'kvm.vm.name', 'le', 'otel.scope.name', 'a-b', '1st', 'service.name', 'x'), fc.string({ minLength: 1, maxLength: 8, unit: 'grapheme-ascii' }));
+const scalar: fc.Arbitrary<AttributeValue> = fc.oneof(text, fc.integer(), fc.double(), fc.boolean());
+const attributeValue: fc.Arbitrary<AttributeValue> = fc.oneof(
+  { weight: 6, arbitrary: scalar },
+  { weight: 1, arbitrary: fc.array(fc.oneof(text, fc.constant(null), fc.constant(undefined)), { maxLength: 3 }) as fc.Arbitrary<AttributeValue> },
+  { weight: 1, arbitrary: fc.array(fc.oneof(fc.integer(), fc.double()), { maxLength: 3 }) },
+);
+const attributes: fc.Arbitrary<Attributes> = fc.dictionary(key, attributeValue, { maxKeys: 4 });
+
+/** Values of every kind the text format writes differently. */
+const value = fc.oneof(
+  fc.constantFrom(0, -0, 1, -1, 0.5, NaN, Infinity, -Infinity, 2 ** 53 - 1, 2 ** 53, 2 ** 53 + 2, -(2 ** 53) + 1, 1e21, 1e-7, 123456789012, 2 ** 31, 2 ** 31 - 1, 2 ** 32),
+  fc.integer(),
+  fc.maxSafeInteger(),
+  fc.double(),
+);
+const hrTime = fc.tuple(fc.integer({ min: 0, max: 2 ** 31 }), fc.integer({ min: 0, max: 999_999_999 })) as fc.Arbitrary<[number, number]>;
+const name = fc.oneof(
+  fc.constantFrom('kvm.vcpu.exits', 'http.server.duration', 'requests_total', 'a-b.c', '1abc', '.', '..', '_', '__x__', 'halt_wait', 'x\\y', 'a\nb', 'kvm.vcpu.halt_wait_seconds'),
+  fc.string({ minLength: 1, maxLength: 10, unit: 'grapheme-ascii' }),
+);
+const unit = fc.constantFrom('', '1', 's', 'ms', 'ns', 'By', 'KiBy', '{packet}', '{cycle}', 'By/s', '{packet}/s', 'Cel', 'weird unit', '%', 'x\ny');
+
+function numberPoints(count: number): fc.Arbitrary<DataPoint<number>[]> {
+  return fc.array(fc.record({ startTime: hrTime, endTime: hrTime, attributes, value }), { maxLength: count });
+}
+
+const histogramValue: fc.Arbitrary<Histogram> = fc
+  .record({
+    boundaries: fc.oneof(
+      fc.array(fc.double({ noNaN: true }), { maxLength: 5 }).map((b) => b.sort((x, y) => x - y)),
+      fc.constantFrom([0, 5, 10], [0, 100, Infinity], [1, 2, 4, 8, 16, 32], [0.001, 0.25]).map((b) => [...b]),
+    ),
+    extra: fc.integer({ min: -1, max: 2 }),
+    counts: fc.array(fc.oneof(fc.nat(1000), fc.constantFrom(0, 2 ** 53 - 1)), { maxLength: 8 }),
+    sum: fc.option(value, { nil: undefined }),
+    count: fc.option(fc.nat(), { nil: undefined }),
+  })
+  .map(({ boundaries, extra, counts, sum, count }) => {
+    // Usually one count per bound and one more (the +Inf bucket), sometimes not.
+    const length = Math.max(0, boundaries.length + 1 + (extra === 2 ? 0 : extra));
+    const filled = Array.from({ length }, (_, i) => counts[i % Math.max(1, counts.length)] ?? 0);
+    const histogram: Histogram = { buckets: { boundaries, counts: filled }, count: count as number };
+    if (sum !== undefined) histogram.sum = sum;
+    return histogram;
+  });
+
+const metric: fc.Arbitrary<MetricData> = fc
+  .record({
+    name,
+    description: fc.oneof(text, fc.constant('')),
+    unit,
+    kind: fc.constantFrom('counter', 'updown', 'gauge', 'histogram', 'exponential'),
+    temporality: fc.constantFrom(AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA),
+    numbers: numberPoints(4),
+    histograms: fc.array(fc.record({ startTime: hrTime, endTime: hrTime, attributes, value: histogramValue }), { maxLength: 3 }),
+  })
+  .map(({ name, description, unit, kind, temporality, numbers, histograms }): MetricData => {
+    const base = { descriptor: { name, description, unit, valueType: ValueType.DOUBLE }, aggregationTemporality: temporality };
+    if (kind === 'counter' || kind === 'updown') return { ...base, dataPointType: DataPointType.SUM, isMonotonic: kind === 'counter', dataPoints: numbers };
+    if (kind === 'gauge') return { ...base, dataPointType: DataPointType.GAUGE, dataPoints: numbers };
+    if (kind === 'histogram') return { ...base, dataPointType: DataPointType.HISTOGRAM, dataPoints: histograms };
+    return { ...base, dataPointType: DataPointType.EXPONENTIAL_HISTOGRAM, dataPoints: [] } as unknown as MetricData;
+  });
+
+const scope = fc.record({
+  name: fc.oneof(text, fc.constantFrom('kvm-stats-otel', 'my-app')),
+  version: fc.option(fc.constantFrom('0.1.0', '', '2.0.0-rc.1'), { nil: undefined }),
+  schemaUrl: fc.option(fc.constantFrom('https://opentelemetry.io/schemas/1.24.0', ''), { nil: undefined }),
+});
+
+const resourceMetrics: fc.Arbitrary<ResourceMetrics> = fc
+  .record({
+    resource: attributes,
+    scopeMetrics: fc.array(fc.record({ scope, metrics: fc.array(metric, { maxLength: 4 }) }), { maxLength: 3 }),
+  })
+  .map(({ resource, scopeMetrics }) => ({ resource: resourceFromAttributes(resource), scopeMetrics }));
+
+const options: fc.Arbitrary<PrometheusTextOptions> = fc.record(
+  {
+    prefix: fc.constantFrom('', 'app', 'my.app'),
+    appendTimestamp: fc.boolean(),
+    withResourceConstantLabels: fc.constantFrom(/service/, /.*/, /^le$/, /^x/),
+    withoutScopeInfo: fc.boolean(),
+    withoutTargetInfo: fc.boolean(),
+  },
+  { requiredKeys: [] },
+);
+
+/** Every value of `metrics` changed in place, as a producer with reused points does. */
+function bump(metrics: ResourceMetrics): void {
+  for (const { metrics: list } of metrics.scopeMetrics) {
+    for (const m of list) {
+      for (const point of m.dataPoints as { value: number | Histogram }[]) {
+        if (typeof point.value === 'number') point.value = point.value + 1;
+        else {
+          const counts = point.value.buckets.counts;
+          for (let i = 0; i < counts.length; i++) counts[i] = counts[i]! + 2;
+          if (point.value.sum !== undefined) point.value.sum = point.value.sum * 2;
+        }
+      }
+    }
+  }
+}
+
+describe('PrometheusTextSerializer', () => {
+  it('writes the official serializer\'s text for generated ResourceMetrics, again after values change, in chunks of any size', () => {
+    fc.assert(
+      fc.property(resourceMetrics, options, fc.integer({ min: 1, max: 300 }), (metrics, opts, chunkBytes) => {
+        const ours = new PrometheusTextSerializer(opts);
+        const theirs = official(opts);
+        expect(ours.serialize(metrics)).toBe(theirs.serialize(metrics));
+        // The labels are cached now; the values must still be this scrape's.
+        bump(metrics);
+        const chunks = [...ours.chunks(metrics, chunkBytes)];
+        expect(chunks.filter((chunk) => chunk.length === 0)).toEqual([]);
+        expect(Buffer.concat(chunks).toString('utf8')).toBe(theirs.serialize(metrics));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it('writes chunks of the size asked for, larger only for a line that does not fit', () => {
+    const long = 'x'.repeat(5000);
+    const metrics: ResourceMetrics = {
+      resource: resourceFromAttributes({}),
+      scopeMetrics: [
+        {
+          scope: { name: 's' },
+          metrics: [
+            {
+              descriptor: { name: 'g', description: '', unit: '', valueType: ValueType.DOUBLE },
+              aggregationTemporality: AggregationTemporality.CUMULATIVE,
+              dataPointType: DataPointType.GAUGE,
+              dataPoints: Array.from({ length: 2000 }, (_, i) => ({ startTime: [0, 0], endTime: [0, 0], attributes: { i: i === 1000 ? long : String(i) }, value: i })),
+            },
+          ],
+        },
+      ],
+    };
+    const sizes = [...new PrometheusTextSerializer().chunks(metrics, 1024)].map((chunk) => chunk.length);
+    expect(sizes.filter((size) => size > 1024)).toHaveLength(1);
+    expect(sizes.filter((size) => size > 1024)[0]).toBeLessThan(long.length + 200);
+    expect(sizes.reduce((a, b) => a + b)).toBe(Buffer.byteLength(official({}).serialize(metrics)));
+  });
+});
