@@ -32,9 +32,12 @@ function emptyApp(parent: string, name: string): string {
 // The app's own code, as a user writes it: a producer over a saved image, and an OTLP export
 // to a loopback server (the exporter loads its transport when it is made).
 const ESM_APP = `import { createServer } from 'node:http';
-import { KvmOtlpMetricExporter, KvmStatsProducer, openImageSource } from 'kvm-stats-otel';
-const producer = new KvmStatsProducer({ sources: [openImageSource(process.argv[2])] });
+import { ImageProvider, KvmOtlpMetricExporter, KvmStatsProducer, sourcesOf } from 'kvm-stats-otel';
+const image = new ImageProvider(process.argv[2]);
+await image.refresh();
+const producer = new KvmStatsProducer({ sources: sourcesOf([image]) });
 const { resourceMetrics, errors } = await producer.collect();
+await image.close();
 let received = 0;
 const server = createServer((req, res) => { req.on('data', (chunk) => (received += chunk.length)); req.on('end', () => res.end()); });
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -44,9 +47,10 @@ await exporter.shutdown();
 server.close();
 console.log(JSON.stringify({ errors: errors.length, names: resourceMetrics.scopeMetrics.flatMap((s) => s.metrics.map((m) => m.descriptor.name)), code, received }));
 `;
-const CJS_APP = `const { KvmStatsProducer, KvmOtlpMetricExporter, openImageSource } = require('kvm-stats-otel');
-const producer = new KvmStatsProducer({ sources: [openImageSource(process.argv[2])] });
-producer.collect().then(async ({ resourceMetrics, errors }) => {
+const CJS_APP = `const { ImageProvider, KvmStatsProducer, KvmOtlpMetricExporter, sourcesOf } = require('kvm-stats-otel');
+const image = new ImageProvider(process.argv[2]);
+image.refresh().then(() => new KvmStatsProducer({ sources: sourcesOf([image]) }).collect()).then(async ({ resourceMetrics, errors }) => {
+  await image.close();
   const exporter = new KvmOtlpMetricExporter({ protocol: 'grpc', url: 'http://127.0.0.1:4317' });
   await exporter.shutdown();
   console.log(JSON.stringify({ errors: errors.length, names: resourceMetrics.scopeMetrics.flatMap((s) => s.metrics.map((m) => m.descriptor.name)) }));
