@@ -29,7 +29,9 @@ export function recordCommand(): Command {
     .option('--wait <ms>', 'let a demo guest run this long before the first snapshot', integerOption(0, 60_000), 1000)
     .addHelpText('after', '\nCtrl-C stops early and writes the snapshots taken so far. A demo VM needs /dev/kvm here: nothing is replayed in its place.')
     .action(async (flags: RecordFlags) => {
-      if (flags.file !== undefined) throw new UsageError('record reads live stats fds (--demo, --pid, --scan or --listen); a saved image or recording given with --file is one already');
+      if (flags.file !== undefined) throw new UsageError('record reads live stats fds (--demo, --pid or --scan); a saved image or recording given with --file is one already');
+      // A hand-over socket has nothing yet when record starts: the agent is what waits on one.
+      if (flags.listen !== undefined) throw new UsageError('record reads the stats fds it can open now (--demo, --pid or --scan); fds handed over on a socket arrive later: record the VMM with --pid instead');
       await withSources(
         flags,
         async ({ providers, sources }) => {

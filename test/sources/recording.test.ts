@@ -7,7 +7,7 @@
  * makes it. On a KVM host, `record` records a real demo VM afresh and the file reads back.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -230,7 +230,14 @@ describe('record', () => {
   it('refuses --file: a saved image or recording is no live fd', () => {
     const result = run('record', '--file', STANDIN, '--out', join(dir, 'x.gz'));
     expect(result.code).toBe(2);
-    expect(result.stderr).toBe('kvm-stats-otel: record reads live stats fds (--demo, --pid, --scan or --listen); a saved image or recording given with --file is one already\n');
+    expect(result.stderr).toBe('kvm-stats-otel: record reads live stats fds (--demo, --pid or --scan); a saved image or recording given with --file is one already\n');
+  });
+
+  it('refuses --listen: nothing is handed over yet when it starts', () => {
+    const result = run('record', '--listen', join(dir, 'agent.sock'), '--out', join(dir, 'y.gz'));
+    expect(result.code).toBe(2);
+    expect(result.stderr).toBe('kvm-stats-otel: record reads the stats fds it can open now (--demo, --pid or --scan); fds handed over on a socket arrive later: record the VMM with --pid instead\n');
+    expect(existsSync(join(dir, 'y.gz'))).toBe(false);
   });
 });
 
