@@ -37,7 +37,8 @@ function kernelOf(files: readonly string[]): string {
 function commandLine(flags: MixinFlags): string {
   const source = flags.file?.length ? flags.file.map((path) => `--file ${path}`).join(' ') : flags.pid?.length ? '--pid PID' : flags.scan ? '--scan' : '--demo';
   return [
-    `kvm-stats-otel mixin ${source} --out ${flags.out}`,
+    // Not --out: where the files went is no part of what they are.
+    `kvm-stats-otel mixin ${source}`,
     ...(flags.units !== 'base' ? [`--units ${flags.units}`] : []),
     ...(flags.names !== 'agent' ? [`--names ${flags.names}`] : []),
     ...(flags.config !== undefined ? [`--config ${flags.config}`] : []),

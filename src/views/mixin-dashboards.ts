@@ -136,14 +136,12 @@ function labelVariable(name: string, label: string, title: string, metric: strin
     name,
     label: title,
     datasource: DATASOURCE,
-    definition: query,
     query: { query, refId: 'PrometheusVariableQueryEditor-VariableQuery', qryType: 1 },
     refresh: 2,
     sort: 1,
     multi: includeAll,
     includeAll,
     ...(includeAll ? { allValue: '.*' } : {}),
-    current: {},
     options: [],
     regex: '',
     hide: 0,
@@ -184,7 +182,7 @@ function dashboardJson(catalog: MixinCatalog, uid: string, title: string, descri
     links: links.map((to) => ({ title: to === 'vm' ? 'KVM: VM' : 'KVM: hosts', type: 'link', url: `/d/${grafana.uidPrefix}-${to}`, keepTime: true, includeVars: true, targetBlank: false, asDropdown: false, icon: 'dashboard', tags: [], tooltip: '' })),
     templating: {
       list: [
-        { type: 'datasource', name: 'datasource', label: 'Data source', query: 'prometheus', current: {}, options: [], refresh: 1, regex: '', hide: 0, includeAll: false, multi: false, skipUrlSync: false },
+        { type: 'datasource', name: 'datasource', label: 'Data source', query: 'prometheus', options: [], refresh: 1, regex: '', hide: 0, includeAll: false, multi: false, skipUrlSync: false },
         ...variables,
       ],
     },
