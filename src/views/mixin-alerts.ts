@@ -5,7 +5,7 @@
  * recent baseline); a VM whose vCPUs stopped exiting while it is still there (paused or wedged);
  * and the agent itself failing to read or export, or gone, from its own telemetry.
  */
-import { type MixinCatalog, sumBy } from './mixin.js';
+import { type MixinCatalog, type MixinMetric, sumBy } from './mixin.js';
 import type { RecordingRules } from './mixin-rules.js';
 
 export type AlertingRule = {
@@ -51,13 +51,8 @@ export function alertingRules(catalog: MixinCatalog, rules: RecordingRules): Ale
     alerts.push({ ...rest, annotations: { summary, description, runbook_url: `${config.runbookUrl}#${runbookAnchor(rule.alert)}` } });
     runbooks.set(rule.alert, runbook);
   };
-  const runDelay = catalog.get('vcpu:sched.run_delay');
-  const pollSuccess = catalog.get('vcpu:halt_poll_success_ns');
-  const pollFail = catalog.get('vcpu:halt_poll_fail_ns');
-  const exits = catalog.get('vcpu:exits');
-  const readErrors = catalog.get('agent:kvm_stats_otel.read.errors');
-  const exportFailures = catalog.get('agent:kvm_stats_otel.export.failures');
-  const sourcesRead = catalog.get('agent:kvm_stats_otel.sources.read');
+  const { runDelay, pollSuccess, pollFail, exits } = catalog.core();
+  const [readErrors, exportFailures, sourcesRead] = ['read.errors', 'export.failures', 'sources.read'].map((name) => catalog.agent(`kvm_stats_otel.${name}`)) as [MixinMetric, MixinMetric, MixinMetric];
   const agent = [...config.hostLabels];
 
   add(

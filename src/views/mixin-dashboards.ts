@@ -194,17 +194,10 @@ export function dashboards(catalog: MixinCatalog, rules: RecordingRules): Dashbo
   const { config } = catalog.input;
   const { names } = rules;
   const at = levels(config);
-  const exits = catalog.get('vcpu:exits');
-  const runDelay = catalog.get('vcpu:sched.run_delay');
-  const cpuTime = catalog.get('vcpu:sched.cpu_time');
-  const pollSuccess = catalog.get('vcpu:halt_poll_success_ns');
-  const pollFail = catalog.get('vcpu:halt_poll_fail_ns');
-  const haltWait = catalog.get('vcpu:halt_wait_hist');
+  const { exits, runDelay, cpuTime, pollSuccess, pollFail, haltWait } = catalog.core();
   const haltExits = catalog.has('vcpu:halt_exits') ? catalog.get('vcpu:halt_exits') : undefined;
   const blocking = catalog.has('vcpu:blocking') ? catalog.get('vcpu:blocking') : undefined;
-  const duration = catalog.get('agent:kvm_stats_otel.collection.duration');
-  const readErrors = catalog.get('agent:kvm_stats_otel.read.errors');
-  const exportFailures = catalog.get('agent:kvm_stats_otel.export.failures');
+  const [duration, readErrors, exportFailures] = ['collection.duration', 'read.errors', 'export.failures'].map((name) => catalog.agent(`kvm_stats_otel.${name}`)) as [MixinMetric, MixinMetric, MixinMetric];
   const host = 'instance=~"$instance"';
   const vmLabel = '{{kvm_vm_name}} ({{process_pid}})';
   const hostPanels: PanelSpec[] = [

@@ -68,12 +68,7 @@ export function recordingRules(catalog: MixinCatalog): RecordingRules {
     hostRunDelay: `kvm_host:run_delay:ratio_${rate}`,
     hostHaltPollFailed: `kvm_host:halt_poll_failed_seconds:${rate}`,
   };
-  const exits = catalog.get('vcpu:exits');
-  const runDelay = catalog.get('vcpu:sched.run_delay');
-  const cpuTime = catalog.get('vcpu:sched.cpu_time');
-  const pollSuccess = catalog.get('vcpu:halt_poll_success_ns');
-  const pollFail = catalog.get('vcpu:halt_poll_fail_ns');
-  const haltWait = catalog.get('vcpu:halt_wait_hist');
+  const { exits, runDelay, cpuTime, pollSuccess, pollFail, haltWait } = catalog.core();
   /** rate() of a metric's series, in seconds per second where it is a time. */
   const rateOf = (metric: typeof exits) => inSeconds(`rate(${catalog.select(metric)}[${window}])`, metric);
   const vcpu: RecordingRule[] = [

@@ -100,6 +100,24 @@ export class MixinCatalog {
       .map((stat) => this.get(`vcpu:${stat.name}`));
   }
 
+  /** The stats every part reads (each counted as used): exits, the vCPU thread's run delay and
+   * CPU time, halt-polling time that succeeded and failed, and the halt-wait histogram. */
+  core(): { exits: MixinMetric; runDelay: MixinMetric; cpuTime: MixinMetric; pollSuccess: MixinMetric; pollFail: MixinMetric; haltWait: MixinMetric } {
+    return {
+      exits: this.get('vcpu:exits'),
+      runDelay: this.get('vcpu:sched.run_delay'),
+      cpuTime: this.get('vcpu:sched.cpu_time'),
+      pollSuccess: this.get('vcpu:halt_poll_success_ns'),
+      pollFail: this.get('vcpu:halt_poll_fail_ns'),
+      haltWait: this.get('vcpu:halt_wait_hist'),
+    };
+  }
+
+  /** The agent's own metric `name` (kvm_stats_otel.read.errors), counted as used. */
+  agent(name: string): MixinMetric {
+    return this.get(`agent:${name}`);
+  }
+
   /** Every metric queried so far. */
   get used(): readonly MixinMetric[] {
     return [...this.#used.values()];

@@ -10,7 +10,7 @@
  * shipped recording without them. Everything on loopback, dynamic ports, bounded waits.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -22,6 +22,7 @@ import { SHIPPED_RECORDING } from '../../src/setup/demo-fallback.js';
 import { readRecording, writeRecording } from '../../src/sources/recording.js';
 import { HAS_KVM } from '../helpers/kvm.js';
 import { ROOT } from '../helpers/processes.js';
+import { filesUnder } from '../helpers/tree.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 
@@ -51,17 +52,6 @@ async function series(base: string, expr: string, timeoutMs: number): Promise<An
   }
 }
 
-/** Every file under `root`, by path relative to it. */
-function files(root: string, under = ''): Map<string, string> {
-  const found = new Map<string, string>();
-  for (const entry of readdirSync(join(root, under), { withFileTypes: true })) {
-    const path = under ? `${under}/${entry.name}` : entry.name;
-    if (entry.isDirectory()) for (const [p, text] of files(root, path)) found.set(p, text);
-    else found.set(path, readFileSync(join(root, path), 'utf8'));
-  }
-  return found;
-}
-
 const haveKvm = HAS_KVM;
 
 describe(`the mixin on a real Prometheus (Debian's), scraping the agent reading ${haveKvm ? 'a demo VM (real KVM)' : 'the shipped recording (no KVM here)'}`, () => {
@@ -88,7 +78,7 @@ describe(`the mixin on a real Prometheus (Debian's), scraping the agent reading 
       root = join(dir, 'mixin');
       execFileSync(process.execPath, [BIN, 'mixin', '--demo', '--out', root], { cwd: ROOT, stdio: 'pipe' });
     }
-    mixin = files(root);
+    mixin = filesUnder(root);
     const [agentPort, prometheusPort, closedPort] = [await freePort(), await freePort(), await freePort()];
     // OTLP to a port where nothing listens, as well: its failed exports are what an alert counts.
     agent = startAgentProcess([

@@ -8,7 +8,7 @@
  * dashboards are valid for the Grafana they name (the real server test is mixin-prometheus).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -24,6 +24,7 @@ import { type NamingWay, NAMING_WAYS, agentName, collectorName } from '../../src
 import { writeRecording } from '../../src/sources/recording.js';
 import { standinRecording } from '../../scripts/make-standin-recording.js';
 import { ROOT } from '../helpers/processes.js';
+import { filesUnder } from '../helpers/tree.js';
 
 const BIN = join(ROOT, 'dist', 'cli', 'main.js');
 const dir = mkdtempSync(join(tmpdir(), 'kvm-mixin-'));
@@ -31,17 +32,6 @@ const dir = mkdtempSync(join(tmpdir(), 'kvm-mixin-'));
 function run(...args: string[]) {
   const result = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-/** Every file under `root`, by path relative to it. */
-function files(root: string, under = ''): Map<string, string> {
-  const found = new Map<string, string>();
-  for (const entry of readdirSync(join(root, under), { withFileTypes: true })) {
-    const path = under ? `${under}/${entry.name}` : entry.name;
-    if (entry.isDirectory()) for (const [p, text] of files(root, path)) found.set(p, text);
-    else found.set(path, readFileSync(join(root, path), 'utf8'));
-  }
-  return found;
 }
 
 /** The mixin of the stand-in's tables in a variant, built in-process. */
@@ -84,8 +74,8 @@ describe('the checked-in mixin/', () => {
     const result = run('mixin', '--file', 'recordings/demo.kvmrec.json.gz', '--out', out);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toMatch(/^kvm-stats-otel: wrote 6 files to .*: 18 recording rules, 7 alerts, 2 dashboards, from recording recordings\/demo\.kvmrec\.json\.gz/);
-    const fresh = files(out);
-    const checkedIn = files(join(ROOT, 'mixin'));
+    const fresh = filesUnder(out);
+    const checkedIn = filesUnder(join(ROOT, 'mixin'));
     const stale = [...new Set([...fresh.keys(), ...checkedIn.keys()])].filter((path) => fresh.get(path) !== checkedIn.get(path));
     expect(stale, `mixin/ is stale (${stale.join(', ')}): run \`npm run mixin\` and commit mixin/`).toEqual([]);
   });
@@ -351,7 +341,7 @@ describe('config', () => {
 });
 
 describe(`dashboards: valid for Grafana ${GRAFANA.version} (classic JSON model, schemaVersion ${GRAFANA.schemaVersion})`, () => {
-  const boards = [...files(join(ROOT, 'mixin', 'dashboards')).entries()].map(([path, text]) => [path, JSON.parse(text)] as const);
+  const boards = [...filesUnder(join(ROOT, 'mixin', 'dashboards')).entries()].map(([path, text]) => [path, JSON.parse(text)] as const);
 
   it.each(boards)('%s: schema version, a data source variable, no data source uid written in, every variable defined', (_, board) => {
     expect(board.schemaVersion).toBe(GRAFANA.schemaVersion);
