@@ -49,18 +49,40 @@ export function agentName(metric: NamedMetric, units: UnitMode): string {
   return name;
 }
 
-/** The unit words of the translator's unitMap (which prometheus-units.ts also follows). */
-function translatorUnit(unit: string): string {
-  const main = unit.split('/', 1)[0]!.trim();
-  if (main === '' || /[{}]/.test(main)) return '';
-  return prometheusUnit(main);
+/** The translator's "per" words (its perUnitMap). */
+const PER_UNITS: Readonly<Record<string, string>> = { s: 'second', m: 'minute', h: 'hour', d: 'day', w: 'week', mo: 'month', y: 'year' };
+
+/** As the translator's cleanUpUnit: characters outside [a-zA-Z0-9:] as `_`, runs of `_` as one,
+ * no leading `_`. */
+function cleanUp(unit: string): string {
+  return unit.replace(/[^a-zA-Z0-9:]/g, '_').replace(/_{2,}/g, '_').replace(/^_/, '');
+}
+
+/** The unit's main and "per" words as the translator builds them (buildUnitSuffixes): a part
+ * with braces is none, a known one its word (the unitMap prometheus-units.ts follows), another
+ * itself. */
+function translatorUnits(unit: string): [main: string, per: string] {
+  const slash = unit.indexOf('/');
+  const mainUnit = (slash < 0 ? unit : unit.slice(0, slash)).trim();
+  const perUnit = slash < 0 ? '' : unit.slice(slash + 1).trim();
+  // A known unit's word ("1" has none); any other unit as it is, cleaned up.
+  const known = /^[A-Za-z0-9%]+$/.test(mainUnit);
+  const main = mainUnit === '' || /[{}]/.test(mainUnit) ? '' : cleanUp(known ? prometheusUnit(mainUnit) : mainUnit);
+  const perWord = perUnit !== '' && !/[{}]/.test(perUnit) ? (PER_UNITS[perUnit] ?? perUnit) : '';
+  return [main, perWord !== '' ? cleanUp(`per_${perWord}`) : ''];
 }
 
 /** What OTLP through the Collector (or Prometheus' OTLP receiver) calls a metric. */
 export function collectorName(metric: NamedMetric): string {
   let words = metric.name.split(/[^a-zA-Z0-9:]+/).filter((word) => word !== '');
-  const unit = translatorUnit(metric.unit);
-  if (unit !== '' && !words.includes(unit)) words.push(unit);
+  // addUnitTokens: each part unless the name already has it as one of its words.
+  let [main, per] = translatorUnits(metric.unit);
+  if (words.includes(main)) main = '';
+  per = per === 'per_' ? '' : per.replace(/_$/, '');
+  if (words.includes(per)) per = '';
+  if (per !== '') main = main.replace(/_$/, '');
+  if (main !== '') words.push(main);
+  if (per !== '') words.push(per);
   if (metric.kind === 'sum') words = [...words.filter((word) => word !== 'total'), 'total'];
   if (metric.unit === '1' && metric.kind === 'gauge') words = [...words.filter((word) => word !== 'ratio'), 'ratio'];
   const name = words.join('_');

@@ -277,15 +277,29 @@ describe('promtool test rules: every alert fires when it should and stays quiet 
 
 describe('names', () => {
   it('through a collector: the otlptranslator\'s rules (its own test cases), in words', () => {
-    // From prometheus/otlptranslator's metric_namer tests (UnderscoreEscapingWithSuffixes).
-    expect(collectorName({ name: 'system.io', kind: 'sum', unit: 'By' })).toBe('system_io_bytes_total');
-    expect(collectorName({ name: 'system.filesystem.usage', kind: 'gauge', unit: 'By' })).toBe('system_filesystem_usage_bytes');
-    expect(collectorName({ name: 'system.cpu.utilization', kind: 'gauge', unit: '1' })).toBe('system_cpu_utilization_ratio');
-    expect(collectorName({ name: 'active_directory.ds.replication.network.io', kind: 'sum', unit: 'By' })).toBe('active_directory_ds_replication_network_io_bytes_total');
-    expect(collectorName({ name: 'system.processes.count', kind: 'sum', unit: '{processes}' })).toBe('system_processes_count_total');
-    expect(collectorName({ name: 'total.requests', kind: 'sum', unit: '' })).toBe('requests_total');
-    expect(collectorName({ name: 'duration.seconds', kind: 'histogram', unit: 's' })).toBe('duration_seconds');
-    expect(collectorName({ name: 'foo.__bar__', kind: 'gauge', unit: '' })).toBe('foo_bar');
+    // prometheus/otlptranslator's metric_namer_test.go, UTF8Allowed false, WithMetricSuffixes true.
+    const cases: [string, string, 'sum' | 'gauge' | 'histogram', string][] = [
+      ['requests', '', 'sum', 'requests_total'],
+      ['cpu_usage', '1', 'gauge', 'cpu_usage_ratio'],
+      ['items', '1', 'sum', 'items_total'],
+      ['response_time', 'ms', 'gauge', 'response_time_milliseconds'],
+      ['memory_usage', 'By', 'gauge', 'memory_usage_bytes'],
+      ['requests', '1/s', 'gauge', 'requests_per_second'],
+      ['throughput', 'By/s', 'gauge', 'throughput_bytes_per_second'],
+      ['custom_metric', 'custom_unit', 'gauge', 'custom_metric_custom_unit'],
+      ['custom_metric', '{custom}', 'gauge', 'custom_metric'],
+      ['custom_metric', 'By/{custom}', 'gauge', 'custom_metric_bytes'],
+      ['requests_total', '', 'sum', 'requests_total'],
+      ['cpu_usage_ratio', '1', 'gauge', 'cpu_usage_ratio'],
+      ['response_time_seconds', 's', 'gauge', 'response_time_seconds'],
+      ['metric__with__multiple__underscores', 'unit__multiple__underscores', 'gauge', 'metric_with_multiple_underscores_unit_multiple_underscores'],
+      ['custom_metric', 'unit@with#special/chars', 'gauge', 'custom_metric_unit_with_special_per_chars'],
+      ['request_duration', 's', 'histogram', 'request_duration_seconds'],
+      ['active_connections', '', 'gauge', 'active_connections'],
+      ['uptime', 'd', 'gauge', 'uptime_days'],
+      ['duration', 'h', 'gauge', 'duration_hours'],
+    ];
+    for (const [name, unit, kind, expected] of cases) expect(collectorName({ name, kind, unit }), `${name} ${unit}`).toBe(expected);
     // KVM's: the unit's word added whatever the mode (exact units keep the kernel's _ns too),
     // a gauge of unit 1 ends in _ratio.
     expect(collectorName({ name: 'kvm.vcpu.halt_wait_ns', kind: 'sum', unit: 'ns' })).toBe('kvm_vcpu_halt_wait_ns_nanoseconds_total');
