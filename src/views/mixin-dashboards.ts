@@ -308,7 +308,7 @@ export function dashboards(catalog: MixinCatalog, rules: RecordingRules): Dashbo
         vmPanels,
         ['hosts'],
       ),
-      leftOut: [],
+      leftOut: blocking ? [] : ['the panel of vCPUs blocked in a halt (the kernel has no blocking stat)'],
     },
   ];
 }
