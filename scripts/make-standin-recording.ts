@@ -15,7 +15,11 @@
  * What is made up: every value. A 2-vCPU guest that writes to an I/O port in bursts and halts
  * between timer ticks (250 Hz), with an in-kernel interrupt controller, so that every kind of
  * stat moves: counters (exits, insn_emulation, halt_exits), instants and booleans (pages_4k,
- * blocking), peaks, and the halt-poll and halt-wait histograms with their companion sums. Ten
+ * blocking), peaks, and the halt-poll and halt-wait histograms with their companion sums, and
+ * each vCPU thread's scheduler time (schedstat: on a CPU whenever it neither sleeps in a halt
+ * nor waits for a host CPU; run delay, the guest's steal, 2 to 6% of the time; a timeslice per
+ * wake-up and per preemption), from a generator of its own, so the KVM values are those the
+ * stand-in had before it carried scheduler time. Ten
  * snapshots one second apart, from a seeded generator: the output is the same every run. The
  * identity is made up too and says so: VM "synthetic-demo", pid 4242.
  *
@@ -161,9 +165,15 @@ class GuestVcpu {
     ['halt_wait_hist', new Array<number>(HIST_BUCKETS).fill(0)],
   ]);
   blocking = 0;
+  /** The thread's schedstat: ns on a CPU, ns runnable but waiting (steal), timeslices. */
+  cpuTimeNs = 0;
+  runDelayNs = 0;
+  timeslices = 0;
 
   constructor(
     private readonly random: () => number,
+    /** Draws of the scheduler's values only: the KVM values do not depend on them. */
+    private readonly scheduler: () => number,
     /** Port writes per burst: the vCPUs differ a little. */
     private readonly burst: number,
   ) {
@@ -187,6 +197,25 @@ class GuestVcpu {
 
   /** One second of the guest. */
   second(): void {
+    const waitedBefore = this.counters.get('halt_wait_ns')!;
+    const wakeupsBefore = this.counters.get('halt_wakeup')! + this.counters.get('preemption_reported')! + this.counters.get('preemption_other')!;
+    this.guestSecond();
+    // The thread waited 2 to 6% of the second for a host CPU, slept through its halts, and ran
+    // the rest; it was put on a CPU at each wake-up and after each preemption.
+    const delay = Math.round(20_000_000 + this.scheduler() * 40_000_000);
+    const slept = this.counters.get('halt_wait_ns')! - waitedBefore;
+    this.runDelayNs += delay;
+    this.cpuTimeNs += 1_000_000_000 - slept - delay;
+    this.timeslices += this.counters.get('halt_wakeup')! + this.counters.get('preemption_reported')! + this.counters.get('preemption_other')! - wakeupsBefore;
+  }
+
+  /** The schedstat text of the vCPU's thread, as /proc gives it (without its newline). */
+  schedstat(): string {
+    return `${this.cpuTimeNs} ${this.runDelayNs} ${this.timeslices}`;
+  }
+
+  /** One second of the guest's KVM values. */
+  private guestSecond(): void {
     const r = this.random;
     const ticks = 250;
     for (let t = 0; t < ticks; t++) {
@@ -271,8 +300,9 @@ const PID = 4242;
 /** The stand-in, made the same way every time. */
 export function standinRecording(): Recording {
   const random = generator(0x6b766d);
+  const scheduler = generator(0x736368);
   const vm = new GuestVm(random);
-  const vcpus = [new GuestVcpu(random, 252), new GuestVcpu(random, 246)];
+  const vcpus = [new GuestVcpu(random, scheduler, 252), new GuestVcpu(random, scheduler, 246)];
   for (let s = 0; s < UPTIME_S; s++) {
     vm.second();
     for (const vcpu of vcpus) vcpu.second();
@@ -281,17 +311,19 @@ export function standinRecording(): Recording {
   const vcpuImages = vcpus.map((vcpu, i) => image(`kvm-${PID + 1 + i}/vcpu-${i}`, VCPU_STATS, VCPU_STATS.map((s) => s.name), vcpu.values()));
   const vmData: Buffer[] = [];
   const vcpuData: Buffer[][] = vcpus.map(() => []);
+  const schedstats: string[][] = vcpus.map((vcpu) => [vcpu.schedstat()]);
   for (let k = 1; k < SNAPSHOTS; k++) {
     vm.second();
     vmData.push(vmImage.data(vm.values()));
     vcpus.forEach((vcpu, i) => {
       vcpu.second();
       vcpuData[i]!.push(vcpuImages[i]!.data(vcpu.values()));
+      schedstats[i]!.push(vcpu.schedstat());
     });
   }
   const fds: RecordedFd[] = [
     { id: `kvm-${PID}`, image: vmImage.image, data: vmData },
-    ...vcpus.map((_, i): RecordedFd => ({ id: `kvm-${PID + 1 + i}/vcpu-${i}`, vcpuIndex: i, image: vcpuImages[i]!.image, data: vcpuData[i]! })),
+    ...vcpus.map((_, i): RecordedFd => ({ id: `kvm-${PID + 1 + i}/vcpu-${i}`, vcpuIndex: i, image: vcpuImages[i]!.image, data: vcpuData[i]!, schedstat: schedstats[i]! })),
   ];
   return {
     madeBy: MADE_BY,

@@ -71,12 +71,15 @@ export class ReportingExporter implements PushMetricExporter {
     private readonly inner: PushMetricExporter,
     private readonly target: string,
     private readonly log: Logger,
+    /** Told of every failed export (the agent's self-telemetry counts them). */
+    private readonly onFailure: () => void = () => undefined,
   ) {}
 
   export(metrics: ResourceMetrics, done: (result: ExportResult) => void): void {
     this.inner.export(metrics, (result) => {
       if (result.code !== EXPORT_SUCCESS) {
         this.#failures++;
+        this.onFailure();
         // An error may quote the URL: no credentials in the log.
         const reason = redactCredentials(result.error?.message ?? 'unknown error');
         this.log.warn({ failures: this.#failures }, `export to ${this.target} failed: ${reason}; retrying at the next interval: check that the collector runs and the endpoint is right`);
@@ -122,11 +125,11 @@ function pushOutput(name: OutputName, description: string, exporter: PushMetricE
 }
 
 /** The outputs `config` asks for; `producerFor` makes each its own producer. */
-export function createOutputs(config: AgentConfig, producerFor: (output: OutputName) => MetricProducer, log: Logger): Output[] {
+export function createOutputs(config: AgentConfig, producerFor: (output: OutputName) => MetricProducer, log: Logger, exportFailed: (output: OutputName) => void = () => undefined): Output[] {
   const outputs: Output[] = [];
   if (config.otlp) {
     const description = `OTLP ${config.otlp.protocol} to ${redactedUrl(config.otlp.url)}`;
-    const exporter = new ReportingExporter(otlpExporter(config.otlp, config.temporality), redactedUrl(config.otlp.url), log.child({ output: 'otlp' }));
+    const exporter = new ReportingExporter(otlpExporter(config.otlp, config.temporality), redactedUrl(config.otlp.url), log.child({ output: 'otlp' }), () => exportFailed('otlp'));
     outputs.push(pushOutput('otlp', description, exporter, producerFor('otlp'), config));
   }
   if (config.prometheus) {

@@ -67,7 +67,7 @@ export async function startAgent(config: AgentConfig, log: Logger, describe: (pr
         output,
         log,
       );
-    const outputs = createOutputs(config, producerFor, log);
+    const outputs = createOutputs(config, producerFor, log, (output) => telemetry.exportFailed(output));
     meterProvider = new MeterProvider({ resource: agentResource(config.serviceName, config.resourceAttributes), readers: outputs.map((o) => o.reader) });
     telemetry.attach(meterProvider.getMeter(AGENT_SCOPE_NAME, SCOPE_VERSION));
     for (const output of outputs) await output.start();

@@ -12,6 +12,7 @@ import { handoffCommand } from './handoff.js';
 import { helperCommand } from './helper.js';
 import { errorText } from './hints.js';
 import { listCommand } from './list.js';
+import { mixinCommand } from './mixin.js';
 import { readCommand } from './read.js';
 import { recordCommand } from './record.js';
 import { schemaCommand } from './schema.js';
@@ -28,7 +29,7 @@ function program(): Command {
     .option('--verbose', 'print stack traces with errors')
     .configureOutput({ outputError: (text, write) => write(`kvm-stats-otel: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
-  for (const command of [readCommand(), recordCommand(), listCommand(), helperCommand(), handoffCommand(), agentCommand(), schemaCommand(), topCommand(), benchCommand()]) root.addCommand(inherit(command, root));
+  for (const command of [readCommand(), recordCommand(), listCommand(), helperCommand(), handoffCommand(), agentCommand(), schemaCommand(), mixinCommand(), topCommand(), benchCommand()]) root.addCommand(inherit(command, root));
   return root;
 }
 

@@ -4,8 +4,9 @@
  * whole image (header, id, descriptors, data) as the kernel serves it; later ones are its data
  * block only, since nothing else changes for an fd's lifetime. A recording read from a file is
  * hostile until checked: its size, every field, and every image through the same parser as a
- * live fd (replay.ts opens each in a memfd). Also the identity file that `read --save` writes
- * beside a raw image, with the same fields.
+ * live fd (replay.ts opens each in a memfd). A vCPU whose thread's scheduler time was read
+ * (schedstat.ts) has that thread's schedstat text at every snapshot beside its data. Also the
+ * identity file that `read --save` writes beside a raw image, with the same fields.
  */
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from 'node:fs';
 import { arch, endianness, release } from 'node:os';
@@ -50,6 +51,9 @@ export interface RecordedFd {
   readonly image: Uint8Array;
   /** The data block at each later snapshot, in order. */
   readonly data: readonly Uint8Array[];
+  /** A vCPU's thread's schedstat at every snapshot, the first included, as /proc gives it
+   * without its newline ("cpu_time_ns run_delay_ns timeslices"); absent where the vCPU had none. */
+  readonly schedstat?: readonly string[] | undefined;
 }
 
 export interface RecordedVm extends RecordedOwner {
@@ -140,6 +144,7 @@ export function recordingJson(recording: Recording): string {
         ...(fd.vcpuIndex !== undefined ? { vcpuIndex: fd.vcpuIndex } : {}),
         image: base64(fd.image),
         data: fd.data.map(base64),
+        ...(fd.schedstat !== undefined ? { schedstat: fd.schedstat } : {}),
       })),
     })),
   };
@@ -231,6 +236,9 @@ export async function recordSources(sources: readonly StatsSource[], options: Re
   }
   const images: Uint8Array[] = [];
   const data: Uint8Array[][] = sources.map(() => []);
+  // The vCPUs whose thread's scheduler time is read when the recording starts: theirs is
+  // recorded at every snapshot too.
+  const schedstats: (string[] | undefined)[] = sources.map((source) => (source.schedstat !== undefined && !source.schedstat.closed ? [] : undefined));
   const snapshotsMs: number[] = [];
   const first = Date.now();
   for (let k = 0; k < options.snapshots; k++) {
@@ -246,6 +254,14 @@ export async function recordSources(sources: readonly StatsSource[], options: Re
         source.file.read();
         data[i]!.push(source.file.data.slice());
       }
+      const texts = schedstats[i];
+      if (texts !== undefined) {
+        const schedstat = source.schedstat;
+        if (schedstat === undefined || !schedstat.read()) {
+          throw new RecordingError(`the thread of ${source.file.id} (process ${source.pid ?? 'unknown'}) exited while recording, and its scheduler time with it: record again`);
+        }
+        texts.push(schedstat.values().join(' '));
+      }
     });
     options.onSnapshot?.(k + 1);
   }
@@ -259,7 +275,14 @@ export async function recordSources(sources: readonly StatsSource[], options: Re
       byOwner.set(key, (fds = []));
       vms.push({ owner, fds });
     }
-    fds.push({ id: source.file.id, ...(source.vcpuIndex !== undefined ? { vcpuIndex: source.vcpuIndex } : {}), image: images[i]!, data: data[i]! });
+    const schedstat = schedstats[i];
+    fds.push({
+      id: source.file.id,
+      ...(source.vcpuIndex !== undefined ? { vcpuIndex: source.vcpuIndex } : {}),
+      image: images[i]!,
+      data: data[i]!,
+      ...(schedstat !== undefined && schedstat.length === snapshotsMs.length ? { schedstat } : {}),
+    });
   });
   return {
     madeBy: options.madeBy,
@@ -336,6 +359,18 @@ class Fields {
     if (vmUuid !== undefined && !UUID.test(vmUuid)) this.fail(field('vmUuid'), 'is not a UUID');
     const startTimeMs = json.startTime === undefined ? undefined : this.time(json.startTime, field('startTime'));
     return { pid, vmName, vmUuid: vmUuid?.toLowerCase(), startTimeMs };
+  }
+
+  /** A vCPU's schedstat texts, one per snapshot: three decimal u64 apart by one space each. */
+  schedstat(value: unknown, field: string, id: string, snapshots: number): string[] {
+    if (!id.includes('/vcpu-')) this.fail(field, `is on ${id}, a VM's fd: only a vCPU has a thread's scheduler time`);
+    const texts = this.array(value, field, RECORDING_LIMITS.snapshots);
+    if (texts.length !== snapshots) this.fail(field, `has ${texts.length} entries, but there are ${snapshots} snapshots (one each, the first included)`);
+    return texts.map((text, k) => {
+      const numbers = typeof text === 'string' ? /^(\d{1,20}) (\d{1,20}) (\d{1,20})$/.exec(text) : null;
+      if (!numbers || numbers.slice(1).some((n) => BigInt(n) >= 1n << 64n)) this.fail(`${field}[${k}]`, 'is not three whole numbers below 2^64 apart by one space ("cpu_time_ns run_delay_ns timeslices")');
+      return text as string;
+    });
   }
 
   /** The kernel's id string, as a stats image holds it. */
@@ -471,7 +506,8 @@ export function parseRecording(bytes: Uint8Array, file: string): Recording {
       const image = f.bytes(fdJson.image, `${fdAt}.image`);
       const data = f.array(fdJson.data, `${fdAt}.data`, RECORDING_LIMITS.snapshots).map((block, k) => f.bytes(block, `${fdAt}.data[${k}]`));
       if (data.length !== snapshotsMs.length - 1) f.fail(`${fdAt}.data`, `has ${data.length} data blocks, but there are ${snapshotsMs.length} snapshots (the first is the image)`);
-      return { id, ...(vcpuIndex !== undefined ? { vcpuIndex } : {}), image, data };
+      const schedstat = fdJson.schedstat === undefined ? undefined : f.schedstat(fdJson.schedstat, `${fdAt}.schedstat`, id, snapshotsMs.length);
+      return { id, ...(vcpuIndex !== undefined ? { vcpuIndex } : {}), image, data, ...(schedstat !== undefined ? { schedstat } : {}) };
     });
     if (fds.length === 0) f.fail(`${at}.fds`, 'is empty');
     return { ...owner, fds };

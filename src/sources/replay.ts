@@ -5,12 +5,15 @@
  * data block with the snapshot due, at the recorded pace, in a loop without fake resets:
  * cumulative values and histogram buckets carry the recorded change forward at each wrap (the
  * loop's step from the last snapshot to the first adds what the first step added), while
- * instants, peaks and booleans cycle through their recorded values.
+ * instants, peaks and booleans cycle through their recorded values. A vCPU recorded with its
+ * thread's scheduler time gets a memfd holding that schedstat text, which a SchedstatFile reads
+ * with one pread as it reads /proc, rewritten with each snapshot and carried forward alike.
  */
-import { writeSync } from 'node:fs';
+import { ftruncateSync, writeSync } from 'node:fs';
 import { closeOnThrow, memfdCreate } from '../native/libc.js';
 import { StatsFile } from '../stats/stats-file.js';
-import { type Recording, RecordingError, type RecordedVm, savedSource } from './recording.js';
+import { type Recording, RecordingError, type RecordedFd, type RecordedVm, savedSource } from './recording.js';
+import { SchedstatFile } from './schedstat.js';
 import type { StatsSource } from './source.js';
 
 export interface ReplayOptions {
@@ -30,6 +33,44 @@ interface ReplayedFd {
    * cumulative value or a histogram bucket that did not go down, else 0. */
   readonly carry: BigUint64Array;
   readonly out: BigUint64Array;
+  /** Its vCPU thread's schedstat in replay, where it was recorded (set once it is open). */
+  schedstat: ReplayedSchedstat | undefined;
+}
+
+/** A recorded schedstat in replay: its memfd (owned by the SchedstatFile), the three numbers at
+ * every snapshot, and what a loop carries forward (all three are cumulative). */
+interface ReplayedSchedstat {
+  readonly file: SchedstatFile;
+  readonly snapshots: readonly (readonly bigint[])[];
+  readonly carry: readonly bigint[];
+}
+
+/** The text /proc/PID/task/TID/schedstat holds for these numbers. */
+function schedstatText(numbers: readonly bigint[]): Buffer {
+  return Buffer.from(`${numbers.join(' ')}\n`, 'latin1');
+}
+
+/** Writes a schedstat text at offset 0 of its memfd, and cuts what a longer one left after it. */
+function writeSchedstat(fd: number, numbers: readonly bigint[]): void {
+  const text = schedstatText(numbers);
+  writeSync(fd, text, 0, text.byteLength, 0);
+  ftruncateSync(fd, text.byteLength);
+}
+
+/** Opens a recorded vCPU's schedstat in a memfd at the first snapshot. */
+function openSchedstat(recorded: RecordedFd, pid: number | undefined, threadId: number): ReplayedSchedstat | undefined {
+  if (recorded.schedstat === undefined) return undefined;
+  const snapshots = recorded.schedstat.map((text) => text.split(' ').map(BigInt));
+  const first = snapshots[0]!;
+  const last = snapshots.at(-1)!;
+  const fd = memfdCreate(`kvm-stats-otel replay ${recorded.id} schedstat`);
+  closeOnThrow(fd, () => writeSchedstat(fd, first));
+  return {
+    file: SchedstatFile.over(fd, pid ?? 0, threadId),
+    snapshots,
+    // A value that went down while recorded carries nothing, as for a stats fd.
+    carry: first.map((value, i) => (last[i]! >= value ? last[i]! - value : 0n)),
+  };
 }
 
 /** A copy of `bytes` as u64 words (the data block is 8-byte aligned and a multiple of 8). */
@@ -73,7 +114,7 @@ function openFd(image: Uint8Array, data: readonly Uint8Array[], name: string, wh
       if (block.byteLength !== size) throw new RecordingError(`${where}.data[${k}] is ${block.byteLength} bytes, but its image's data block is ${size}`);
       snapshots.push(words(block));
     });
-    return { file, dataOffset, snapshots, carry: carryOf(file, first, snapshots.at(-1)!), out: new BigUint64Array(first.length) };
+    return { file, dataOffset, snapshots, carry: carryOf(file, first, snapshots.at(-1)!), out: new BigUint64Array(first.length), schedstat: undefined };
   } catch (error) {
     file.close();
     throw error;
@@ -122,11 +163,17 @@ export class RecordingReplay {
           const fd = openFd(recorded.image, recorded.data, `kvm-stats-otel replay ${recorded.id}`, where);
           fds.push(fd);
           if (fd.file.id !== recorded.id) throw new RecordingError(`${where}.id is ${recorded.id}, but its image's id is ${fd.file.id}`);
-          sources.push(savedSource(fd.file, vm, recorded.vcpuIndex, startTimeMs, origin));
+          fd.schedstat = openSchedstat(recorded, vm.pid, fd.file.threadId);
+          const source = savedSource(fd.file, vm, recorded.vcpuIndex, startTimeMs, origin);
+          if (fd.schedstat !== undefined) source.schedstat = fd.schedstat.file;
+          sources.push(source);
         });
       });
     } catch (error) {
-      for (const fd of fds) fd.file.close();
+      for (const fd of fds) {
+        fd.file.close();
+        fd.schedstat?.file.close();
+      }
       throw error;
     }
     return new RecordingReplay(recording, fds, sources, clock, start);
@@ -163,6 +210,11 @@ export class RecordingReplay {
       // BigUint64Array stores modulo 2^64, as the kernel's u64 would wrap.
       for (let w = 0; w < out.length; w++) out[w] = snapshot[w]! + loops * carry[w]!;
       writeSync(fd.file.fd, new Uint8Array(out.buffer), 0, out.byteLength, fd.dataOffset);
+      const schedstat = fd.schedstat;
+      if (schedstat !== undefined && !schedstat.file.closed) {
+        const at = schedstat.snapshots[p]!;
+        writeSchedstat(schedstat.file.fd, at.map((value, i) => BigInt.asUintN(64, value + loops * schedstat.carry[i]!)));
+      }
     }
     return step;
   }
@@ -179,6 +231,9 @@ export class RecordingReplay {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const fd of this.#fds) fd.file.close();
+    for (const fd of this.#fds) {
+      fd.file.close();
+      fd.schedstat?.file.close();
+    }
   }
 }

@@ -73,8 +73,21 @@ export class SchedstatFile implements SourceTable {
     return new SchedstatFile(pid, tid, openPath(`/proc/${pid}/task/${tid}/schedstat`, O_RDONLY));
   }
 
+  /** A schedstat text in a file of its own, read the same way (one pread at offset 0): a
+   * recording's memfd in replay (replay.ts). Takes ownership of `fd`. */
+  static over(fd: number, pid: number, tid: number): SchedstatFile {
+    return new SchedstatFile(pid, tid, fd);
+  }
+
   get fd(): number {
     return this.#fd;
+  }
+
+  /** The numbers as last read (read()) as exact integers: ns on a CPU, ns waiting, timeslices.
+   * What a recording keeps of each snapshot. */
+  values(): [cpuTimeNs: bigint, runDelayNs: bigint, timeslices: bigint] {
+    const word = (i: number) => (BigInt(this.words[i * 2 + 1]!) << 32n) | BigInt(this.words[i * 2]!);
+    return [word(0), word(1), word(2)];
   }
 
   get closed(): boolean {

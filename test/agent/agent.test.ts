@@ -13,6 +13,7 @@ import { type AddressInfo, type Socket, createServer } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../../src/abi/kvm.js';
 import {
@@ -130,10 +131,14 @@ describe('agent with a saved image (no /dev/kvm needed)', () => {
       expect(halt.sum).toBe(300);
       expect(halt.explicitBounds).toEqual([0, 1, 3]);
       expect(metric(request!, 'kvm.vcpu.from_the_future')).toBeUndefined();
-      // Self-telemetry counts the skipped stat, the fd read, and no errors.
+      // Self-telemetry counts the skipped stat, the fd read, and no errors: the error counters
+      // are there at 0 from the first collection on (an alert's rate needs a series).
       expect(pointValue(metric(request!, 'kvm_stats_otel.stats.skipped')!.gauge!.dataPoints[0]!)).toBe(1);
       expect(pointValue(metric(request!, 'kvm_stats_otel.sources.read')!.sum!.dataPoints[0]!)).toBeGreaterThanOrEqual(1);
-      expect(metric(request!, 'kvm_stats_otel.read.errors')).toBeUndefined();
+      expect(pointValue(metric(request!, 'kvm_stats_otel.read.errors')!.sum!.dataPoints[0]!)).toBe(0);
+      expect(pointValue(metric(request!, 'kvm_stats_otel.export.failures')!.sum!.dataPoints[0]!)).toBe(0);
+      // The resource names the instance: through a collector it becomes the instance label.
+      expect(request!.resourceMetrics[0]!.resource.attributes['service.instance.id']).toBe(hostname());
       expect(await agent.stop('SIGTERM')).toBe(0);
     });
   }

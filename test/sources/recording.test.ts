@@ -18,7 +18,8 @@ import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { SCOPE_VERSION } from '../../src/otel/version.js';
 import { DemoVm } from '../../src/sources/demo.js';
 import { ImageProvider, sourcesOf } from '../../src/sources/provider.js';
-import { type Recording, encodeRecording, readRecording, recordingJson, writeRecording } from '../../src/sources/recording.js';
+import { type Recording, encodeRecording, readRecording, recordSources, recordingJson, writeRecording } from '../../src/sources/recording.js';
+import { RecordingReplay } from '../../src/sources/replay.js';
 import { MADE_BY, standinRecording } from '../../scripts/make-standin-recording.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { ROOT, fixtureCommand } from '../helpers/processes.js';
@@ -92,6 +93,10 @@ describe('a malformed recording', () => {
     ['a data block missing', () => edited('missing.gz', (j) => j.vms[0].fds[1].data.pop()), /: vms\[0\]\.fds\[1\]\.data has 8 data blocks, but there are 10 snapshots/],
     ['a data block of the wrong size', () => edited('short.gz', (j) => (j.vms[0].fds[2].data[4] = Buffer.alloc(16).toString('base64'))), /vms\[0\]\.fds\[2\]\.data\[4\] is 16 bytes, but its image's data block is 1120/],
     ['a truncated image', () => edited('image.gz', (j) => (j.vms[0].fds[0].image = Buffer.from(j.vms[0].fds[0].image, 'base64').subarray(0, 100).toString('base64'))), /vms\[0\]\.fds\[0\]\.image: invalid KVM stats image: descriptors ends early/],
+    ['scheduler time on a VM\'s fd', () => edited('sched-vm.gz', (j) => (j.vms[0].fds[0].schedstat = j.vms[0].fds[1].schedstat)), /: vms\[0\]\.fds\[0\]\.schedstat is on kvm-4242, a VM's fd: only a vCPU has a thread's scheduler time/],
+    ['a schedstat snapshot missing', () => edited('sched-missing.gz', (j) => j.vms[0].fds[1].schedstat.pop()), /: vms\[0\]\.fds\[1\]\.schedstat has 9 entries, but there are 10 snapshots/],
+    ['a schedstat that is not three numbers', () => edited('sched-text.gz', (j) => (j.vms[0].fds[2].schedstat[3] = '1 2')), /: vms\[0\]\.fds\[2\]\.schedstat\[3\] is not three whole numbers below 2\^64/],
+    ['a schedstat number of 2^64', () => edited('sched-big.gz', (j) => (j.vms[0].fds[1].schedstat[0] = '18446744073709551616 0 0')), /: vms\[0\]\.fds\[1\]\.schedstat\[0\] is not three whole numbers below 2\^64/],
     ['an id that is not its image\'s', () => edited('id.gz', (j) => (j.vms[0].fds[1].id = 'kvm-4243/vcpu-7')), /vms\[0\]\.fds\[1\]\.id is kvm-4243\/vcpu-7, but its image's id is kvm-4243\/vcpu-0/],
     ['a VM name with a control character', () => edited('name.gz', (j) => (j.vms[0].vmName = 'evil\u001b[2J')), /: vms\[0\]\.vmName is not a string of 1 to 256 printable characters/],
     ['a UUID that is none', () => edited('uuid.gz', (j) => (j.vms[0].vmUuid = 'not-a-uuid')), /: vms\[0\]\.vmUuid is not a UUID/],
@@ -150,23 +155,57 @@ describe('replay', () => {
     // Snapshots a minute apart, collections 25 ms apart: the data stays; nothing is written.
     const slow = edited('slow.gz', (j) => (j.snapshotsMs = j.snapshotsMs.map((_: number, k: number) => k * 60_000)));
     const { preads, pwrites } = traced(slow, 8);
-    expect(preads).toEqual([8, 8, 8]);
-    expect(pwrites).toEqual([[], [], []]);
+    // The VM's fd, then each vCPU's fd and its thread's schedstat memfd.
+    expect(preads).toEqual([8, 8, 8, 8, 8]);
+    expect(pwrites).toEqual([[], [], [], [], []]);
   });
 
   it('writes each data block (one pwrite at its offset) only when the replay moves to another snapshot (strace)', () => {
     // Snapshots 10 ms apart: the replay moves between collections.
     const fast = edited('fast.gz', (j) => (j.snapshotsMs = j.snapshotsMs.map((_: number, k: number) => k * 10)));
     const { preads, pwrites } = traced(fast, 8);
-    expect(preads).toEqual([8, 8, 8]);
-    const [vm, vcpu0, vcpu1] = pwrites;
+    expect(preads).toEqual([8, 8, 8, 8, 8]);
+    const [vm, vcpu0, sched0, vcpu1, sched1] = pwrites;
     expect(vm!.length).toBeGreaterThan(0);
+    // A schedstat memfd: its whole text at offset 0, at each move.
+    for (const sched of [sched0!, sched1!]) {
+      expect(sched.length).toBe(vm!.length);
+      for (const [bytes, offset] of sched) expect([bytes > 20 && bytes < 64, offset]).toEqual([true, 0]);
+    }
     // Every fd at each move, the whole data block at data_offset: the VM's 16 values after its
     // 16 descriptors, a vCPU's 140 after its 47.
     expect(vcpu0!.length).toBe(vm!.length);
     expect(vcpu1!.length).toBe(vm!.length);
     expect(new Set(vm!.map(String))).toEqual(new Set([`${16 * 8},${72 + 16 * 64}`]));
     expect(new Set(vcpu0!.map(String))).toEqual(new Set([`${140 * 8},${72 + 47 * 64}`]));
+  });
+
+  it('replays each vCPU thread\'s scheduler time from its schedstat memfd, carried forward at every loop', () => {
+    const recording = readRecording(STANDIN);
+    let now = 0;
+    const replay = RecordingReplay.open(recording, { clock: () => now });
+    try {
+      const vcpu = replay.sources[1]!;
+      expect(replay.sources.map((s) => s.schedstat !== undefined)).toEqual([false, true, true]);
+      const recorded = recording.vms[0]!.fds[1]!.schedstat!.map((text) => text.split(' ').map(BigInt));
+      const steps = recorded.length - 1;
+      const seen: bigint[][] = [];
+      for (let step = 0; step <= 3 * steps; step++) {
+        now = step * 1000;
+        replay.sync();
+        expect(vcpu.schedstat!.read()).toBe(true);
+        seen.push(vcpu.schedstat!.values());
+      }
+      // As recorded in the first loop; then each loop adds what the whole recording added.
+      expect(seen.slice(0, recorded.length)).toEqual(recorded);
+      for (let k = 1; k < seen.length; k++) {
+        const step = (k - 1) % steps;
+        expect(seen[k]!.map((v, i) => v - seen[k - 1]![i]!)).toEqual(recorded[step + 1]!.map((v, i) => v - recorded[step]![i]!));
+      }
+    } finally {
+      replay.close();
+    }
+    expect(replay.sources[1]!.schedstat!.closed).toBe(true);
   });
 
   it('gives each source the recorded identity: recordings of two VMs are two sets of series', async () => {
@@ -227,6 +266,29 @@ describe('read --save: raw images with their identity beside them', () => {
 });
 
 describe('record', () => {
+  it('takes each vCPU thread\'s schedstat at every snapshot beside its data (recordSources on replayed sources)', async () => {
+    // The library's recordSources over sources that have scheduler time: the stand-in replayed,
+    // its schedstat memfds read as /proc is. (The command refuses --file; the function does not.)
+    const provider = new ImageProvider(STANDIN);
+    await provider.refresh();
+    try {
+      const recorded = await recordSources(provider.sources(), { snapshots: 3, intervalMs: 20, madeBy: 'test' });
+      const fds = recorded.vms[0]!.fds;
+      expect(fds.map((fd) => fd.schedstat?.length)).toEqual([undefined, 3, 3]);
+      for (const fd of fds.slice(1)) {
+        for (const text of fd.schedstat!) expect(text).toMatch(/^\d+ \d+ \d+$/);
+      }
+      // What was read is what the replay served: its first snapshot's text.
+      expect(fds[1]!.schedstat![0]).toBe(readRecording(STANDIN).vms[0]!.fds[1]!.schedstat![0]);
+      // And it reads back.
+      const path = join(dir, 'rerecorded.kvmrec.json.gz');
+      writeRecording(path, recorded);
+      expect(readRecording(path).vms[0]!.fds[2]!.schedstat).toEqual(fds[2]!.schedstat);
+    } finally {
+      await provider.close();
+    }
+  });
+
   it('refuses --file: a saved image or recording is no live fd', () => {
     const result = run('record', '--file', STANDIN, '--out', join(dir, 'x.gz'));
     expect(result.code).toBe(2);
@@ -255,6 +317,8 @@ describeKvm('record (real KVM): a demo VM recorded afresh reads back', () => {
     const [vm] = recording.vms;
     expect(vm).toMatchObject({ pid: result.pid, vmName: 'demo' });
     expect(vm!.fds.map((fd) => fd.id)).toEqual([`kvm-${result.pid}`, `kvm-${result.pid}/vcpu-0`, `kvm-${result.pid}/vcpu-1`]);
+    // The demo VM creates every vCPU from one thread: no scheduler time is recorded.
+    expect(vm!.fds.map((fd) => fd.schedstat)).toEqual([undefined, undefined, undefined]);
     // The tables are this kernel's: those of a demo VM made here now.
     const demo = await DemoVm.start({ vcpus: 1 });
     const replayed = new ImageProvider(out);
