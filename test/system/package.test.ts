@@ -125,7 +125,7 @@ describe('the package from a clean clone (npm pack, npm install --omit=dev)', ()
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  it('holds the built library and CLI, every file the build makes, the preload helper, LICENSE and README, and no sources or tests', () => {
+  it('holds the built library and CLI, every file the build makes, the preload helper, the recording, the mixin, LICENSE and README, and no sources or tests', () => {
     for (const file of ['package/package.json', 'package/LICENSE', 'package/README.md', 'package/dist/index.js', 'package/dist/index.d.ts', `package/${MANIFEST.bin['kvm-stats-otel']!.replace(/^\.\//, '')}`]) {
       expect(files).toContain(file);
     }
@@ -138,7 +138,10 @@ describe('the package from a clean clone (npm pack, npm install --omit=dev)', ()
     const sources = under(join(packed.clone, 'src')).filter((file) => file.endsWith('.ts'));
     expect(sources.length).toBeGreaterThan(10);
     expect(files).toEqual(expect.arrayContaining(sources.flatMap((file) => [`package/dist/${file.replace(/\.ts$/, '.js')}`, `package/dist/${file.replace(/\.ts$/, '.d.ts')}`])));
-    expect(files).toEqual(expect.arrayContaining(under(join(packed.clone, 'preload-helper')).map((file) => `package/preload-helper/${file}`)));
+    // The preload helper's sources, the recording replayed without KVM, and the operators' mixin.
+    for (const dir of ['preload-helper', 'recordings', 'mixin']) {
+      expect(files).toEqual(expect.arrayContaining(under(join(packed.clone, dir)).map((file) => `package/${dir}/${file}`)));
+    }
     expect(files.filter((file) => /^package\/(src|test|scripts|examples|node_modules)\//.test(file))).toEqual([]);
     expect(MANIFEST.license).toBe('Apache-2.0');
     const license = sh('tar', ['-xzOf', packed.tarball, 'package/LICENSE'], work);
