@@ -73,6 +73,19 @@ describe('agent: bad flags and variables', () => {
       [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20s3cr3t%0D%0AX-Evil: 1' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: the value of header authorization holds a line break or another control character, which HTTP does not allow\n$/],
       [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'bad name=s3cr3t' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: header name "bad name" is not a valid HTTP field name/],
       [['--demo', '--header', 'authorization=s3cr3t%0A'], {}, /^kvm-stats-otel: option '--header' is invalid: the value of header authorization holds a line break/],
+      // An endpoint that is not a URL the agent can use is shown with its credentials masked.
+      [['--demo', '--endpoint', 'ftp://a:s3cr3t@h'], {}, /^kvm-stats-otel: option '--endpoint <url>' argument 'ftp:\/\/\*\*\*@h' is invalid\. expected an http:\/\/ or https:\/\/ URL, not ftp:\n$/],
+      [['--demo', '--metrics-endpoint', 'a:s3cr3t@h'], {}, /^kvm-stats-otel: option '--metrics-endpoint <url>' argument '\*\*\*@h' is invalid\. expected an http:\/\/ or https:\/\/ URL, not a:\n$/],
+      [['--demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'ftp://a:s3cr3t@h/?api_key=s3cr3t' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_ENDPOINT="ftp:\/\/\*\*\*@h\/\?api_key=\*\*\*" is not valid: expected an http:\/\/ or https:\/\/ URL/],
+      // Values HTTP cannot carry, and headers that frame the request, fail at start-up, not at every export.
+      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'x-token=s3cr3t%E2%82%AC' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: the value of header x-token holds characters beyond Latin-1, which HTTP headers cannot carry/],
+      [['--demo', '--header', 'x-token=s3cr3t\u{1F600}'], {}, /^kvm-stats-otel: option '--header' is invalid: the value of header x-token holds characters beyond Latin-1/],
+      ...['Content-Length=5', 'Transfer-Encoding=chunked', 'Host=s3cr3t', 'Connection=close'].map((header): [string[], Record<string, string>, RegExp] => [
+        ['--demo', '--header', header],
+        {},
+        new RegExp(`^kvm-stats-otel: option '--header' is invalid: header ${header.split('=')[0]} is set by the exporter and its HTTP client \\(it frames the request or says how its body is encoded\\): leave it out\n$`),
+      ]),
+      [['--demo'], { OTEL_EXPORTER_OTLP_METRICS_HEADERS: 'content-length=1' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_METRICS_HEADERS is not valid: header content-length is set by the exporter/],
     ];
     for (const [args, env, message] of cases) {
       const result = run(args, env);
@@ -233,6 +246,16 @@ describe('agent with a saved image (no /dev/kvm needed)', () => {
       for (const socket of sockets) socket.destroy();
       blackhole.close();
     }
+  });
+
+  it('never shows a token in the endpoint\'s query string or userinfo: not in the banner, the start-up line or a failed export', async () => {
+    const port = await freePort();
+    agent = startAgentProcess(['--file', IMAGE, '--console', '--otlp', '--endpoint', `http://bob:s3cr3t@127.0.0.1:${port}/v1/metrics?api_key=s3cr3t&tenant=s3cr3t`, '--metrics-endpoint', `http://127.0.0.1:${port}/v1/metrics?api_key=s3cr3t`, '--interval', '300', '--timeout', '200']);
+    await agent.waitForLog(/"failures":2,/, 30_000);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    expect(agent.stdout() + agent.stderr()).not.toContain('s3cr3t');
+    expect(agent.stdout()).toContain(`OTLP http/protobuf to http://127.0.0.1:${port}/v1/metrics?api_key=***`);
+    expect(logLines(agent.stderr()).find((l) => l.msg.startsWith('export to'))!.msg).toMatch(new RegExp(`^export to http://127\\.0\\.0\\.1:${port}/v1/metrics\\?api_key=\\*\\*\\* failed`));
   });
 
   it('says when the Prometheus port is taken, and exits 1', async () => {
