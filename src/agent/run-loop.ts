@@ -23,8 +23,8 @@ export interface Agent {
   readonly outputs: readonly Output[];
   readonly providers: readonly SourceProvider[];
   sources(): StatsSource[];
-  /** One last collection and export (bounded by the export timeout), then every fd closed.
-   * Resolves to false when the last export did not finish in time. */
+  /** One last collection and export, then every fd closed, all within the export timeout.
+   * Resolves to false when the last export (or the outputs' stopping) did not finish in time. */
   stop(): Promise<boolean>;
 }
 
@@ -108,6 +108,10 @@ function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: r
     stop() {
       stopping ??= (async () => {
         clearInterval(refreshTimer);
+        // One deadline for all of it: the last export, then closing the sources (a hand-over's
+        // refused fds may still be closing on threads that never return: not waited for past it).
+        const deadline = performance.now() + config.exportTimeoutMillis;
+        for (const output of outputs) output.stopping();
         const limit = timeout(config.exportTimeoutMillis);
         const flushed = meterProvider.shutdown().then(
           () => 'done' as const,
@@ -118,9 +122,27 @@ function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: r
         );
         const finished = (await Promise.race([flushed, limit.promise])) === 'done';
         limit.cancel();
-        if (!finished) log.warn(`the last export did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without it`);
-        await open.close();
-        log.info({ openKvmFds: openKvmFds() }, 'stopped: every stats fd closed');
+        if (!finished) {
+          // Prometheus alone exports nothing at the end: it stops serving, and that is what took too long.
+          const pushes = outputs.some((output) => output.name !== 'prometheus');
+          log.warn(
+            pushes
+              ? `the last export did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without it`
+              : `the Prometheus endpoint did not stop within the export timeout (${config.exportTimeoutMillis} ms); exiting anyway`,
+          );
+        }
+        const left = timeout(Math.max(0, deadline - performance.now()));
+        const closing = open.close().then(
+          () => 'done' as const,
+          (error: Error) => {
+            log.warn(`closing the sources failed: ${error.message}`);
+            return 'done' as const;
+          },
+        );
+        const closed = (await Promise.race([closing, left.promise])) === 'done';
+        left.cancel();
+        if (closed) log.info({ openKvmFds: openKvmFds() }, 'stopped: every stats fd closed');
+        else log.warn({ openKvmFds: openKvmFds() }, `closing the sources did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without waiting for it`);
         return finished;
       })();
       return stopping;

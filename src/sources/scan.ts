@@ -37,6 +37,7 @@ import {
   fdTable,
   isStatsLink,
   kernelCountsFds,
+  othersFdsNeed,
   processExiting,
   processStartTicks,
   vcpuIdOfStatsLink,
@@ -232,7 +233,7 @@ export class ScanProvider implements SourceProvider {
         kind: 'no-access',
         pid,
         code,
-        message: `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
+        message: `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs ${othersFdsNeed()}, or hand its stats fds over instead`,
       };
       this.#reportOnce('denied', problem);
       return { pid, executable, ...namesOf(pid), vmFds: 0, statsFds: [], problems: [problem] };

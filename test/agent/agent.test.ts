@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, type Socket, createServer } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readFileSync, truncateSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -256,6 +256,74 @@ describe('agent with a saved image (no /dev/kvm needed)', () => {
     expect(agent.stdout() + agent.stderr()).not.toContain('s3cr3t');
     expect(agent.stdout()).toContain(`OTLP http/protobuf to http://127.0.0.1:${port}/v1/metrics?api_key=***`);
     expect(logLines(agent.stderr()).find((l) => l.msg.startsWith('export to'))!.msg).toMatch(new RegExp(`^export to http://127\\.0\\.0\\.1:${port}/v1/metrics\\?api_key=\\*\\*\\* failed`));
+  });
+
+  it('Prometheus alone, a source that cannot be read: a warning per collection, not per scrape', async () => {
+    const image = writeImage(readFileSync(IMAGE), 'agent-truncated');
+    const port = await freePort();
+    agent = startAgentProcess(['--file', image, '--prometheus', `127.0.0.1:${port}`, '--interval', '60000']);
+    await agent.waitForLog(/reading 1 stats fds/, 20_000);
+    truncateSync(image, 0); // its next read fails
+    const start = performance.now();
+    for (let i = 0; i < 20; i++) expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
+    const elapsed = performance.now() - start;
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const warnings = logLines(agent.stderr()).filter((line) => /stats fds could not be read/.test(line.msg));
+    // Scrapes within a second of a collection share it: one collection a second at most.
+    expect(warnings.length).toBeGreaterThanOrEqual(1);
+    expect(warnings.length).toBeLessThanOrEqual(Math.ceil(elapsed / 1000) + 1);
+  });
+
+  it('a collector that answers every export with a 3 MB partial-success message: the log stays small', async () => {
+    const huge = JSON.stringify({ partialSuccess: { rejectedDataPoints: '1', errorMessage: `rejected: ${'x'.repeat(3_000_000)}` } });
+    let requests = 0;
+    const chatty = createHttpServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        requests++;
+        response.writeHead(200, { 'content-type': 'application/json' }).end(huge);
+      });
+    }).listen(0, '127.0.0.1');
+    await once(chatty, 'listening');
+    try {
+      agent = startAgentProcess(['--file', IMAGE, '--protocol', 'http/json', '--endpoint', `http://127.0.0.1:${(chatty.address() as AddressInfo).port}`, '--interval', '100', '--export-timeout', '100']);
+      for (let waited = 0; requests < 25 && waited < 30_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(requests).toBeGreaterThanOrEqual(25);
+      expect(await agent.stop('SIGTERM')).toBe(0);
+    } finally {
+      chatty.close();
+    }
+    const lines = logLines(agent.stderr());
+    const partial = lines.filter((line) => line.msg.includes('Partial Success'));
+    // Each line cut to 2,000 characters of message, and at most 10 of its kind a minute.
+    expect(partial.length).toBe(10);
+    for (const line of partial) expect(line.msg.length).toBeLessThan(2_100);
+    expect(agent.stderr().length).toBeLessThan(100_000);
+  });
+
+  it('a collector that is down at the end: the last line says it was the last export, not that it will retry', async () => {
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    agent = startAgentProcess(['--file', IMAGE, '--endpoint', closed, '--interval', '60000', '--export-timeout', '3000', '--timeout', '500']);
+    await agent.waitForLog(/"failures":1,/, 20_000); // the first export, at start
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const failures = logLines(agent.stderr()).filter((line) => line.msg.startsWith('export to'));
+    expect(failures.map((line) => line.msg.replace(/ failed: .*?; /, ' failed: ...; '))).toEqual([
+      `export to ${closed}/v1/metrics failed: ...; retrying at the next interval: check that the collector runs and the endpoint is right`,
+      `export to ${closed}/v1/metrics failed: ...; this was the last export, as the agent stops: check that the collector runs and the endpoint is right`,
+    ]);
+  });
+
+  it('says why it cannot serve Prometheus on a host that is not this one\'s', async () => {
+    for (const [host, why] of [
+      ['192.0.2.1', '192.0.2.1 is not an address of this host: give one of its addresses, or none to listen on every interface'],
+      ['nonexistent.invalid', '(no host named nonexistent.invalid is known here|the name nonexistent.invalid could not be looked up now): give (a name or address of this host|an address of this host), or none to listen on every interface'],
+    ]) {
+      const port = await freePort();
+      agent = startAgentProcess(['--file', IMAGE, '--prometheus', `${host}:${port}`]);
+      expect(await agent.exited(20_000)).toBe(1);
+      expect(agent.stderr()).toMatch(new RegExp(`^kvm-stats-otel: serving Prometheus on ${host}:${port} failed with E[A-Z_]+: ${why} with --prometheus \\[host:\\]port\n$`));
+      expect(agent.stderr()).not.toContain('choose another port');
+    }
   });
 
   it('says when the Prometheus port is taken, and exits 1', async () => {

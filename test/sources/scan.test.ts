@@ -252,7 +252,7 @@ describeKvm('ScanProvider on real KVM', () => {
       kind: 'no-access',
       pid: vmm.pid,
       code: 'EACCES',
-      message: `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
+      message: `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root, or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE, or hand its stats fds over instead`,
     };
     expect(reports).toEqual([expected]);
     expect(scanned).toEqual([{ pid: vmm.pid, executable: 'qemu-stand-in', vmName: null, vmUuid: null, vmFds: 0, statsFds: [], problems: [expected] }]);
