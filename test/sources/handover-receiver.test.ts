@@ -21,6 +21,7 @@ import { HANDOVER_LIMITS, HandoverPathError, HandoverProvider, parseHandoverHead
 import type { Problem } from '../../src/sources/problem.js';
 import { errorText } from '../../src/cli/hints.js';
 import { buildImage, writeImage } from '../helpers/image.js';
+import { answerTo } from '../helpers/handover.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { AS_NOBODY, JsonLineChild, ROOT, compiledFixture, packageCopy, startTinyVmm, startVmm, tinyVmmTools, unprivilegedCopy, runBin } from '../helpers/processes.js';
 
@@ -496,25 +497,6 @@ async function sender(args: string[]): Promise<{ child: JsonLineChild<Answers & 
   const started = await JsonLineChild.start<Answers & { open?: number }>([hostileSender(), ...args], `handover-sender ${args[0]}`);
   children.push(started.child);
   return started;
-}
-
-/** Sends one message on a new connection and waits (without blocking this event loop, which the
- * receiver answers from) for the answer; undefined if none comes within `timeoutMs`. */
-async function answerTo(path: string, fds: number[], timeoutMs = 2_000): Promise<{ accepted: number; refused: number; reason?: string } | undefined> {
-  const socket = connectSeqpacket(path);
-  if (socket === undefined) return undefined;
-  const buffer = new MessageBuffer(8192, fds.length);
-  try {
-    if (!buffer.send(socket, Buffer.from('{}'), fds)) return undefined;
-    for (const start = Date.now(); Date.now() - start < timeoutMs; await sleep(10)) {
-      const answer = buffer.receive(socket);
-      if (answer !== undefined && answer !== 'end') return JSON.parse(answer.bytes.toString('utf8')) as { accepted: number; refused: number; reason?: string };
-    }
-    return undefined;
-  } finally {
-    buffer.free();
-    closeFd(socket);
-  }
 }
 
 describe('the hand-over socket under attack, without KVM (test/fixtures/handover-sender.c)', () => {
