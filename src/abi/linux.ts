@@ -30,6 +30,19 @@ export const __NR_pidfd_getfd = 438;
 export const __NR_kcmp = process.arch === 'arm64' ? 272 : 312;
 export const KCMP_FILE = 0;
 
+/** open(2): a terminal opened here does not become the process's controlling terminal. */
+export const O_NOCTTY = 0o400;
+
+/** fstatfs(2): only f_type is read (the filesystem's magic number, <linux/magic.h>). */
+export const STATFS = layout('struct statfs', 120, false, [['f_type', 0, 8]]);
+/** Filesystems whose files are the kernel's own: reading one can have effects (/proc/kmsg takes
+ * the kernel's log lines), so a file a user names is never read from them. */
+export const PROC_SUPER_MAGIC = 0x9fa0;
+export const SYSFS_MAGIC = 0x62656572;
+export const DEBUGFS_MAGIC = 0x64626720;
+export const TRACEFS_MAGIC = 0x74726163;
+export const SECURITYFS_MAGIC = 0x73636673;
+
 // ---------------------------------------------------------------------------------------------
 // Unix sockets for the hand-over of stats fds (SCM_RIGHTS), and poll(2) for pidfds.
 // Same values and layouts on x86_64 and aarch64 (LP64).

@@ -41,6 +41,8 @@ function compileAndRun(): Map<string, string> {
     '#include <sys/uio.h>',
     '#include <poll.h>',
     '#include <pthread.h>',
+    '#include <sys/vfs.h>',
+    '#include <linux/magic.h>',
     '#define FIELD_SIZE(type, member) sizeof(((type *)0)->member)',
     'int main(void) {',
     ...constants.map(([name]) => `  printf("%s %lld\\n", "${name}", (long long)(${C_EXPRESSIONS[name] ?? name}));`),
