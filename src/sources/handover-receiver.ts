@@ -115,7 +115,10 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 const isId = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
-const isShortString = (value: unknown): value is string => typeof value === 'string' && value.length <= HANDOVER_LIMITS.stringLength;
+/** A string of printable characters (no control a terminal acts on: names end up in logs and on
+ * consoles), up to HANDOVER_LIMITS.stringLength. */
+// eslint-disable-next-line no-control-regex
+const isShortString = (value: unknown): value is string => typeof value === 'string' && value.length <= HANDOVER_LIMITS.stringLength && !/[\x00-\x1f\x7f-\x9f]/.test(value);
 
 /** Parses and checks a header; throws an Error saying which field is wrong. Unknown fields are ignored. */
 export function parseHandoverHeader(bytes: Uint8Array): HandoverHeader {
@@ -130,9 +133,9 @@ export function parseHandoverHeader(bytes: Uint8Array): HandoverHeader {
   if (vcpus !== undefined && !(Array.isArray(vcpus) && vcpus.every((id) => id === null || isId(id)))) {
     throw new Error('header field vcpus is not a list of vCPU ids and nulls');
   }
-  if (vmName !== undefined && !(isShortString(vmName) && vmName !== '')) throw new Error(`header field vmName is not a string of 1 to ${HANDOVER_LIMITS.stringLength} characters`);
+  if (vmName !== undefined && !(isShortString(vmName) && vmName !== '')) throw new Error(`header field vmName is not a string of 1 to ${HANDOVER_LIMITS.stringLength} printable characters`);
   if (pid !== undefined && !(isId(pid) && pid > 0)) throw new Error('header field pid is not a process id');
-  if (sender !== undefined && !isShortString(sender)) throw new Error('header field sender is not a short string');
+  if (sender !== undefined && !isShortString(sender)) throw new Error('header field sender is not a short string of printable characters');
   if (attributes !== undefined) checkAttributes(attributes);
   return value as HandoverHeader;
 }
@@ -145,7 +148,7 @@ function checkAttributes(attributes: unknown): asserts attributes is SourceAttri
     if (key.length > HANDOVER_LIMITS.attributeKeyLength || !ATTRIBUTE_KEY.test(key)) throw new Error(`attribute name ${JSON.stringify(key.slice(0, 80))} is not a dotted name`);
     if (RESERVED_ATTRIBUTES.has(key)) throw new Error(`attribute ${key} is set by the receiver, not the sender`);
     const ok = isShortString(value) || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
-    if (!ok) throw new Error(`attribute ${key} is not a string (up to ${HANDOVER_LIMITS.stringLength} characters), number or boolean`);
+    if (!ok) throw new Error(`attribute ${key} is not a string (up to ${HANDOVER_LIMITS.stringLength} printable characters), number or boolean`);
   }
 }
 

@@ -86,11 +86,15 @@ describe('the hand-over header', () => {
     expect(parse('{"vcpus":')).toThrow('the header is not JSON');
     expect(parse([1])).toThrow('the header is not a JSON object');
     expect(parse({ vcpus: [-1] })).toThrow('header field vcpus is not a list of vCPU ids and nulls');
-    expect(parse({ vmName: '' })).toThrow('header field vmName is not a string of 1 to 256 characters');
+    expect(parse({ vmName: '' })).toThrow('header field vmName is not a string of 1 to 256 printable characters');
+    // What a terminal would act on, in a name that ends up in logs and on consoles.
+    expect(parse({ vmName: 'web\x1b]0;owned\x07' })).toThrow('header field vmName is not a string of 1 to 256 printable characters');
+    expect(parse({ sender: 'x\x1b[2J' })).toThrow('header field sender is not a short string of printable characters');
+    expect(parse({ attributes: { k: 'a\nb' } })).toThrow('attribute k is not a string (up to 256 printable characters), number or boolean');
     expect(parse({ pid: 0 })).toThrow('header field pid is not a process id');
     expect(parse({ attributes: { 'kvm.vcpu.id': 3 } })).toThrow('attribute kvm.vcpu.id is set by the receiver, not the sender');
     expect(parse({ attributes: { 'bad key': 'x' } })).toThrow('attribute name "bad key" is not a dotted name');
-    expect(parse({ attributes: { k: { nested: 1 } } })).toThrow('attribute k is not a string (up to 256 characters), number or boolean');
+    expect(parse({ attributes: { k: { nested: 1 } } })).toThrow('attribute k is not a string (up to 256 printable characters), number or boolean');
     expect(parse({ attributes: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, i])) })).toThrow('header has 17 attributes, more than 16');
   });
 });
