@@ -7,20 +7,18 @@
  * KVM_STATS_HOSTILE_IDLE=N sets the idle connections (default 10,000), KVM_STATS_HOSTILE_FDS=N
  * the stats images the agent reads (default 500, about 9 MB of text).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AgentProcess, freePort, startAgentProcess } from '../../examples/local-collector/collector.js';
 import { KVM_STATS_TYPE_LOG_HIST, KVM_STATS_UNIT_SECONDS } from '../../src/abi/kvm.js';
 import { closeFd, memfdCreate } from '../../src/native/libc.js';
 import { answerTo } from '../helpers/handover.js';
+import { hostileHttp } from '../helpers/hostile-http.js';
 import { buildImage, writeImage } from '../helpers/image.js';
-import { FIXTURES, JsonLineChild, compiledFixture } from '../helpers/processes.js';
+import { JsonLineChild, compiledFixture } from '../helpers/processes.js';
 
 const IDLE = Number(process.env.KVM_STATS_HOSTILE_IDLE ?? 10_000);
 const FDS = Number(process.env.KVM_STATS_HOSTILE_FDS ?? 500);
@@ -71,29 +69,6 @@ async function scrape(port: number): Promise<{ ms: number; lines: number }> {
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
-/** test/fixtures/hostile-http.mjs against `port`, once its clients are connected. */
-async function hostileHttp(port: number, args: string[]): Promise<{ child: ChildProcess; stats(): Promise<Record<string, number>> }> {
-  const child = spawn(process.execPath, [join(FIXTURES, 'hostile-http.mjs'), '--port', String(port), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const next = async () => JSON.parse((await lines.next()).value as string) as Record<string, number>;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  children.push({
-    stop: async () => {
-      if (child.exitCode !== null) return;
-      child.stdin!.end();
-      await exited;
-    },
-  });
-  await next();
-  return {
-    child,
-    stats: () => {
-      child.stdin!.write('\n');
-      return next();
-    },
-  };
-}
-
 describe('the Prometheus endpoint of the built agent under hostile clients', () => {
   it(`answers a real scrape in about its usual time beside 3 clients that never read, one that reads 1 KB/s and ${IDLE} idle connections, and keeps its fds`, async () => {
     const images = fleet(FDS);
@@ -114,6 +89,7 @@ describe('the Prometheus endpoint of the built agent under hostile clients', () 
     const start = performance.now();
     // Plain text for the clients that do not read: the whole text, far more than socket buffers hold.
     const clients = await hostileHttp(port, ['--never-read', '3', '--slow-read', '1000', '--idle', String(IDLE), '--reopen']);
+    children.push(clients);
     const connecting = performance.now() - start;
     const during: number[] = [];
     let most = 0;

@@ -8,16 +8,13 @@
  * by promtool. (The
  * serializer on generated metrics: test/exporters/prometheus-text.test.ts.)
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { gunzipSync } from 'node:zlib';
-import { ValueType } from '@opentelemetry/api';
 import { PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { AggregationTemporality, type CollectionResult, DataPointType, MeterProvider, type MetricProducer } from '@opentelemetry/sdk-metrics';
+import { type CollectionResult, MeterProvider, type MetricProducer } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../../examples/local-collector/collector.js';
 import { PROMETHEUS_CONTENT_TYPE, PrometheusTextExporter, type PrometheusTextExporterOptions, acceptsGzip } from '../../src/exporters/prometheus-exporter.js';
@@ -27,7 +24,8 @@ import { DemoVm } from '../../src/sources/demo.js';
 import { VmFleet } from '../../src/bench/fleet.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { cleanupAfterEach } from '../helpers/cleanup.js';
-import { FIXTURES } from '../helpers/processes.js';
+import { hostileHttp } from '../helpers/hostile-http.js';
+import { counterMetrics, pointAt } from '../helpers/resource-metrics.js';
 
 function official(options: PrometheusTextOptions): PrometheusSerializer {
   return new PrometheusSerializer(options.prefix, options.appendTimestamp, options.withResourceConstantLabels, options.withoutTargetInfo, options.withoutScopeInfo);
@@ -104,55 +102,17 @@ class LargeProducer implements MetricProducer {
   readonly #points;
 
   constructor(series: number) {
-    const time: [number, number] = [1_700_000_000, 0];
-    this.#points = Array.from({ length: series }, (_, i) => ({ attributes: { series: `s${i}`, pad: 'x'.repeat(60) }, startTime: time, endTime: time, value: i }));
+    this.#points = Array.from({ length: series }, (_, i) => pointAt({ series: `s${i}`, pad: 'x'.repeat(60) }, i, [1_700_000_000, 0]));
   }
 
   async collect(): Promise<CollectionResult> {
     this.collections++;
     for (const point of this.#points) point.value++;
     return {
-      resourceMetrics: {
-        resource: resourceFromAttributes({}),
-        scopeMetrics: [
-          {
-            scope: { name: 'large' },
-            metrics: [
-              {
-                descriptor: { name: 'large.counter', description: 'A large counter.', unit: '', valueType: ValueType.INT },
-                aggregationTemporality: AggregationTemporality.CUMULATIVE,
-                dataPointType: DataPointType.SUM,
-                isMonotonic: true,
-                dataPoints: this.#points,
-              },
-            ],
-          },
-        ],
-      },
+      resourceMetrics: counterMetrics('large.counter', this.#points, { description: 'A large counter.', scope: 'large' }),
       errors: this.failing ? [new Error('a source failed')] : [],
     };
   }
-}
-
-/** test/fixtures/hostile-http.mjs against `port`; resolves with it once its clients are connected. */
-async function hostileClients(port: number, args: string[]): Promise<{ child: ChildProcess; stats: () => Promise<Record<string, number | boolean>>; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [join(FIXTURES, 'hostile-http.mjs'), '--port', String(port), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const next = async () => JSON.parse((await lines.next()).value as string) as Record<string, number | boolean>;
-  await next();
-  return {
-    child,
-    stats: () => {
-      child.stdin!.write('\n');
-      return next();
-    },
-    stop: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.stdin!.end();
-      await exited;
-    },
-  };
 }
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
@@ -177,7 +137,7 @@ describe('the Prometheus endpoint under hostile clients', () => {
     const fdsBefore = openFds();
     // Three clients that never read and one that reads 1 KB/s, all without gzip (the 10 MB text),
     // then 400 idle connections, each one the server closes opened again.
-    const clients = await hostileClients(port, ['--never-read', '3', '--slow-read', '1000', '--idle', '400', '--reopen']);
+    const clients = await hostileHttp(port, ['--never-read', '3', '--slow-read', '1000', '--idle', '400', '--reopen']);
     cleanup.push(() => clients.stop());
     const during = await timedScrape(port, 20_000);
     expect(during.text.split('\n').length).toBe(usual.text.split('\n').length);
@@ -196,7 +156,7 @@ describe('the Prometheus endpoint under hostile clients', () => {
   it('closes connections that stay idle, and stops serving at shutdown whatever its clients do', async () => {
     const limits = { connections: 16, idleTimeoutMs: 300, responseTimeoutMs: 60_000, minCollectionIntervalMs: 0 };
     const { exporter, port } = await serve(new LargeProducer(100_000), limits);
-    const clients = await hostileClients(port, ['--never-read', '2', '--idle', '5']);
+    const clients = await hostileHttp(port, ['--never-read', '2', '--idle', '5']);
     cleanup.push(() => clients.stop());
     await expect.poll(async () => (await clients.stats()).idleClosedByServer, { timeout: 5_000 }).toBe(5);
     expect(exporter.serving).toEqual({ connections: 2, responses: 2 });

@@ -4,12 +4,10 @@
  * accepts.
  */
 import { spawnSync } from 'node:child_process';
-import { ValueType } from '@opentelemetry/api';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { AggregationTemporality, DataPointType, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { describe, expect, it } from 'vitest';
 import { prometheusLabelName, prometheusLabels } from '../../src/exporters/prometheus-labels.js';
 import { PrometheusTextSerializer } from '../../src/exporters/prometheus-text.js';
+import { counterMetrics, pointAt } from '../helpers/resource-metrics.js';
 
 describe('Prometheus label names', () => {
   it('replaces every character a label name may not hold by _, one _ for a run, and puts _ before a leading digit', () => {
@@ -29,23 +27,11 @@ describe('Prometheus label names', () => {
   });
 
   it('gives a scrape promtool accepts where a resource or a point has such keys', () => {
-    const metrics: ResourceMetrics = {
-      resource: resourceFromAttributes({ '0digit': 'r', 'service.name': 's', 'service_name': 't' }),
-      scopeMetrics: [
-        {
-          scope: { name: 'scope' },
-          metrics: [
-            {
-              descriptor: { name: 'c', description: 'A counter.', unit: '', valueType: ValueType.INT },
-              aggregationTemporality: AggregationTemporality.CUMULATIVE,
-              dataPointType: DataPointType.SUM,
-              isMonotonic: true,
-              dataPoints: [{ startTime: [0, 0], endTime: [0, 0], attributes: { '1st': 'a', 'x.y': 'b', x_y: 'c' }, value: 1 }],
-            },
-          ],
-        },
-      ],
-    };
+    const metrics = counterMetrics('c', [pointAt({ '1st': 'a', 'x.y': 'b', x_y: 'c' }, 1)], {
+      description: 'A counter.',
+      scope: 'scope',
+      resource: { '0digit': 'r', 'service.name': 's', service_name: 't' },
+    });
     const text = new PrometheusTextSerializer({ withResourceConstantLabels: /digit/ }).serialize(metrics);
     expect(text).toContain('target_info{_0digit="r",service_name="s;t"} 1\n');
     expect(text).toContain('c_total{_1st="a",x_y="b;c",otel_scope_name="scope",_0digit="r"} 1\n');
