@@ -118,6 +118,21 @@ describe('the Prometheus endpoint of the built agent under hostile clients', () 
   }, 120_000);
 });
 
+describe('the Prometheus endpoint of the built agent at SIGTERM', () => {
+  it('closes the connections of clients that do not read (the text larger than their buffers) and exits at once, saying nothing of an export', async () => {
+    const port = await freePort();
+    agent = startAgentProcess([...fleet(FDS).flatMap((image) => ['--file', image]), '--prometheus', `127.0.0.1:${port}`, '--interval', '60000', '--export-timeout', '5000']);
+    await agent.waitForLog(/"msg":"reading \d+ stats fds/, 60_000);
+    const client = await hostileHttp(port, ['--never-read', '3']);
+    children.push(client);
+    await sleep(1_000); // its response is under way, stalled
+    const stopping = performance.now();
+    expect(await agent.stop('SIGTERM', 10_000)).toBe(0);
+    expect(performance.now() - stopping).toBeLessThan(2_000);
+    expect(agent.stderr()).not.toMatch(/did not (stop|finish)/);
+  }, 60_000);
+});
+
 describe('the hand-over socket of the built agent under attack', () => {
   const sender = compiledFixture.bind(undefined, 'handover-sender.c', ['-lpthread']);
 
