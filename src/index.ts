@@ -23,7 +23,7 @@ export type { VcpuAggregation } from './otel/aggregation.js';
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX, ATTR_KVM_VM_NAME, ATTR_KVM_VM_UUID, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
 // Outputs at the speed of the reads: the official transports with this package's encoders.
 export { KvmOtlpMetricExporter, type KvmOtlpMetricExporterOptions, type OtlpProtocol } from './exporters/otlp-exporter.js';
-export { PrometheusTextExporter, type PrometheusTextExporterOptions } from './exporters/prometheus-exporter.js';
+export { PrometheusTextExporter, type PrometheusServingLimits, type PrometheusTextExporterOptions } from './exporters/prometheus-exporter.js';
 
 // Sources: one open stats fd and who owns it.
 // What DemoProvider's refresh throws where this host cannot make VMs, with why (no module, no vmx/svm, no permission).

@@ -56,6 +56,7 @@ const TYPES = [
   'Problem',
   'ProblemKind',
   'ProblemReporter',
+  'PrometheusServingLimits',
   'PrometheusTextExporterOptions',
   'ScanProviderOptions',
   'SkippedStat',

@@ -1,7 +1,7 @@
 /**
  * The few non-KVM parts of the kernel ABI the native layer and /proc readers use: open and
- * mmap flags, syscall numbers, Unix sockets with SCM_RIGHTS, poll(2), and /proc/PID/stat's
- * units and flags. Same values and layouts on x86_64 and aarch64 (LP64) unless said. Checked
+ * mmap flags, syscall numbers, Unix sockets with SCM_RIGHTS and lingering, poll(2), threads for
+ * closing, and /proc/PID/stat's units and flags. Same values and layouts on x86_64 and aarch64 (LP64) unless said. Checked
  * against the libc headers by test/abi/headers.test.ts, as ./kvm.ts is against <linux/kvm.h>.
  */
 import { layout } from './layout.js';
@@ -30,6 +30,19 @@ export const __NR_pidfd_getfd = 438;
 export const __NR_kcmp = process.arch === 'arm64' ? 272 : 312;
 export const KCMP_FILE = 0;
 
+/** open(2): a terminal opened here does not become the process's controlling terminal. */
+export const O_NOCTTY = 0o400;
+
+/** fstatfs(2): only f_type is read (the filesystem's magic number, <linux/magic.h>). */
+export const STATFS = layout('struct statfs', 120, false, [['f_type', 0, 8]]);
+/** Filesystems whose files are the kernel's own: reading one can have effects (/proc/kmsg takes
+ * the kernel's log lines), so a file a user names is never read from them. */
+export const PROC_SUPER_MAGIC = 0x9fa0;
+export const SYSFS_MAGIC = 0x62656572;
+export const DEBUGFS_MAGIC = 0x64626720;
+export const TRACEFS_MAGIC = 0x74726163;
+export const SECURITYFS_MAGIC = 0x73636673;
+
 // ---------------------------------------------------------------------------------------------
 // Unix sockets for the hand-over of stats fds (SCM_RIGHTS), and poll(2) for pidfds.
 // Same values and layouts on x86_64 and aarch64 (LP64).
@@ -55,6 +68,13 @@ export const MSG_NOSIGNAL = 0x4000;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const SOMAXCONN = 4096;
 export const POLLIN = 0x1;
+/** struct linger: whether close(2) waits for unsent data, and for how many seconds. */
+export const SO_LINGER = 13;
+
+export const LINGER = layout('struct linger', 8, true, [
+  ['l_onoff', 0, 4],
+  ['l_linger', 4, 4],
+]);
 
 export const SOCKADDR_UN = layout('struct sockaddr_un', 110, true, [
   ['sun_family', 0, 2],
@@ -95,6 +115,12 @@ export const POLLFD = layout('struct pollfd', 8, true, [
   ['events', 4, 2],
   ['revents', 6, 2],
 ]);
+
+// ---------------------------------------------------------------------------------------------
+// Threads
+
+/** sizeof(pthread_attr_t): glibc's differs by architecture (x86_64 56, aarch64 64). */
+export const PTHREAD_ATTR_SIZE = process.arch === 'arm64' ? 64 : 56;
 
 // ---------------------------------------------------------------------------------------------
 // /proc

@@ -160,29 +160,40 @@ export function keyValueList(text: string, secret = false): Record<string, strin
 }
 
 /** An HTTP field name is a token (RFC 9110); a value may not hold CR, LF, NUL or other
- * controls but tab. Checked at start-up: a header the HTTP client refuses would otherwise fail
+ * controls but tab, nor anything beyond Latin-1 (Node's HTTP client refuses it, and gRPC
+ * metadata is ASCII). Checked at start-up: a header the HTTP client refuses would otherwise fail
  * every export. Messages name the header, never its value (it is often a secret). */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // eslint-disable-next-line no-control-regex
 const HEADER_VALUE_FORBIDDEN = /[\x00-\x08\x0a-\x1f\x7f]/;
+// eslint-disable-next-line no-control-regex
+const BEYOND_LATIN1 = /[^\x00-\xff]/;
+/** Headers that frame or route the request, or say how its body is encoded: the exporter and the
+ * HTTP client set them, and a second value breaks the request. */
+const FRAMING_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'expect', 'content-type', 'content-encoding']);
 
 export function headerList(text: string): Record<string, string> {
   const headers = keyValueList(text, true);
   for (const [name, value] of Object.entries(headers)) {
-    if (!HEADER_NAME.test(name)) throw new Error(`header name ${JSON.stringify(name)} is not a valid HTTP field name (letters, digits and !#$%&'*+-.^_\`|~ only)`);
+    if (!HEADER_NAME.test(name)) throw new Error(`header name ${JSON.stringify(name.slice(0, 64))} is not a valid HTTP field name (letters, digits and !#$%&'*+-.^_\`|~ only)`);
+    if (FRAMING_HEADERS.has(name.toLowerCase())) throw new Error(`header ${name} is set by the exporter and its HTTP client (it frames the request or says how its body is encoded): leave it out`);
     if (HEADER_VALUE_FORBIDDEN.test(value)) throw new Error(`the value of header ${name} holds a line break or another control character, which HTTP does not allow`);
+    if (BEYOND_LATIN1.test(value)) throw new Error(`the value of header ${name} holds characters beyond Latin-1, which HTTP headers cannot carry: percent-encode them as the service expects`);
   }
   return headers;
 }
 
-/** A URL as it may be shown or logged: user and password, often a token, become ***. */
+/** A URL as it may be shown or logged: user and password (often a token) and the value of every
+ * query parameter (?api_key=...) become ***. Works on text that is not a valid URL too. */
 export function redactedUrl(url: string): string {
-  return redactCredentials(url);
+  return url
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/\s@?#]*@/i, '$1***@')
+    .replace(/([?&][^=&#\s]*)=[^&#\s]*/g, '$1=***');
 }
 
-/** Any `scheme://user:password@` in a text (a URL, or an error that quotes one) loses its userinfo. */
+/** A text that may quote URLs (an error message): each one as redactedUrl shows it. */
 export function redactCredentials(text: string): string {
-  return text.replace(/(\/\/)[^/\s@]*@/g, '$1***@');
+  return text.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]+/gi, (url) => redactedUrl(url));
 }
 
 export function prometheusAddress(text: string): { host: string | undefined; port: number } {
@@ -203,6 +214,8 @@ export interface Setting<T> {
   readonly defaultText?: string;
   /** Its values are never repeated in a message (headers carry tokens). */
   readonly secret?: boolean;
+  /** How a value is repeated in a message: a URL with its credentials and query masked. */
+  readonly show?: (text: string) => string;
 }
 
 function setting<T>(value: Setting<T>): Setting<T> {
@@ -215,12 +228,14 @@ export const SETTINGS = {
     description: 'OTLP/HTTP base URL, /v1/metrics is appended; with grpc, the collector\'s address',
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
     parse: httpUrl,
+    show: redactedUrl,
     defaultText: AGENT_DEFAULTS.endpoint,
   }),
   metricsEndpoint: setting({
     description: 'OTLP/HTTP URL for metrics, used as is',
     env: ['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT'],
     parse: httpUrl,
+    show: redactedUrl,
   }),
   protocol: setting({
     description: 'http/protobuf, http/json or grpc',
@@ -307,7 +322,7 @@ function fromEnv<T>(s: Setting<T>, env: Environment): T | undefined {
     try {
       return s.parse(text);
     } catch (error) {
-      throw new ConfigError(`${name}${s.secret ? '' : `=${JSON.stringify(text)}`} is not valid: ${(error as Error).message}`);
+      throw new ConfigError(`${name}${s.secret ? '' : `=${JSON.stringify(s.show ? s.show(text) : text)}`} is not valid: ${(error as Error).message}`);
     }
   }
   return undefined;

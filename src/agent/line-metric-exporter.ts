@@ -13,6 +13,7 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { terminalText } from '../views/terminal.js';
 
 /** The SDK's ExportResult (from @opentelemetry/core, which this package does not depend on). */
 export type ExportResult = Parameters<Parameters<PushMetricExporter['export']>[1]>[0];
@@ -20,8 +21,9 @@ export type ExportResult = Parameters<Parameters<PushMetricExporter['export']>[1
 export const EXPORT_SUCCESS = 0;
 export const EXPORT_FAILED = 1;
 
+/** `{k=v,...}`, keys and values as a terminal may show them (a VMM's -name is its user's to choose). */
 function attributesText(attributes: Attributes): string {
-  const pairs = Object.entries(attributes).map(([key, value]) => `${key}=${String(value)}`);
+  const pairs = Object.entries(attributes).map(([key, value]) => `${terminalText(key)}=${terminalText(String(value))}`);
   return pairs.length > 0 ? `{${pairs.join(',')}}` : '';
 }
 
@@ -36,7 +38,8 @@ export function exportLines(metrics: ResourceMetrics, now = new Date()): string[
   const lines: string[] = [];
   for (const scope of metrics.scopeMetrics) {
     for (const metric of scope.metrics) {
-      const { name, unit, valueType } = metric.descriptor;
+      const { unit, valueType } = metric.descriptor;
+      const name = terminalText(metric.descriptor.name);
       const kind = metric.dataPointType === DataPointType.SUM ? 'sum' : metric.dataPointType === DataPointType.GAUGE ? 'gauge' : 'histogram';
       for (const point of metric.dataPoints) {
         points++;

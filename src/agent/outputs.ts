@@ -39,6 +39,8 @@ export interface Output {
   readonly reader: MetricReader;
   /** Starts serving, where the output serves (Prometheus); throws a one-line error. */
   start(): Promise<void>;
+  /** Says the agent is stopping: what follows is its last export, not one more of many. */
+  stopping(): void;
 }
 
 /** Temporality of the KVM producer: the kernel's counters are cumulative, like observable
@@ -66,6 +68,8 @@ const SELECTORS = {
  */
 export class ReportingExporter implements PushMetricExporter {
   #failures = 0;
+  /** The agent is stopping: a failure is not retried at the next interval. */
+  last = false;
 
   constructor(
     private readonly inner: PushMetricExporter,
@@ -82,7 +86,8 @@ export class ReportingExporter implements PushMetricExporter {
         this.onFailure();
         // An error may quote the URL: no credentials in the log.
         const reason = redactCredentials(result.error?.message ?? 'unknown error');
-        this.log.warn({ failures: this.#failures }, `export to ${this.target} failed: ${reason}; retrying at the next interval: check that the collector runs and the endpoint is right`);
+        const next = this.last ? 'this was the last export, as the agent stops' : 'retrying at the next interval';
+        this.log.warn({ failures: this.#failures }, `export to ${this.target} failed: ${reason}; ${next}: check that the collector runs and the endpoint is right`);
       } else if (this.#failures > 0) {
         this.log.info({ failures: this.#failures }, `export to ${this.target} works again after ${this.#failures} failed exports`);
         this.#failures = 0;
@@ -121,7 +126,23 @@ function pushOutput(name: OutputName, description: string, exporter: PushMetricE
     exportTimeoutMillis: config.exportTimeoutMillis,
     metricProducers: [producer],
   });
-  return { name, description, reader, start: async () => undefined };
+  const stopping = (): void => {
+    if (exporter instanceof ReportingExporter) exporter.last = true;
+  };
+  return { name, description, reader, start: async () => undefined, stopping };
+}
+
+/** Why serving Prometheus on `where` failed, and what to do, by the listen error's code. */
+function listenProblem(where: string, host: string | undefined, error: NodeJS.ErrnoException): string {
+  const code = error.code ?? error.message;
+  const what: Record<string, string> = {
+    EADDRINUSE: 'choose another port',
+    EACCES: 'ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a port from 1024 up',
+    ENOTFOUND: `no host named ${host} is known here: give a name or address of this host, or none to listen on every interface`,
+    EAI_AGAIN: `the name ${host} could not be looked up now: give an address of this host, or none to listen on every interface`,
+    EADDRNOTAVAIL: `${host} is not an address of this host: give one of its addresses, or none to listen on every interface`,
+  };
+  return `serving Prometheus on ${where} failed with ${code}: ${what[code] ?? 'check the host and the port'}`;
 }
 
 /** The outputs `config` asks for; `producerFor` makes each its own producer. */
@@ -145,8 +166,9 @@ export function createOutputs(config: AgentConfig, producerFor: (output: OutputN
       reader: exporter,
       start: () =>
         exporter.startServer().catch((error: NodeJS.ErrnoException) => {
-          throw new SettingError(`serving Prometheus on ${where} failed with ${error.code ?? error.message}: choose another port`, 'prometheus');
+          throw new SettingError(listenProblem(where, host, error), 'prometheus');
         }),
+      stopping: () => undefined,
     });
   }
   if (config.console) {

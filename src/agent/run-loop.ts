@@ -23,8 +23,8 @@ export interface Agent {
   readonly outputs: readonly Output[];
   readonly providers: readonly SourceProvider[];
   sources(): StatsSource[];
-  /** One last collection and export (bounded by the export timeout), then every fd closed.
-   * Resolves to false when the last export did not finish in time. */
+  /** One last collection and export, then every fd closed, all within the export timeout.
+   * Resolves to false when the last export (or the outputs' stopping) did not finish in time. */
   stop(): Promise<boolean>;
 }
 
@@ -33,10 +33,20 @@ export function openKvmFds(): number {
   return fdLinks(process.pid).filter((link) => isStatsLink(link.target) || isVmLink(link.target)).length;
 }
 
-function timeout(ms: number): { promise: Promise<'timeout'>; cancel(): void } {
+/** Whether `work` settles within `ms` (a failure is logged as `what` failing, and counts as settled). */
+async function within(work: Promise<unknown>, ms: number, what: string, log: Logger): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
-  const promise = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)));
-  return { promise, cancel: () => clearTimeout(timer) };
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms)));
+  const done = work.then(
+    () => 'done' as const,
+    (error: Error) => {
+      log.warn(`${what} failed: ${error.message}`);
+      return 'done' as const;
+    },
+  );
+  const settled = (await Promise.race([done, late])) === 'done';
+  clearTimeout(timer);
+  return settled;
 }
 
 /** One log line per problem: its kind and process as fields, its text as `describe` words it
@@ -108,19 +118,23 @@ function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: r
     stop() {
       stopping ??= (async () => {
         clearInterval(refreshTimer);
-        const limit = timeout(config.exportTimeoutMillis);
-        const flushed = meterProvider.shutdown().then(
-          () => 'done' as const,
-          (error: Error) => {
-            log.warn(`the last export failed: ${error.message}`);
-            return 'done' as const;
-          },
-        );
-        const finished = (await Promise.race([flushed, limit.promise])) === 'done';
-        limit.cancel();
-        if (!finished) log.warn(`the last export did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without it`);
-        await open.close();
-        log.info({ openKvmFds: openKvmFds() }, 'stopped: every stats fd closed');
+        // One deadline for all of it: the last export, then closing the sources (a hand-over's
+        // refused fds may still be closing on threads that never return: not waited for past it).
+        const deadline = performance.now() + config.exportTimeoutMillis;
+        for (const output of outputs) output.stopping();
+        const finished = await within(meterProvider.shutdown(), config.exportTimeoutMillis, 'the last export', log);
+        if (!finished) {
+          // Prometheus alone exports nothing at the end: it stops serving, and that is what took too long.
+          const pushes = outputs.some((output) => output.name !== 'prometheus');
+          log.warn(
+            pushes
+              ? `the last export did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without it`
+              : `the Prometheus endpoint did not stop within the export timeout (${config.exportTimeoutMillis} ms); exiting anyway`,
+          );
+        }
+        const closed = await within(open.close(), Math.max(0, deadline - performance.now()), 'closing the sources', log);
+        if (closed) log.info({ openKvmFds: openKvmFds() }, 'stopped: every stats fd closed');
+        else log.warn({ openKvmFds: openKvmFds() }, `closing the sources did not finish within the export timeout (${config.exportTimeoutMillis} ms); exiting without waiting for it`);
         return finished;
       })();
       return stopping;

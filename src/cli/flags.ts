@@ -79,6 +79,18 @@ function flagParser<T>(parse: (text: string) => T): (text: string) => T {
   };
 }
 
+/** Like flagParser, for values that may be echoed only as `show` shows them (a URL with its
+ * credentials masked): commander's own message repeats the argument as it is. */
+function shownParser<T>(flag: string, parse: (text: string) => T, show: (text: string) => string): (text: string) => T {
+  return (text) => {
+    try {
+      return parse(text);
+    } catch (error) {
+      throw new UsageError(`option '${flag}' argument '${show(text)}' is invalid. ${(error as Error).message}`);
+    }
+  };
+}
+
 /** Like flagParser, for values that must not be echoed (commander's own message repeats the
  * argument): a usage error that names the flag and the problem only. */
 function secretParser<T>(flag: string, parse: (text: string) => T): (text: string) => T {
@@ -167,7 +179,8 @@ export function addConfigOptions(command: Command): Command {
     const defaultText = s.defaultText ? `; default ${s.defaultText}` : '';
     const option = new Option(SETTING_FLAGS[name], `${s.description} (env ${s.env.join(', ')}${defaultText})`);
     // --header repeats: each flag adds its pairs.
-    command.addOption(name === 'header' ? option.argParser(collect(secretParser('--header', headerList))) : option.argParser(flagParser(s.parse)));
+    const parser = name === 'header' ? collect(secretParser('--header', headerList)) : s.show ? shownParser(SETTING_FLAGS[name], s.parse, s.show) : flagParser(s.parse);
+    command.addOption(option.argParser(parser as (text: string, previous: unknown) => unknown));
   }
   addSelectionOptions(command);
   return command

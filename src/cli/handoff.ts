@@ -5,6 +5,7 @@ import type { SourceAttributes } from '../sources/source.js';
 import { UsageError } from './usage-error.js';
 import { attributeOption, collect, integerOption, pidOption } from './flags.js';
 import { reportToStderr } from './hints.js';
+import { terminalLines } from '../views/terminal.js';
 
 interface HandoffOptions {
   pid: number;
@@ -33,6 +34,6 @@ export function handoffCommand(): Command {
       const result = await handOffProcessStats(options.pid, options.to, { vmName: options.name, attributes, timeoutMs: options.timeout, sender: 'kvm-stats-otel handoff' });
       result.problems.forEach(reportToStderr);
       const vm = result.vmName !== undefined ? `vm ${result.vmName}: ` : '';
-      process.stdout.write(`handed over ${result.sent.length} stats fds of process ${options.pid} (${vm}${result.sent.join(', ')}) to ${options.to}\n`);
+      process.stdout.write(terminalLines(`handed over ${result.sent.length} stats fds of process ${options.pid} (${vm}${result.sent.join(', ')}) to ${options.to}\n`));
     });
 }

@@ -9,6 +9,7 @@ import { KvmUnavailableError } from '../sources/kvm-check.js';
 import { HandoverPathError } from '../sources/handover-receiver.js';
 import { HandoverTimeoutError } from '../setup/handover-sender.js';
 import type { Problem } from '../sources/problem.js';
+import { terminalText } from '../views/terminal.js';
 
 /** A problem as one line, with the flag that helps where there is one. */
 export function problemText(problem: Problem): string {
@@ -23,7 +24,7 @@ export function problemText(problem: Problem): string {
 
 /** Writes each problem as one line on stderr, as the one-shot commands report them. */
 export function reportToStderr(problem: Problem): void {
-  process.stderr.write(`kvm-stats-otel: ${problemText(problem)}\n`);
+  process.stderr.write(`kvm-stats-otel: ${terminalText(problemText(problem))}\n`);
 }
 
 /** An error's message, with the flag that helps where there is one. */

@@ -14,6 +14,7 @@ import type { StatsSource } from '../sources/source.js';
 import { addSelectionOptions } from './flags.js';
 import { problemText } from './hints.js';
 import { selectionText } from './schema.js';
+import { terminalLines } from '../views/terminal.js';
 
 interface ListOptions {
   json?: boolean;
@@ -37,7 +38,7 @@ export function listCommand(): Command {
       const processes = scan.scanned().map((found): ListedProcess => ({ ...found, problems: found.problems.map(problemText) }));
       const selection = new StatSelection(options);
       const series = seriesOf(scan.sources(), { selection, vcpuAggregation: options.vcpuAggregation, units: 'exact' });
-      process.stdout.write(options.json ? `${JSON.stringify({ processes, series })}\n` : renderList(processes, series));
+      process.stdout.write(options.json ? `${JSON.stringify({ processes, series })}\n` : terminalLines(renderList(processes, series)));
       if (!options.json && processes.length === 0) process.stdout.write(noKvmText());
     } finally {
       await scan.close();

@@ -17,6 +17,7 @@ import { readCommand } from './read.js';
 import { recordCommand } from './record.js';
 import { schemaCommand } from './schema.js';
 import { topCommand } from './top.js';
+import { terminalText } from '../views/terminal.js';
 
 export const EXIT_OK = 0;
 export const EXIT_RUNTIME = 1;
@@ -52,7 +53,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const verbose = argv.includes('--verbose');
     const message = verbose ? ((error as Error).stack ?? String(error)) : errorText(error as Error);
-    process.stderr.write(`kvm-stats-otel: ${message}\n`);
+    // A message may quote what came from outside (an image's names): shown, never acted on.
+    process.stderr.write(`kvm-stats-otel: ${verbose ? message : terminalText(message)}\n`);
     return error instanceof UsageError || error instanceof RangeError ? EXIT_USAGE : EXIT_RUNTIME;
   }
 }

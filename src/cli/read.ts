@@ -13,6 +13,7 @@ import type { StatsSource } from '../sources/source.js';
 import { addSourceOptions, integerOption, unitsOption } from './flags.js';
 import { renderTable } from './read-table.js';
 import { withSources } from './with-sources.js';
+import { terminalLines, terminalText } from '../views/terminal.js';
 
 interface ReadOptions extends SourceOptions {
   vcpus?: number;
@@ -41,7 +42,7 @@ async function read(options: ReadOptions): Promise<void> {
     const sources = open.sources();
     if (options.save) save(sources, options.save);
     const reports: SourceReport[] = sources.map((source) => reportSource(source, options.units));
-    process.stdout.write(options.json ? `${JSON.stringify({ sources: reports })}\n` : renderTable(reports));
+    process.stdout.write(options.json ? `${JSON.stringify({ sources: reports })}\n` : terminalLines(renderTable(reports)));
   });
 }
 
@@ -54,6 +55,6 @@ function save(sources: readonly StatsSource[], dir: string): void {
     const path = join(dir, imageFileName(source));
     writeFileSync(path, source.file.image());
     writeFileSync(identityPath(path), identityJson(source, now));
-    process.stderr.write(`kvm-stats-otel: saved ${source.file.id} to ${path}\n`);
+    process.stderr.write(`kvm-stats-otel: saved ${source.file.id} to ${terminalText(path)}\n`);
   }
 }

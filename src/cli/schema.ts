@@ -14,6 +14,7 @@ import { StatSelection } from '../otel/selection.js';
 import type { SelectionSummary } from '../views/series.js';
 import { addSelectionOptions, addSourceOptions, unitsOption } from './flags.js';
 import { withSources } from './with-sources.js';
+import { terminalLines } from '../views/terminal.js';
 
 interface SchemaOptions extends SourceOptions {
   format: 'markdown' | 'json';
@@ -142,7 +143,7 @@ export function schemaCommand(): Command {
   return command.action(async (options: SchemaOptions) => {
     await withSources(options, async (open) => {
       const schema = schemaOf(open.sources(), { units: options.units, selection: new StatSelection(options), vcpuAggregation: options.vcpuAggregation });
-      process.stdout.write(options.format === 'json' ? `${JSON.stringify(schema, null, 2)}\n` : schemaMarkdown(schema, commandLine(options)));
+      process.stdout.write(options.format === 'json' ? `${JSON.stringify(schema, null, 2)}\n` : terminalLines(schemaMarkdown(schema, commandLine(options))));
       // docs/metrics.md says "generated on Linux <this kernel>": from this kernel's fds only.
     }, { fallback: false });
   });

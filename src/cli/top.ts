@@ -14,6 +14,7 @@ import { KvmStatsProducer } from '../otel/producer.js';
 import { type BucketRange, type DetailRow, type Percentiles, SORT_KEYS, type SortKey, type VmRow, VmRollup, detailRows, sortVms } from '../views/rollup.js';
 import { addSourceOptions, integerOption, secondsOption } from './flags.js';
 import { withSources } from './with-sources.js';
+import { terminalText } from '../views/terminal.js';
 
 interface TopOptions extends SourceOptions {
   interval: number;
@@ -209,7 +210,7 @@ async function top(options: TopOptions, { providers, sources }: OpenSources): Pr
     // An opened VM that went away: back to the list.
     if (view.opened !== undefined && opened === undefined && drawn) view.opened = undefined;
     const lines = opened ? detailScreen(opened, options.interval, width, height) : listScreen(sorted, { ...view, intervalSeconds: options.interval }, width, height);
-    process.stdout.write(`${ESC}H${lines.map((line) => `${line}${ESC}K`).join('\n')}${ESC}J`);
+    process.stdout.write(`${ESC}H${lines.map((line) => `${terminalText(line)}${ESC}K`).join('\n')}${ESC}J`);
     drawn = true;
   };
   const keys = (data: Buffer): void => {
@@ -232,7 +233,7 @@ async function top(options: TopOptions, { providers, sources }: OpenSources): Pr
       // New VMs and vCPUs, and VMs gone, at every interval.
       for (const provider of providers) await provider.refresh();
       const { resourceMetrics, errors } = await producer.collect();
-      for (const error of errors) process.stderr.write(`kvm-stats-otel: ${(error as Error).message}\n`);
+      for (const error of errors) process.stderr.write(`kvm-stats-otel: ${terminalText((error as Error).message)}\n`);
       rows = rollup.update(resourceMetrics);
       if (terminal) {
         draw();
@@ -243,7 +244,7 @@ async function top(options: TopOptions, { providers, sources }: OpenSources): Pr
           options.vm !== undefined
             ? sorted.filter((vm) => named(vm, options.vm!)).flatMap((vm) => plainDetailLines(vm, options.rows ?? 10, now))
             : plainVmLines(sorted, now);
-        process.stdout.write(lines.length > 0 ? `${lines.join('\n')}\n` : `${now.toISOString()}  no VM${options.vm !== undefined ? ` named ${options.vm}` : ''}\n`);
+        process.stdout.write(lines.length > 0 ? `${lines.map(terminalText).join('\n')}\n` : `${now.toISOString()}  no VM${options.vm !== undefined ? ` named ${terminalText(options.vm)}` : ''}\n`);
       }
     }
   } finally {

@@ -2,7 +2,8 @@
  * The Prometheus text exposition of a ResourceMetrics, character for character what
  * @opentelemetry/exporter-prometheus's PrometheusSerializer writes for the same data (names,
  * labels and their order, HELP/UNIT/TYPE lines, target_info, escaping, number formatting,
- * histogram buckets), but written as bytes, in chunks, at a fraction of the cost:
+ * histogram buckets), but written as bytes, in chunks, at a fraction of the cost; label names
+ * are valid where that one's are not (prometheus-labels.ts):
  *
  * - A series' labels are rendered once, per attributes object (the producer shares one per
  *   source across all its metrics and keeps it for the source's life; the SDK keeps one per
@@ -28,6 +29,7 @@ import {
   type ScopeMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { prometheusUnit, withUnitSuffix } from '../otel/prometheus-units.js';
+import { prometheusLabels } from './prometheus-labels.js';
 
 export interface PrometheusTextOptions {
   /** Prepended to every metric name with an underscore. */
@@ -76,11 +78,12 @@ function sanitizeName(name: string): string {
   return name.replace(/[^a-z0-9_]/gi, '_').replace(/_{2,}/g, '_');
 }
 
-/** `k="v",k2="v2"` (no braces), in the object's own key order, as the official serializer. */
+/** `k="v",k2="v2"` (no braces), in the object's own key order, as the official serializer; names
+ * as the compatibility specification says (prometheus-labels.ts). */
 function renderLabels(labels: Attributes | undefined, into = ''): string {
   if (labels === undefined) return into;
-  for (const [key, value] of Object.entries(labels)) {
-    into += `${into.length > 0 ? ',' : ''}${sanitizeName(key)}="${escapeLabelValue(value)}"`;
+  for (const [name, value] of prometheusLabels(labels)) {
+    into += `${into.length > 0 ? ',' : ''}${name}="${escapeLabelValue(value)}"`;
   }
   return into;
 }

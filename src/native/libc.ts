@@ -2,14 +2,23 @@
  * The libc calls this project makes, bound once with koffi. Every wrapper turns a failure into
  * a NativeError naming the call; nothing here knows about stats images or OpenTelemetry.
  */
+import { type Stats, fstatSync, statSync } from 'node:fs';
 import koffi from 'koffi';
 import { fieldOffset } from '../abi/layout.js';
 import {
+  DEBUGFS_MAGIC,
   MAP_ANONYMOUS,
   MAP_SHARED,
   MFD_CLOEXEC,
   O_CLOEXEC,
+  O_NOCTTY,
+  O_NONBLOCK,
   O_RDONLY,
+  PROC_SUPER_MAGIC,
+  SECURITYFS_MAGIC,
+  STATFS,
+  SYSFS_MAGIC,
+  TRACEFS_MAGIC,
   POLLFD,
   POLLIN,
   PROT_READ,
@@ -44,6 +53,7 @@ const c = {
   munmap: libc.func('munmap', 'int', ['void *', 'size_t']),
   mallocTrim: libc.func('malloc_trim', 'int', ['size_t']),
   memfdCreate: libc.func('memfd_create', 'int', ['str', 'unsigned int']),
+  fstatfs: libc.func('fstatfs', 'int', ['int', 'void *']),
 };
 
 /** open(2) with O_CLOEXEC always set; `call` names the operation in errors. */
@@ -51,6 +61,75 @@ export function openPath(path: string, flags: number = O_RDONLY, call = `open ${
   const fd = c.open(path, flags | O_CLOEXEC, 0) as number;
   if (fd < 0) throw new NativeError(call, koffi.errno());
   return fd;
+}
+
+/** fstatfs(2): the magic number of the filesystem `fd`'s file is on (<linux/magic.h>). */
+export function filesystemType(fd: number): number {
+  const statfs = Buffer.alloc(STATFS.size);
+  if ((c.fstatfs(fd, statfs) as number) < 0) throw new NativeError('fstatfs', koffi.errno());
+  return Number(statfs.readBigInt64LE(fieldOffset(STATFS, 'f_type')));
+}
+
+/** What a file is, in words: "regular file", "FIFO", "character device"... */
+export function fileKind(stat: Stats): string {
+  if (stat.isFile()) return 'regular file';
+  if (stat.isDirectory()) return 'directory';
+  if (stat.isFIFO()) return 'FIFO';
+  if (stat.isSocket()) return 'socket';
+  if (stat.isCharacterDevice()) return 'character device';
+  if (stat.isBlockDevice()) return 'block device';
+  return 'special file';
+}
+
+const KERNEL_FILESYSTEMS: Record<number, string> = {
+  [PROC_SUPER_MAGIC]: '/proc (procfs)',
+  [SYSFS_MAGIC]: '/sys (sysfs)',
+  [DEBUGFS_MAGIC]: 'debugfs',
+  [TRACEFS_MAGIC]: 'tracefs',
+  [SECURITYFS_MAGIC]: 'securityfs',
+};
+
+/** A file a user named that is not read: what it is ("a character device", "a file of /proc
+ * (procfs)"), and why that matters where it is not plain. */
+export class UnreadFileError extends Error {
+  constructor(
+    readonly path: string,
+    readonly kind: string,
+    readonly why?: string,
+  ) {
+    super(`${path} is ${kind}${why ? `: ${why}` : ''}`);
+    this.name = 'UnreadFileError';
+  }
+
+  /** "PATH is a FIFO, not WANTED", and why where it is not plain. */
+  notA(wanted: string): string {
+    return `${this.path} is ${this.kind}, not ${wanted}${this.why ? `: ${this.why}` : ''}`;
+  }
+}
+
+/**
+ * Opens a regular file a user named (an image, a recording) for reading, refusing before any
+ * read what reading would be wrong for: anything but a regular file is refused before it is
+ * opened (opening a device can have effects of its own; a FIFO without a writer would wait),
+ * and a file of the kernel's own filesystems (/proc, /sys, debugfs...) once open, before a byte
+ * is read (reading /proc/kmsg takes the kernel's log lines). The open does not wait (O_NONBLOCK)
+ * and takes no terminal (O_NOCTTY); fstat checks again what was opened.
+ */
+export function openRegularFile(path: string): number {
+  let stat: Stats | undefined;
+  try {
+    stat = statSync(path);
+  } catch {
+    // Missing or not allowed: open says so, with its errno.
+  }
+  if (stat && !stat.isFile()) throw new UnreadFileError(path, `a ${fileKind(stat)}`);
+  return closeOnThrow(openPath(path, O_RDONLY | O_NONBLOCK | O_NOCTTY), (fd) => {
+    const opened = fstatSync(fd);
+    if (!opened.isFile()) throw new UnreadFileError(path, `a ${fileKind(opened)}`);
+    const kernel = KERNEL_FILESYSTEMS[filesystemType(fd)];
+    if (kernel !== undefined) throw new UnreadFileError(path, `a file of ${kernel}`, "the kernel's own files are never read as input, as reading some of them has effects (/proc/kmsg takes the kernel's log lines)");
+    return fd;
+  });
 }
 
 /** close(2). Never throws: nothing useful can be done about a failed close. */

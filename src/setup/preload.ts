@@ -28,7 +28,7 @@ export const PRELOAD_SOCKET_ENV = 'KVM_STATS_OTEL_SOCKET';
 export const PRELOAD_SOURCE = fileURLToPath(new URL('../../preload-helper/kvm-stats-preload.c', import.meta.url));
 
 const FLAGS = ['-shared', '-fPIC', '-O2', '-Wall', '-Wextra'];
-const LIBS = ['-ldl'];
+const LIBS = ['-ldl', '-pthread'];
 
 function compiler(): string {
   return process.env.CC || 'cc';

@@ -8,14 +8,24 @@
  * milliseconds and at every collection, each connection a few messages per turn, and each
  * message is answered on its connection (accepted N / refused, and why). Every received fd is
  * checked before use: its /proc/self/fd link must name a KVM stats inode and its stats header
- * must validate; anything else is closed off the event loop (FdCloser: a close can wait as long
- * as the file's owner likes) and logged once with the sender's SO_PEERCRED credentials. Who owns
- * a VM comes from the kernel, never from the message: the thread in the fd's id string, else the
- * sender. Limits bound fds per message, per live sender process and per owner, connections
- * (idle ones time out, the longest idle gives way) and the header's size.
+ * must validate; anything else is closed so that its close never waits on the event loop
+ * (FdCloser: lingering off for a socket, a closing thread of its own for any fd whose close can
+ * wait) and logged once with the sender's SO_PEERCRED credentials. Who owns a VM comes from the
+ * kernel, never from the message: the thread in the fd's id string, else the sender. Limits
+ * bound fds per message, per live sender process and per owner, connections (idle ones time
+ * out, the longest idle gives way), the header's size, and the refused fds of one user still
+ * being closed: past that, that user's connections are not read (their messages wait in the
+ * kernel, charged to the sender) until the closes return. The listening socket's backlog is
+ * drained whole at every turn (within a time budget), so a flood of connections that come and
+ * go leaves room for a sender that waits to connect.
+ *
+ * The socket's path is checked as sshd's StrictModes checks a path: every directory on it,
+ * through any symbolic link, must belong to root or this user and be writable by no one else
+ * (unless sticky); and only the socket this receiver bound (the same device and inode) is
+ * removed at close.
  */
-import { lstatSync, readlinkSync, rmSync, statSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { type Stats, lstatSync, readlinkSync, unlinkSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { SCM_MAX_FD } from '../abi/linux.js';
 import { FdCloser } from '../native/closer.js';
 import { NativeError } from '../native/errors.js';
@@ -50,8 +60,23 @@ export const HANDOVER_LIMITS = {
   connections: 64,
   /** Messages taken from one connection per turn, so that a flood waits its turn like the rest. */
   messagesPerTurn: 8,
-  /** Connections accepted per drain. */
-  acceptsPerDrain: 64,
+  /** Connections accepted per drain: the whole backlog (SOMAXCONN), within drainBudgetMs. */
+  acceptsPerDrain: 4096,
+  /** Time one drain may take accepting connections, so that a flood of them costs the event
+   * loop at most this much per drainIntervalMs. */
+  drainBudgetMs: 10,
+  /** Refused fds of one user (uid) whose close has waited longer than closeWaitMs, past which
+   * that user's connections are not read until closes return; and of all users together (then
+   * only users with none waiting are read). A burst of closes that return at once counts not. */
+  waitingClosesPerUser: 64,
+  waitingCloses: 1024,
+  closeWaitMs: 100,
+  /** Refused fds of one user still being closed, however recently given, past which that user's
+   * connections are not read. */
+  closesPerUser: 1024,
+  /** After accept or recvmsg ran out of fds (EMFILE), nothing is received for this long: the
+   * kernel would close what it could not give us on our own thread. */
+  outOfFdsPauseMs: 1000,
   /** A connection that sends nothing for this long is closed. */
   idleTimeoutMs: 10_000,
   /** How often the socket is drained between collections. */
@@ -63,6 +88,9 @@ export const HANDOVER_LIMITS = {
   /** Distinct reasons in one answer. */
   reasons: 4,
 } as const;
+
+/** Connections accepted one after another before any is served. */
+const ACCEPT_BURST = 256;
 
 /** Attributes a sender may not set: the receiver derives them from the kernel. */
 const RESERVED_ATTRIBUTES = new Set(['process.pid', 'kvm.vcpu.id', 'kvm.vm.name', 'kvm.vm.uuid', 'kvm.vcpu.index']);
@@ -87,7 +115,10 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 const isId = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
-const isShortString = (value: unknown): value is string => typeof value === 'string' && value.length <= HANDOVER_LIMITS.stringLength;
+/** A string of printable characters (no control a terminal acts on: names end up in logs and on
+ * consoles), up to HANDOVER_LIMITS.stringLength. */
+// eslint-disable-next-line no-control-regex
+const isShortString = (value: unknown): value is string => typeof value === 'string' && value.length <= HANDOVER_LIMITS.stringLength && !/[\x00-\x1f\x7f-\x9f]/.test(value);
 
 /** Parses and checks a header; throws an Error saying which field is wrong. Unknown fields are ignored. */
 export function parseHandoverHeader(bytes: Uint8Array): HandoverHeader {
@@ -102,9 +133,9 @@ export function parseHandoverHeader(bytes: Uint8Array): HandoverHeader {
   if (vcpus !== undefined && !(Array.isArray(vcpus) && vcpus.every((id) => id === null || isId(id)))) {
     throw new Error('header field vcpus is not a list of vCPU ids and nulls');
   }
-  if (vmName !== undefined && !(isShortString(vmName) && vmName !== '')) throw new Error(`header field vmName is not a string of 1 to ${HANDOVER_LIMITS.stringLength} characters`);
+  if (vmName !== undefined && !(isShortString(vmName) && vmName !== '')) throw new Error(`header field vmName is not a string of 1 to ${HANDOVER_LIMITS.stringLength} printable characters`);
   if (pid !== undefined && !(isId(pid) && pid > 0)) throw new Error('header field pid is not a process id');
-  if (sender !== undefined && !isShortString(sender)) throw new Error('header field sender is not a short string');
+  if (sender !== undefined && !isShortString(sender)) throw new Error('header field sender is not a short string of printable characters');
   if (attributes !== undefined) checkAttributes(attributes);
   return value as HandoverHeader;
 }
@@ -117,7 +148,7 @@ function checkAttributes(attributes: unknown): asserts attributes is SourceAttri
     if (key.length > HANDOVER_LIMITS.attributeKeyLength || !ATTRIBUTE_KEY.test(key)) throw new Error(`attribute name ${JSON.stringify(key.slice(0, 80))} is not a dotted name`);
     if (RESERVED_ATTRIBUTES.has(key)) throw new Error(`attribute ${key} is set by the receiver, not the sender`);
     const ok = isShortString(value) || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
-    if (!ok) throw new Error(`attribute ${key} is not a string (up to ${HANDOVER_LIMITS.stringLength} characters), number or boolean`);
+    if (!ok) throw new Error(`attribute ${key} is not a string (up to ${HANDOVER_LIMITS.stringLength} printable characters), number or boolean`);
   }
 }
 
@@ -183,6 +214,7 @@ interface HandedFd extends HeldFd {
 class Outcome {
   accepted = 0;
   refused = 0;
+  retry = false;
   readonly reasons = new Set<string>();
 
   refuse(count: number, reason: string): void {
@@ -191,16 +223,27 @@ class Outcome {
   }
 
   get answer(): HandoverAnswer {
-    return { accepted: this.accepted, refused: this.refused, ...(this.reasons.size > 0 ? { reason: [...this.reasons].join('; ') } : {}) };
+    return {
+      accepted: this.accepted,
+      refused: this.refused,
+      ...(this.retry ? { retry: true } : {}),
+      ...(this.reasons.size > 0 ? { reason: [...this.reasons].join('; ') } : {}),
+    };
   }
 }
 
+/** Whom a refused fd's close is counted against: the user who sent it. */
+function ownerOf(peer: PeerCredentials): string {
+  return `uid ${peer.uid}`;
+}
+
 /** A listening path that is taken (EADDRINUSE by a live receiver, EEXIST by a file that is not a
- * socket) or unsafe (EPERM: a directory someone else could swap the socket in). */
+ * socket or cannot be replaced), unsafe (EPERM: a directory someone else could swap the socket
+ * in), missing (ENOENT: its directory), or that cannot be followed (ELOOP, ENOTDIR). */
 export class HandoverPathError extends Error {
   constructor(
     readonly path: string,
-    readonly code: 'EADDRINUSE' | 'EEXIST' | 'EPERM',
+    readonly code: 'EADDRINUSE' | 'EEXIST' | 'EPERM' | 'ENOENT' | 'ELOOP' | 'ENOTDIR',
     message: string,
   ) {
     super(message);
@@ -238,6 +281,10 @@ export class HandoverProvider implements SourceProvider {
   readonly #said: SaidOnce;
   readonly #closer = new FdCloser();
   #listenFd = -1;
+  /** The socket file this receiver bound, to remove at close only if it is still that one. */
+  #bound: { readonly dev: number; readonly ino: number } | undefined;
+  /** Until when nothing is received: accept or recvmsg ran out of fds. */
+  #pausedUntil = 0;
   #buffer: MessageBuffer | undefined;
   #timer: NodeJS.Timeout | undefined;
 
@@ -267,6 +314,11 @@ export class HandoverProvider implements SourceProvider {
     return this.#owners.sources();
   }
 
+  /** Refused fds still being closed (a close that can wait runs on a thread of its own). */
+  get closing(): number {
+    return this.#closer.pending;
+  }
+
   /**
    * Resolves true once every fd refused so far is closed (that happens off the event loop) and
    * the threads that closed them have ended, false if fds are still being closed after `timeoutMs`.
@@ -290,18 +342,38 @@ export class HandoverProvider implements SourceProvider {
       // Its queue may hold connections with fds in them: closed like any fd from outside.
       this.#closer.close(this.#listenFd);
       this.#listenFd = -1;
-      rmSync(this.path, { force: true });
+      this.#removeBoundSocket();
     }
     await this.settled(1000);
   }
 
   #listen(): void {
-    checkSocketDirectory(this.path);
+    checkSocketPath(this.path);
     removeStaleSocket(this.path);
     this.#listenFd = listenSeqpacket(this.path, this.#mode);
+    try {
+      const stat = lstatSync(this.path);
+      this.#bound = { dev: stat.dev, ino: stat.ino };
+    } catch {
+      // Gone already: there is nothing of ours to remove at close.
+    }
     this.#buffer = new MessageBuffer(HANDOVER_LIMITS.headerBytes, SCM_MAX_FD);
     this.#timer = setInterval(() => this.#drainSafely(), HANDOVER_LIMITS.drainIntervalMs);
     this.#timer.unref();
+  }
+
+  /** Removes the socket file at close, only if it is the one bound here and its path is still safe. */
+  #removeBoundSocket(): void {
+    const bound = this.#bound;
+    this.#bound = undefined;
+    if (!bound) return;
+    try {
+      checkSocketPath(this.path);
+      const stat = lstatSync(this.path);
+      if (stat.isSocket() && stat.dev === bound.dev && stat.ino === bound.ino) unlinkSync(this.path);
+    } catch {
+      // Gone, replaced, or its path is no longer safe: what is there now is not ours to remove.
+    }
   }
 
   #drainSafely(): void {
@@ -320,23 +392,34 @@ export class HandoverProvider implements SourceProvider {
     for (const connection of [...this.#connections.values()]) {
       if (now - connection.lastActive > this.#idleTimeoutMs) this.#drop(connection);
     }
-    // Each new connection is served at once: what it sent before it was accepted is answered
-    // before a later one can push it out.
-    for (let i = 0; i < HANDOVER_LIMITS.acceptsPerDrain; i++) {
-      const fd = this.#accept();
-      if (fd === undefined) break;
-      const connection = this.#open(fd, now);
-      if (connection) this.#serve(connection, now);
+    if (now < this.#pausedUntil) return;
+    // The backlog is taken whole (within a time budget), in bursts of accept(2) calls with
+    // nothing between them: they free room faster than a flood of connections that come and go
+    // can take it again, so a sender waiting to connect (the kernel wakes it at each accept) gets
+    // in. Each new connection is then served at once: what it sent before it was accepted is
+    // answered before a later one can push it out.
+    const start = performance.now();
+    let accepted = 0;
+    while (accepted < HANDOVER_LIMITS.acceptsPerDrain && performance.now() - start < HANDOVER_LIMITS.drainBudgetMs) {
+      const burst: number[] = [];
+      for (let fd: number | undefined; burst.length < ACCEPT_BURST && (fd = this.#accept()) !== undefined; ) burst.push(fd);
+      accepted += burst.length;
+      for (const fd of burst) {
+        const connection = this.#open(fd, now);
+        if (connection) this.#serve(connection, now);
+      }
+      if (burst.length < ACCEPT_BURST) break; // the backlog is empty
     }
     for (const connection of [...this.#connections.values()]) this.#serve(connection, now);
   }
 
-  /** The next waiting connection. A failure (EMFILE) is said once and leaves the rest waiting for the next drain. */
+  /** The next waiting connection. A failure (EMFILE) is said once and leaves the rest waiting for a later drain. */
   #accept(): number | undefined {
     try {
       return acceptConnection(this.#listenFd);
     } catch (error) {
       const code = (error as NativeError).code;
+      if (code === 'EMFILE' || code === 'ENFILE') this.#pausedUntil = Date.now() + HANDOVER_LIMITS.outOfFdsPauseMs;
       this.#said.say(`accept:${code}`, { kind: 'accept-failed', code, message: `accepting a hand-over connection on ${this.path} failed: ${(error as Error).message}` });
       return undefined;
     }
@@ -364,9 +447,23 @@ export class HandoverProvider implements SourceProvider {
     return connection;
   }
 
+  /** Whether a connection may be read now: not while its user has too many refused fds whose
+   * close waits, nor while all users together have and this one has any. */
+  #mayRead(connection: Connection): boolean {
+    const owner = ownerOf(connection.peer);
+    const pending = this.#closer.pendingFor(owner);
+    if (pending >= HANDOVER_LIMITS.closesPerUser) return false;
+    // Counting the closes that wait costs a walk over them: only once enough are pending at all.
+    if (pending < HANDOVER_LIMITS.waitingClosesPerUser && this.#closer.pending < HANDOVER_LIMITS.waitingCloses) return true;
+    const waiting = this.#closer.waitingLongerThan(HANDOVER_LIMITS.closeWaitMs, owner);
+    return waiting < HANDOVER_LIMITS.waitingClosesPerUser && (waiting === 0 || this.#closer.waitingLongerThan(HANDOVER_LIMITS.closeWaitMs) < HANDOVER_LIMITS.waitingCloses);
+  }
+
   /** Takes up to messagesPerTurn messages from one connection and answers each. */
   #serve(connection: Connection, now: number): void {
-    for (let i = 0; i < HANDOVER_LIMITS.messagesPerTurn && this.#connections.has(connection.fd); i++) {
+    for (let i = 0; i < HANDOVER_LIMITS.messagesPerTurn && this.#connections.has(connection.fd) && now >= this.#pausedUntil; i++) {
+      // Its messages wait in the kernel, charged to its sender; it times out as any idle connection.
+      if (!this.#mayRead(connection)) return;
       let message: ReceivedMessage | 'end' | undefined;
       try {
         message = this.#buffer!.receive(connection.fd);
@@ -390,7 +487,7 @@ export class HandoverProvider implements SourceProvider {
   /** Closes a connection off the event loop: messages still queued in it hold fds. */
   #drop(connection: Connection): void {
     this.#forget(connection);
-    this.#closer.close(connection.fd);
+    this.#closer.close(connection.fd, ownerOf(connection.peer));
   }
 
   #forget(connection: Connection): void {
@@ -427,10 +524,11 @@ export class HandoverProvider implements SourceProvider {
     }
   }
 
-  /** Closes an fd from outside: a KVM stats fd here (its close does not wait), anything else off the event loop. */
-  #dispose(fd: number, link = linkOf(fd)): void {
+  /** Closes an fd from outside: a KVM stats fd here (its close does not wait), anything else as
+   * FdCloser does, counted against the user who sent it. */
+  #dispose(fd: number, peer: PeerCredentials, link = linkOf(fd)): void {
     if (isStatsLink(link)) closeFd(fd);
-    else this.#closer.close(fd);
+    else this.#closer.close(fd, ownerOf(peer));
   }
 
   /** Takes the fds of one message, or closes them and says why. */
@@ -438,12 +536,19 @@ export class HandoverProvider implements SourceProvider {
     const { peer } = connection;
     const fds = [...message.fds];
     const outcome = new Outcome();
-    const refuseAll = (kind: string, reason: string): Outcome => {
-      for (const fd of fds) this.#dispose(fd);
+    const refuseAll = (kind: string, reason: string, retry = false): Outcome => {
+      for (const fd of fds) this.#dispose(fd, peer);
       outcome.refuse(fds.length, reason);
+      if (retry) outcome.retry = true;
       this.#refuse(peer, kind, `${reason}; closed ${fds.length} fd(s)`);
       return outcome;
     };
+    if (message.fdsTruncated && fds.length < SCM_MAX_FD) {
+      // No message carries more than SCM_MAX_FD fds, for which the buffer has room: the kernel
+      // could not give us all of them because this process is out of fds.
+      this.#pausedUntil = Date.now() + HANDOVER_LIMITS.outOfFdsPauseMs;
+      return refuseAll('out of fds', 'this receiver is out of file descriptors (EMFILE) and could not take every fd of the message; send it again later', true);
+    }
     if (message.fdsTruncated || fds.length > HANDOVER_LIMITS.fdsPerMessage) return refuseAll('fds per message', `more than ${HANDOVER_LIMITS.fdsPerMessage} fds in one message`);
     if (message.truncated) return refuseAll('header size', `a header longer than ${HANDOVER_LIMITS.headerBytes} bytes`);
     if (fds.length === 0) return refuseAll('no fds', 'a message without fds');
@@ -451,7 +556,9 @@ export class HandoverProvider implements SourceProvider {
     try {
       header = parseHandoverHeader(message.bytes);
     } catch (error) {
-      return refuseAll(`header: ${(error as Error).message}`, (error as Error).message);
+      // One kind for every header error: its text names what the sender chose (a key), and a
+      // sender choosing a new one per message must not get a new line per message.
+      return refuseAll('header', (error as Error).message);
     }
     if (header.vcpus && header.vcpus.length !== fds.length) {
       return refuseAll('header: vcpus', `header lists ${header.vcpus.length} vCPU ids for ${fds.length} fds`);
@@ -471,8 +578,8 @@ export class HandoverProvider implements SourceProvider {
     const { peer, sender } = connection;
     const link = linkOf(fd);
     if (!isStatsLink(link)) {
-      this.#dispose(fd, link);
-      return { kind: 'not stats', reason: `an fd that is ${link.slice(0, 80)}, not a KVM stats fd` };
+      this.#dispose(fd, peer, link);
+      return { kind: 'not stats', reason: `an fd that is ${JSON.stringify(link.slice(0, 80)).slice(1, -1)}, not a KVM stats fd` };
     }
     if (sender !== undefined && sender.pidfd >= 0 && sender.fds.size >= this.#fdsPerSender) {
       closeFd(fd);
@@ -549,27 +656,63 @@ function linkOf(fd: number): string {
   }
 }
 
-/**
- * The socket's directory must be one nobody else can change: whoever can rename entries there
- * can swap the socket for a link between bind and chmod, or for their own socket. So it must
- * belong to this user or root, and not be writable by group or others unless sticky (as /tmp is:
- * then only a file's owner can rename it).
- */
-function checkSocketDirectory(path: string): void {
-  const dir = dirname(resolve(path));
-  let stat;
-  try {
-    stat = statSync(dir);
-  } catch {
-    return; // missing: bind says so, with its errno
-  }
+/** Symbolic links followed on one path before it counts as a loop (the kernel's MAXSYMLINKS). */
+const MAX_LINKS = 40;
+
+/** Throws when a directory on the socket's path could be changed by someone else. */
+function checkDirectory(path: string, dir: string, stat: Stats, what: string): void {
   const euid = process.geteuid?.() ?? 0;
   const mode = `0${(stat.mode & 0o7777).toString(8)}`;
   if (stat.uid !== euid && stat.uid !== 0) {
-    throw new HandoverPathError(path, 'EPERM', `${dir} belongs to uid ${stat.uid}, who could swap ${basename(path)} for a link: put the socket in a directory of uid ${euid} or root`);
+    throw new HandoverPathError(path, 'EPERM', `${dir} belongs to uid ${stat.uid}, who could swap ${what} for a link: put the socket in a directory of uid ${euid} or root, on a path of such directories`);
   }
   if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) {
-    throw new HandoverPathError(path, 'EPERM', `${dir} can be written by other users (mode ${mode}) and is not sticky, so they could swap ${basename(path)} for a link: use a directory only its owner can write, or make it sticky (chmod +t)`);
+    throw new HandoverPathError(path, 'EPERM', `${dir} can be written by other users (mode ${mode}) and is not sticky, so they could swap ${what} for a link: use a directory only its owner can write, or make it sticky (chmod +t)`);
+  }
+}
+
+/**
+ * The socket's path must be one nobody else can change, as sshd's StrictModes checks a path:
+ * whoever can rename an entry in any directory on it can swap that entry (the socket, or a
+ * directory above it) for a link, and receive the fds senders hand over, or make this receiver
+ * remove or chmod another file. So every directory from / to the socket's, and through every
+ * symbolic link on the way (the link's own directory, then its target), must belong to this
+ * user or root and not be writable by group or others unless sticky (as /tmp is: then only an
+ * entry's owner can rename it).
+ */
+function checkSocketPath(path: string): void {
+  const socket = resolve(path);
+  const parts = dirname(socket).split('/').filter(Boolean);
+  let dir = '/';
+  let links = 0;
+  const check = (at: string, what: string): Stats => {
+    let stat: Stats;
+    try {
+      stat = lstatSync(at);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new HandoverPathError(path, 'ENOENT', `${at} does not exist: create the directory for ${basename(path)} first (owned by this user or root, writable by no one else)`);
+      throw error;
+    }
+    if (stat.isDirectory()) checkDirectory(path, at, stat, what);
+    return stat;
+  };
+  check(dir, parts[0] ?? basename(socket));
+  while (parts.length > 0) {
+    const name = parts.shift()!;
+    const next = join(dir, name);
+    const stat = check(next, parts[0] ?? basename(socket));
+    if (stat.isSymbolicLink()) {
+      if (++links > MAX_LINKS) throw new HandoverPathError(path, 'ELOOP', `${path} has more than ${MAX_LINKS} symbolic links on its way (a loop?): use a path without them`);
+      // The link sits in a directory checked already; where it points is checked from its start.
+      const target = readlinkSync(next);
+      const absolute = isAbsolute(target) ? target : join(dir, target);
+      parts.unshift(...absolute.split('/').filter(Boolean));
+      dir = '/';
+      continue;
+    }
+    if (!stat.isDirectory()) throw new HandoverPathError(path, 'ENOTDIR', `${next} is not a directory: ${path} cannot be created under it`);
+    dir = next;
   }
 }
 
@@ -589,9 +732,20 @@ function removeStaleSocket(path: string): void {
   try {
     fd = connectSeqpacket(path);
   } catch (error) {
-    if (error instanceof NativeError && error.code === 'ECONNREFUSED') {
-      rmSync(path, { force: true });
+    const code = error instanceof NativeError ? error.code : undefined;
+    const uid = lstatSync(path, { throwIfNoEntry: false })?.uid;
+    if (code === 'ECONNREFUSED') {
+      try {
+        unlinkSync(path);
+      } catch (removing) {
+        const why = (removing as NodeJS.ErrnoException).code;
+        // A sticky directory (/tmp): only the socket's owner may remove it.
+        if (why !== 'ENOENT') throw new HandoverPathError(path, 'EEXIST', `${path} is a stale socket of uid ${uid} that this user cannot remove (${why}): ask its owner or root to remove it, or pick another path`);
+      }
       return;
+    }
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new HandoverPathError(path, 'EEXIST', `${path} is a socket of uid ${uid} that this user cannot connect to (another user's receiver, or a stale socket of theirs): pick another path, or ask its owner or root to remove it`);
     }
     throw error;
   }

@@ -102,6 +102,14 @@ export interface FdLink {
   readonly target: string;
 }
 
+/** What listing another user's process's fds needs, in words that fit this process: root needs
+ * the two capabilities too, and a root that was refused has been run without them. */
+export function othersFdsNeed(): string {
+  return process.geteuid?.() === 0
+    ? 'CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE, which this process lacks although it runs as root (a container or service that drops capabilities: give it these two)'
+    : 'root, or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE';
+}
+
 /** The open fds of a process and what they point to. Needs ptrace access to read another's;
  * throws the fs error (ENOENT, EACCES) when the list cannot be read. */
 export function fdLinks(pid: number | 'self'): FdLink[] {

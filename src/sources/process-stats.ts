@@ -8,7 +8,7 @@
 import { ANON_INODE_VM } from '../abi/kvm.js';
 import { type HeldProcess, HeldProcesses, copyStatsFd, noStatsFdsProblem } from './held-process.js';
 import { type Problem, errnoCode } from './problem.js';
-import { type FdLink, commandLine, fdLinks, isStatsLink, vmNameFromCommandLine } from './proc.js';
+import { type FdLink, commandLine, fdLinks, isStatsLink, othersFdsNeed, vmNameFromCommandLine } from './proc.js';
 import { type StatsSource, statsSource } from './source.js';
 
 export interface ProcessStats {
@@ -26,7 +26,7 @@ function linksOf(pid: number): FdLink[] {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new Error(`process ${pid} does not exist: check the pid`);
     if (code === 'EACCES' || code === 'EPERM') {
-      throw new Error(`listing /proc/${pid}/fd failed with ${code}: reading another user's process's fds needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (or root)`);
+      throw new Error(`listing /proc/${pid}/fd failed with ${code}: reading another user's process's fds needs ${othersFdsNeed()}`);
     }
     throw error;
   }

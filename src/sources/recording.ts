@@ -8,9 +8,10 @@
  * (schedstat.ts) has that thread's schedstat text at every snapshot beside its data. Also the
  * identity file that `read --save` writes beside a raw image, with the same fields.
  */
-import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, readFileSync, readSync, renameSync, writeFileSync } from 'node:fs';
 import { arch, endianness, release } from 'node:os';
 import { constants, gunzipSync, gzipSync } from 'node:zlib';
+import { UnreadFileError, openRegularFile } from '../native/libc.js';
 import type { StatsFile } from '../stats/stats-file.js';
 import { UUID } from './proc.js';
 import type { StatsSource } from './source.js';
@@ -381,17 +382,18 @@ class Fields {
   }
 }
 
-/** Opens for reading without blocking: a FIFO would otherwise wait for a writer. */
-function openNonBlocking(path: string): number {
-  return openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-}
-
-/** Reads a regular file of at most `limit` bytes. */
+/** Reads a regular file of at most `limit` bytes; anything else, or a file of /proc or /sys, is
+ * refused before it is read (openRegularFile). */
 function readBounded(path: string, limit: number, what: string): Buffer {
-  const fd = openNonBlocking(path);
+  let fd: number;
+  try {
+    fd = openRegularFile(path);
+  } catch (error) {
+    if (error instanceof UnreadFileError) throw new RecordingError(`${what} ${error.notA('a regular file')}`);
+    throw error;
+  }
   try {
     const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new RecordingError(`${what} ${path} is not a regular file`);
     if (stat.size > limit) throw new RecordingError(`${what} ${path} is ${stat.size} bytes, more than the limit of ${limit}`);
     const bytes = Buffer.alloc(stat.size);
     let at = 0;
@@ -417,16 +419,16 @@ export function looksLikeRecording(head: Uint8Array): boolean {
 }
 
 /** Whether the regular file at `path` holds a recording; false for anything else (a raw image,
- * a missing file, a FIFO), which the image reader then reports on. */
+ * a missing file, a FIFO, a file of /proc: nothing is read from those), which the image reader
+ * then reports on. */
 export function isRecordingFile(path: string): boolean {
   let fd: number;
   try {
-    fd = openNonBlocking(path);
+    fd = openRegularFile(path);
   } catch {
     return false;
   }
   try {
-    if (!fstatSync(fd).isFile()) return false;
     const head = Buffer.alloc(64);
     return looksLikeRecording(head.subarray(0, readSync(fd, head, 0, head.length, 0)));
   } catch {

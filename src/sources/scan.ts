@@ -18,10 +18,12 @@
  * number of open fds on Linux 6.2+) and reads the links only of processes whose fd table
  * changed since they were last read, and of those it holds stats fds of (a VMM can swap one
  * stats fd for another without the count moving). Changed fd tables of more than
- * SMALL_FD_TABLE fds share a budget per rescan, fewest fds first: a process that keeps changing
- * a large table (a hostile one) is read at most about once per size/WALK_BUDGET rescans, while a
- * VMM starting (a few dozen fds) is read at once. Without the count (older kernels) every
- * process is read at every rescan.
+ * SMALL_FD_TABLE fds, new ones included, share a credit of WALK_BUDGET links per rescan (what a
+ * rescan leaves unspent carries over, up to WALK_CREDIT), fewest fds first with each rescan a
+ * table waits halving its place: however many large tables appear or change, and however often
+ * their processes are replaced (hostile ones), they cost at most WALK_BUDGET links per rescan on
+ * average, while a VMM starting (a few dozen fds) is read at once. Without the count (older
+ * kernels) every process is read at every rescan.
  */
 import { readdirSync } from 'node:fs';
 import { ANON_INODE_VM } from '../abi/kvm.js';
@@ -37,6 +39,7 @@ import {
   fdTable,
   isStatsLink,
   kernelCountsFds,
+  othersFdsNeed,
   processExiting,
   processStartTicks,
   vcpuIdOfStatsLink,
@@ -49,8 +52,11 @@ const VMM_NAME = /qemu|kvm|firecracker|cloud-hyperv|crosvm|libkrun|vmm/i;
 
 /** Fd tables up to this size are read whenever they change. */
 const SMALL_FD_TABLE = 256;
-/** How many fd links of larger changed tables one rescan reads (besides one table that waited its turn). */
+/** Fd links of larger changed tables one rescan may read, on average. */
 const WALK_BUDGET = 4096;
+/** The most credit unspent rescans leave for a later one; a table larger than this is read once
+ * the credit is full, and the rescans after it pay the difference back. */
+const WALK_CREDIT = 8 * WALK_BUDGET;
 
 /** What the last read of a process's fd links found, and its fd table then. */
 interface Walked {
@@ -129,6 +135,8 @@ export class ScanProvider implements SourceProvider {
   readonly #walked = new Map<number, Walked>();
   #lastScan: ScannedProcess[] = [];
   #lastCost: RescanCost = { processes: 0, fdTablesRead: 0, fdLinksRead: 0 };
+  /** Links large tables may still read (WALK_BUDGET more at each rescan, at most WALK_CREDIT). */
+  #credit = 0;
   #closed = false;
 
   constructor(options: ScanProviderOptions = {}) {
@@ -164,20 +172,22 @@ export class ScanProvider implements SourceProvider {
     // Fewest fds first; a table's turn comes sooner with every rescan it waited.
     const cost = (entry: (typeof changed)[number]): number => (counts ? entry.table.count / 2 ** (entry.walked?.waited ?? 0) : 0);
     changed.sort((a, b) => cost(a) - cost(b));
-    let spent = 0;
+    this.#credit = Math.min(this.#credit + WALK_BUDGET, WALK_CREDIT);
+    // The first large table the credit does not cover saves it up for itself: none after it is read.
+    let saving = false;
     let linksRead = 0;
     let tablesRead = 0;
     for (const { pid, table, walked } of changed) {
       const large = counts && table.count > SMALL_FD_TABLE && !this.#processes.get(pid);
       if (large) {
-        const waited = walked?.waited ?? 0;
-        const fits = spent + table.count <= WALK_BUDGET || (spent === 0 && waited >= table.count / WALK_BUDGET);
+        const fits = !saving && (table.count <= this.#credit || this.#credit >= WALK_CREDIT);
         if (!fits) {
-          this.#walked.set(pid, { table: walked?.table ?? { ino: -1, count: -1 }, found: walked?.found, waited: waited + 1 });
+          saving = true;
+          this.#walked.set(pid, { table: walked?.table ?? { ino: -1, count: -1 }, found: walked?.found, waited: (walked?.waited ?? 0) + 1 });
           if (walked?.found) scanned.push(walked.found);
           continue;
         }
-        spent += table.count;
+        this.#credit -= table.count;
       }
       const found = this.#scanProcess(pid);
       tablesRead++;
@@ -232,7 +242,7 @@ export class ScanProvider implements SourceProvider {
         kind: 'no-access',
         pid,
         code,
-        message: `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
+        message: `cannot look into process ${pid} (${executable}): listing /proc/${pid}/fd failed with ${code}; scanning another user's VMM needs ${othersFdsNeed()}, or hand its stats fds over instead`,
       };
       this.#reportOnce('denied', problem);
       return { pid, executable, ...namesOf(pid), vmFds: 0, statsFds: [], problems: [problem] };

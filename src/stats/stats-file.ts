@@ -3,11 +3,9 @@
  * checked once at open; after that every read() is one pread of the data block into a buffer
  * allocated once, like the kernel's own read path (virt/kvm/binary_stats.c) in reverse.
  */
-import { type Stats, fstatSync } from 'node:fs';
 import { KVM_STATS_HEADER } from '../abi/kvm.js';
-import { O_NONBLOCK, O_RDONLY } from '../abi/linux.js';
 import { NativeError } from '../native/errors.js';
-import { closeFd, closeOnThrow, openPath, pread } from '../native/libc.js';
+import { UnreadFileError, closeFd, closeOnThrow, openRegularFile, pread } from '../native/libc.js';
 import {
   type DescriptorTable,
   type StatDescriptor,
@@ -28,16 +26,6 @@ export class StatsReadError extends Error {
     super(message, options);
     this.name = 'StatsReadError';
   }
-}
-
-function fileKind(stat: Stats): string {
-  if (stat.isFile()) return 'regular file';
-  if (stat.isDirectory()) return 'directory';
-  if (stat.isFIFO()) return 'FIFO';
-  if (stat.isSocket()) return 'socket';
-  if (stat.isCharacterDevice()) return 'character device';
-  if (stat.isBlockDevice()) return 'block device';
-  return 'special file';
 }
 
 function readExactly(fd: number, length: number, position: number, field: string): Uint8Array {
@@ -109,14 +97,16 @@ export class StatsFile implements StatsId {
     return owned ? closeOnThrow(fd, parse) : parse();
   }
 
-  /** Opens a regular file holding a saved stats image (see image()). O_NONBLOCK: a FIFO would
-   * otherwise block open() until a writer comes; what is not a regular file is refused. */
+  /** Opens a regular file holding a saved stats image (see image()). What is not a regular file,
+   * or is a file of /proc or /sys, is refused before it is read (openRegularFile). */
   static openImage(path: string): StatsFile {
-    const fd = openPath(path, O_RDONLY | O_NONBLOCK);
-    closeOnThrow(fd, () => {
-      const kind = fileKind(fstatSync(fd));
-      if (kind !== 'regular file') throw new StatsImageError('file', `${path} is a ${kind}, not a saved stats image (a regular file)`);
-    });
+    let fd: number;
+    try {
+      fd = openRegularFile(path);
+    } catch (error) {
+      if (error instanceof UnreadFileError) throw new StatsImageError('file', error.notA('a saved stats image (a regular file)'));
+      throw error;
+    }
     try {
       return StatsFile.open(fd, { owned: true });
     } catch (error) {

@@ -15,7 +15,7 @@ import * as linux from '../../src/abi/linux.js';
 const KVM_H = '/usr/include/linux/kvm.h';
 
 /** Constants whose C spelling is an expression rather than a macro of the same name. */
-const C_EXPRESSIONS: Record<string, string> = { USER_HZ: 'sysconf(_SC_CLK_TCK)', KVM_STATS_VALUE_SIZE: 'sizeof(__u64)' };
+const C_EXPRESSIONS: Record<string, string> = { USER_HZ: 'sysconf(_SC_CLK_TCK)', KVM_STATS_VALUE_SIZE: 'sizeof(__u64)', PTHREAD_ATTR_SIZE: 'sizeof(pthread_attr_t)' };
 
 /** Kernel-internal constants no header has; each is checked by behaviour where it is used. */
 const NOT_IN_HEADERS = new Set(['PF_EXITING', 'SCM_MAX_FD']);
@@ -40,6 +40,9 @@ function compileAndRun(): Map<string, string> {
     '#include <sys/un.h>',
     '#include <sys/uio.h>',
     '#include <poll.h>',
+    '#include <pthread.h>',
+    '#include <sys/vfs.h>',
+    '#include <linux/magic.h>',
     '#define FIELD_SIZE(type, member) sizeof(((type *)0)->member)',
     'int main(void) {',
     ...constants.map(([name]) => `  printf("%s %lld\\n", "${name}", (long long)(${C_EXPRESSIONS[name] ?? name}));`),

@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, type Socket, createServer } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readFileSync, truncateSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
@@ -74,6 +74,19 @@ describe('agent: bad flags and variables', () => {
       [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20s3cr3t%0D%0AX-Evil: 1' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: the value of header authorization holds a line break or another control character, which HTTP does not allow\n$/],
       [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'bad name=s3cr3t' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: header name "bad name" is not a valid HTTP field name/],
       [['--demo', '--header', 'authorization=s3cr3t%0A'], {}, /^kvm-stats-otel: option '--header' is invalid: the value of header authorization holds a line break/],
+      // An endpoint that is not a URL the agent can use is shown with its credentials masked.
+      [['--demo', '--endpoint', 'ftp://a:s3cr3t@h'], {}, /^kvm-stats-otel: option '--endpoint <url>' argument 'ftp:\/\/\*\*\*@h' is invalid\. expected an http:\/\/ or https:\/\/ URL, not ftp:\n$/],
+      [['--demo', '--metrics-endpoint', 'a:s3cr3t@h'], {}, /^kvm-stats-otel: option '--metrics-endpoint <url>' argument '\*\*\*@h' is invalid\. expected an http:\/\/ or https:\/\/ URL, not a:\n$/],
+      [['--demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'ftp://a:s3cr3t@h/?api_key=s3cr3t' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_ENDPOINT="ftp:\/\/\*\*\*@h\/\?api_key=\*\*\*" is not valid: expected an http:\/\/ or https:\/\/ URL/],
+      // Values HTTP cannot carry, and headers that frame the request, fail at start-up, not at every export.
+      [['--demo'], { OTEL_EXPORTER_OTLP_HEADERS: 'x-token=s3cr3t%E2%82%AC' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_HEADERS is not valid: the value of header x-token holds characters beyond Latin-1, which HTTP headers cannot carry/],
+      [['--demo', '--header', 'x-token=s3cr3t\u{1F600}'], {}, /^kvm-stats-otel: option '--header' is invalid: the value of header x-token holds characters beyond Latin-1/],
+      ...['Content-Length=5', 'Transfer-Encoding=chunked', 'Host=s3cr3t', 'Connection=close'].map((header): [string[], Record<string, string>, RegExp] => [
+        ['--demo', '--header', header],
+        {},
+        new RegExp(`^kvm-stats-otel: option '--header' is invalid: header ${header.split('=')[0]} is set by the exporter and its HTTP client \\(it frames the request or says how its body is encoded\\): leave it out\n$`),
+      ]),
+      [['--demo'], { OTEL_EXPORTER_OTLP_METRICS_HEADERS: 'content-length=1' }, /^kvm-stats-otel: OTEL_EXPORTER_OTLP_METRICS_HEADERS is not valid: header content-length is set by the exporter/],
     ];
     for (const [args, env, message] of cases) {
       const result = run(args, env);
@@ -237,6 +250,84 @@ describe('agent with a saved image (no /dev/kvm needed)', () => {
     } finally {
       for (const socket of sockets) socket.destroy();
       blackhole.close();
+    }
+  });
+
+  it('never shows a token in the endpoint\'s query string or userinfo: not in the banner, the start-up line or a failed export', async () => {
+    const port = await freePort();
+    agent = startAgentProcess(['--file', IMAGE, '--console', '--otlp', '--endpoint', `http://bob:s3cr3t@127.0.0.1:${port}/v1/metrics?api_key=s3cr3t&tenant=s3cr3t`, '--metrics-endpoint', `http://127.0.0.1:${port}/v1/metrics?api_key=s3cr3t`, '--interval', '300', '--timeout', '200']);
+    await agent.waitForLog(/"failures":2,/, 30_000);
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    expect(agent.stdout() + agent.stderr()).not.toContain('s3cr3t');
+    expect(agent.stdout()).toContain(`OTLP http/protobuf to http://127.0.0.1:${port}/v1/metrics?api_key=***`);
+    expect(logLines(agent.stderr()).find((l) => l.msg.startsWith('export to'))!.msg).toMatch(new RegExp(`^export to http://127\\.0\\.0\\.1:${port}/v1/metrics\\?api_key=\\*\\*\\* failed`));
+  });
+
+  it('Prometheus alone, a source that cannot be read: a warning per collection, not per scrape', async () => {
+    const image = writeImage(readFileSync(IMAGE), 'agent-truncated');
+    const port = await freePort();
+    agent = startAgentProcess(['--file', image, '--prometheus', `127.0.0.1:${port}`, '--interval', '60000']);
+    await agent.waitForLog(/reading 1 stats fds/, 20_000);
+    truncateSync(image, 0); // its next read fails
+    const start = performance.now();
+    for (let i = 0; i < 20; i++) expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
+    const elapsed = performance.now() - start;
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const warnings = logLines(agent.stderr()).filter((line) => /stats fds could not be read/.test(line.msg));
+    // Scrapes within a second of a collection share it: one collection a second at most.
+    expect(warnings.length).toBeGreaterThanOrEqual(1);
+    expect(warnings.length).toBeLessThanOrEqual(Math.ceil(elapsed / 1000) + 1);
+  });
+
+  it('a collector that answers every export with a 3 MB partial-success message: the log stays small', async () => {
+    const huge = JSON.stringify({ partialSuccess: { rejectedDataPoints: '1', errorMessage: `rejected: ${'x'.repeat(3_000_000)}` } });
+    let requests = 0;
+    const chatty = createHttpServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        requests++;
+        response.writeHead(200, { 'content-type': 'application/json' }).end(huge);
+      });
+    }).listen(0, '127.0.0.1');
+    await once(chatty, 'listening');
+    try {
+      agent = startAgentProcess(['--file', IMAGE, '--protocol', 'http/json', '--endpoint', `http://127.0.0.1:${(chatty.address() as AddressInfo).port}`, '--interval', '100', '--export-timeout', '100']);
+      for (let waited = 0; requests < 25 && waited < 30_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(requests).toBeGreaterThanOrEqual(25);
+      expect(await agent.stop('SIGTERM')).toBe(0);
+    } finally {
+      chatty.close();
+    }
+    const lines = logLines(agent.stderr());
+    const partial = lines.filter((line) => line.msg.includes('Partial Success'));
+    // Each line cut to 2,000 characters of message, and at most 10 of its kind a minute.
+    expect(partial.length).toBe(10);
+    for (const line of partial) expect(line.msg.length).toBeLessThan(2_100);
+    expect(agent.stderr().length).toBeLessThan(100_000);
+  });
+
+  it('a collector that is down at the end: the last line says it was the last export, not that it will retry', async () => {
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    agent = startAgentProcess(['--file', IMAGE, '--endpoint', closed, '--interval', '60000', '--export-timeout', '3000', '--timeout', '500']);
+    await agent.waitForLog(/"failures":1,/, 20_000); // the first export, at start
+    expect(await agent.stop('SIGTERM')).toBe(0);
+    const failures = logLines(agent.stderr()).filter((line) => line.msg.startsWith('export to'));
+    expect(failures.map((line) => line.msg.replace(/ failed: .*?; /, ' failed: ...; '))).toEqual([
+      `export to ${closed}/v1/metrics failed: ...; retrying at the next interval: check that the collector runs and the endpoint is right`,
+      `export to ${closed}/v1/metrics failed: ...; this was the last export, as the agent stops: check that the collector runs and the endpoint is right`,
+    ]);
+  });
+
+  it('says why it cannot serve Prometheus on a host that is not this one\'s', async () => {
+    for (const [host, why] of [
+      ['192.0.2.1', '192.0.2.1 is not an address of this host: give one of its addresses, or none to listen on every interface'],
+      ['nonexistent.invalid', '(no host named nonexistent.invalid is known here|the name nonexistent.invalid could not be looked up now): give (a name or address of this host|an address of this host), or none to listen on every interface'],
+    ]) {
+      const port = await freePort();
+      agent = startAgentProcess(['--file', IMAGE, '--prometheus', `${host}:${port}`]);
+      expect(await agent.exited(20_000)).toBe(1);
+      expect(agent.stderr()).toMatch(new RegExp(`^kvm-stats-otel: serving Prometheus on ${host}:${port} failed with E[A-Z_]+: ${why} with --prometheus \\[host:\\]port\n$`));
+      expect(agent.stderr()).not.toContain('choose another port');
     }
   });
 

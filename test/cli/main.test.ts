@@ -3,13 +3,13 @@
  * built bin: 2 and one line for a usage error, 1 and one line for a runtime error (a stack only
  * with --verbose), what a malformed or unreadable --file says, 0 for --help and --version.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildImage, writeImage } from '../helpers/image.js';
-import { runBin } from '../helpers/processes.js';
+import { BIN, ROOT, runBin } from '../helpers/processes.js';
 
 const run = (...args: string[]) => runBin(args);
 
@@ -50,12 +50,33 @@ describe('exit codes and errors', () => {
     expect(onFifo.code).toBe(1);
     expect(onFifo.stderr).toBe(`kvm-stats-otel: invalid KVM stats image: file ${fifo} is a FIFO, not a saved stats image (a regular file)\n`);
     expect(run('read', '--file', dir).stderr).toBe(`kvm-stats-otel: invalid KVM stats image: file ${dir} is a directory, not a saved stats image (a regular file)\n`);
-    expect(run('read', '--file', '/proc/self/mem').stderr).toBe('kvm-stats-otel: invalid KVM stats image: file /proc/self/mem cannot be read as a stats image: pread failed with EIO\n');
+    expect(run('read', '--file', '/proc/self/mem').stderr).toBe(
+      "kvm-stats-otel: invalid KVM stats image: file /proc/self/mem is a file of /proc (procfs), not a saved stats image (a regular file): the kernel's own files are never read as input, as reading some of them has effects (/proc/kmsg takes the kernel's log lines)\n",
+    );
     // The agent opens its images the same way: it exits with the same line instead of hanging.
     const agent = run('agent', '--file', fifo, '--console', '--log-level', 'error');
     expect(agent.code).not.toBe(0);
     expect(agent.stderr).toContain(`${fifo} is a FIFO, not a saved stats image`);
     rmSync(dir, { recursive: true });
+  });
+
+  it('refuses a character device before opening it, and a file of /proc before reading a byte of it, as an image or a recording (strace)', () => {
+    const trace = join(mkdtempSync(join(tmpdir(), 'kvm-stats-strace-')), 'trace');
+    for (const [path, kind] of [
+      ['/proc/kmsg', 'a file of /proc (procfs)'],
+      ['/dev/zero', 'a character device'],
+    ] as const) {
+      for (const args of [['read', '--file', path], ['agent', '--file', path, '--console', '--log-level', 'error']]) {
+        // -y names each fd's file, so a read of this one shows as read(N</proc/kmsg>, ...).
+        const result = spawnSync('strace', ['-f', '-qq', '-y', '-e', 'trace=openat,read,pread64', '-o', trace, process.execPath, BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+        const what = `${args.join(' ')}`;
+        expect(result.status, what).toBe(1);
+        expect(result.stderr, what).toContain(`${path} is ${kind}, not a saved stats image (a regular file)`);
+        const calls = readFileSync(trace, 'utf8');
+        expect(calls, what).not.toMatch(new RegExp(`(read|pread64)\\(\\d+<${path}>`));
+        if (kind === 'a character device') expect(calls, what).not.toContain(`"${path}"`);
+      }
+    }
   });
 
   it('exits 0 for --help and --version', () => {

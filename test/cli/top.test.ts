@@ -47,6 +47,21 @@ function vmLine(name: string): RegExp {
 }
 
 describeKvm('top (real KVM)', () => {
+  it('shows a VMM\'s -name escaped, as read and list do: a name cannot write into the terminal', async () => {
+    const vmm = await startVmm(['--vcpus', '1', '-name', 'guest=web\x1b]0;owned\x07\u202e']);
+    try {
+      for (const args of [['top', '--pid', String(vmm.pid), '--interval', '0.3', '--iterations', '1'], ['read', '--pid', String(vmm.pid)], ['list']]) {
+        const result = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+        expect(result.status, result.stderr).toBe(0);
+        // eslint-disable-next-line no-control-regex
+        expect(result.stdout, args[0]).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]/);
+        expect(result.stdout, args[0]).toContain('web\\x1b]0;owned\\x07\\u202e');
+      }
+    } finally {
+      await vmm.stop();
+    }
+  });
+
   it('prints one plain, stamped line per VM per refresh when stdout is not a terminal', () => {
     const result = spawnSync(process.execPath, [BIN, 'top', '--demo', '2', '--interval', '0.3', '--iterations', '2'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
     expect(result.status, result.stderr).toBe(0);

@@ -1,24 +1,31 @@
 /**
  * The Prometheus text exporter (src/exporters/prometheus-exporter.ts): unit suffixes in names and
- * UNIT lines, Accept-Encoding, and on real KVM stats (a real DemoVm and VM fleet beside ordinary
+ * UNIT lines, Accept-Encoding, the endpoint under hostile clients (clients that never read or
+ * read slowly, floods of idle connections: test/fixtures/hostile-http.mjs, in a process of its
+ * own) and when a scrape collects, and on real KVM stats (a real DemoVm and VM fleet beside ordinary
  * SDK instruments) the official PrometheusSerializer's text collection after collection, served
- * over real HTTP with and without gzip, one scrape at a time, and accepted by promtool. (The
+ * over real HTTP with and without gzip, concurrent scrapes sharing one collection, and accepted
+ * by promtool. (The
  * serializer on generated metrics: test/exporters/prometheus-text.test.ts.)
  */
 import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { type CollectionResult, MeterProvider, type MetricProducer } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../../examples/local-collector/collector.js';
-import { PROMETHEUS_CONTENT_TYPE, PrometheusTextExporter, acceptsGzip } from '../../src/exporters/prometheus-exporter.js';
+import { PROMETHEUS_CONTENT_TYPE, PrometheusTextExporter, type PrometheusTextExporterOptions, acceptsGzip } from '../../src/exporters/prometheus-exporter.js';
 import { PrometheusTextSerializer, type PrometheusTextOptions } from '../../src/exporters/prometheus-text.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { DemoVm } from '../../src/sources/demo.js';
 import { VmFleet } from '../../src/bench/fleet.js';
 import { describeKvm } from '../helpers/kvm.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
+import { hostileHttp } from '../helpers/hostile-http.js';
+import { counterMetrics, pointAt } from '../helpers/resource-metrics.js';
 
 function official(options: PrometheusTextOptions): PrometheusSerializer {
   return new PrometheusSerializer(options.prefix, options.appendTimestamp, options.withResourceConstantLabels, options.withoutTargetInfo, options.withoutScopeInfo);
@@ -56,26 +63,133 @@ describe('unit suffixes', () => {
   });
 });
 
-// ---- Real producer output and real HTTP -----------------------------------------------------
-
 interface Response {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
 }
 
-function get(port: number, path: string, headers: Record<string, string> = {}): Promise<Response> {
+/** One GET; fails after `timeoutMs` (a scrape that waits on another client fails here). */
+function get(port: number, path: string, headers: Record<string, string> = {}, timeoutMs = 60_000): Promise<Response> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, headers }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
       res.on('error', reject);
     });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end();
   });
 }
+
+/** A scrape's body, and how long it took in ms. */
+async function timedScrape(port: number, timeoutMs: number): Promise<{ ms: number; text: string }> {
+  const start = performance.now();
+  const response = await get(port, '/metrics', { 'accept-encoding': 'gzip' }, timeoutMs);
+  expect(response.status).toBe(200);
+  return { ms: performance.now() - start, text: gunzipSync(response.body).toString('utf8') };
+}
+
+// ---- Hostile clients -------------------------------------------------------------------------
+
+/** A producer of `series` counter points with long labels: a body larger than any socket buffer
+ * (about 100 bytes a line). Counts its collections. */
+class LargeProducer implements MetricProducer {
+  collections = 0;
+  failing = false;
+  readonly #points;
+
+  constructor(series: number) {
+    this.#points = Array.from({ length: series }, (_, i) => pointAt({ series: `s${i}`, pad: 'x'.repeat(60) }, i, [1_700_000_000, 0]));
+  }
+
+  async collect(): Promise<CollectionResult> {
+    this.collections++;
+    for (const point of this.#points) point.value++;
+    return {
+      resourceMetrics: counterMetrics('large.counter', this.#points, { description: 'A large counter.', scope: 'large' }),
+      errors: this.failing ? [new Error('a source failed')] : [],
+    };
+  }
+}
+
+const openFds = (): number => readdirSync('/proc/self/fd').length;
+
+describe('the Prometheus endpoint under hostile clients', () => {
+  const cleanup = cleanupAfterEach();
+
+  async function serve(producer: MetricProducer, limits: PrometheusTextExporterOptions['limits']): Promise<{ exporter: PrometheusTextExporter; port: number }> {
+    const port = await freePort();
+    const exporter = new PrometheusTextExporter({ host: '127.0.0.1', port, preventServerStart: true, metricProducers: [producer], limits });
+    const provider = new MeterProvider({ readers: [exporter] });
+    cleanup.push(() => provider.shutdown());
+    await exporter.startServer();
+    return { exporter, port };
+  }
+
+  it('answers a scrape in about its usual time beside clients that never read, one that reads 1 KB/s and a flood of idle connections, holding at most its cap of connections', async () => {
+    const limits = { connections: 32, idleTimeoutMs: 5_000, responseTimeoutMs: 3_000, minCollectionIntervalMs: 0 };
+    const { exporter, port } = await serve(new LargeProducer(100_000), limits);
+    const usual = await timedScrape(port, 20_000);
+    expect(usual.text.length).toBeGreaterThan(10_000_000); // more than any socket's buffers
+    const fdsBefore = openFds();
+    // Three clients that never read and one that reads 1 KB/s, all without gzip (the 10 MB text),
+    // then 400 idle connections, each one the server closes opened again.
+    const clients = await hostileHttp(port, ['--never-read', '3', '--slow-read', '1000', '--idle', '400', '--reopen']);
+    cleanup.push(() => clients.stop());
+    const during = await timedScrape(port, 20_000);
+    expect(during.text.split('\n').length).toBe(usual.text.split('\n').length);
+    expect(during.ms, `usual ${usual.ms.toFixed(0)} ms`).toBeLessThan(Math.max(2_000, 3 * usual.ms));
+    expect(exporter.serving.connections).toBeLessThanOrEqual(limits.connections);
+    expect(openFds() - fdsBefore).toBeLessThanOrEqual(limits.connections + 2);
+    const stats = await clients.stats();
+    expect(stats.idleClosedByServer).toBeGreaterThan(300);
+    // Their deadline cuts off the clients that do not read, the slow one too.
+    expect(exporter.serving.responses).toBe(4);
+    expect((await clients.stats()).slowReadBytes).toBeGreaterThan(0);
+    await new Promise((resolve) => setTimeout(resolve, limits.responseTimeoutMs + 500));
+    expect(exporter.serving.responses).toBe(0);
+  }, 60_000);
+
+  it('closes connections that stay idle, and stops serving at shutdown whatever its clients do', async () => {
+    const limits = { connections: 16, idleTimeoutMs: 300, responseTimeoutMs: 60_000, minCollectionIntervalMs: 0 };
+    const { exporter, port } = await serve(new LargeProducer(100_000), limits);
+    const clients = await hostileHttp(port, ['--never-read', '2', '--idle', '5']);
+    cleanup.push(() => clients.stop());
+    await expect.poll(async () => (await clients.stats()).idleClosedByServer, { timeout: 5_000 }).toBe(5);
+    expect(exporter.serving).toEqual({ connections: 2, responses: 2 });
+    const fds = openFds();
+    const start = performance.now();
+    await exporter.shutdown();
+    expect(performance.now() - start).toBeLessThan(1_000);
+    expect(exporter.serving).toEqual({ connections: 0, responses: 0 });
+    expect(openFds()).toBe(fds - 3); // both connections and the listening socket
+  }, 30_000);
+
+  it('collects once for scrapes that arrive together, shares the last collection for minCollectionIntervalMs, and says a collection\'s errors once', async () => {
+    const producer = new LargeProducer(1_000);
+    producer.failing = true;
+    const errors: string[] = [];
+    const { diag, DiagLogLevel } = await import('@opentelemetry/api');
+    diag.setLogger({ error: (message) => errors.push(message), warn: () => undefined, info: () => undefined, debug: () => undefined, verbose: () => undefined }, DiagLogLevel.ERROR);
+    cleanup.push(() => diag.disable());
+    const { port } = await serve(producer, { minCollectionIntervalMs: 500 });
+    const together = await Promise.all(Array.from({ length: 8 }, () => timedScrape(port, 10_000)));
+    expect(new Set(together.map((scrape) => scrape.text)).size).toBe(1);
+    expect(producer.collections).toBe(1);
+    await timedScrape(port, 10_000); // within 500 ms of the first: the same collection
+    expect(producer.collections).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const later = await timedScrape(port, 10_000);
+    expect(producer.collections).toBe(2);
+    expect(later.text).not.toBe(together[0]!.text); // the values moved
+    expect(errors.filter((message) => message.includes('metrics collection errors'))).toHaveLength(2);
+  });
+});
+
+// ---- Real producer output and real HTTP -----------------------------------------------------
 
 function promtool(text: string): { status: number | null; output: string } {
   const result = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 60_000 });
@@ -136,7 +250,7 @@ describeKvm('the Prometheus text exporter on real KVM stats', () => {
     }
   });
 
-  it('serves the text over HTTP, gzipped when asked, one scrape at a time, waiting for the resource', async () => {
+  it('serves the text over HTTP, gzipped when asked, concurrent scrapes sharing one collection, waiting for the resource', async () => {
     const port = await freePort();
     const reader = await setUp((producers) => new PrometheusTextExporter({ host: '127.0.0.1', port, preventServerStart: true, metricProducers: producers }));
     await reader.startServer();

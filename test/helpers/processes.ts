@@ -150,6 +150,25 @@ export class JsonLineChild<T = Record<string, unknown>> {
   }
 }
 
+/** C fixtures compiled, by their source and flags, once per process. */
+const compiled = new Map<string, string>();
+
+/** test/fixtures/SOURCE compiled with `flags` (-shared -fPIC for a library to preload), once per
+ * process; returns the binary's path. */
+export function compiledFixture(source: string, flags: readonly string[] = []): string {
+  const key = `${source} ${flags.join(' ')}`;
+  let binary = compiled.get(key);
+  if (!binary) {
+    const shared = flags.includes('-shared');
+    const dir = mkdtempSync(join(tmpdir(), 'kvm-fixture-'));
+    chmodSync(dir, 0o755); // for tests that run it as another user
+    binary = join(dir, source.replace(/\.c$/, shared ? '.so' : ''));
+    execFileSync('cc', ['-O2', '-o', binary, join(FIXTURES, source), ...flags]);
+    compiled.set(key, binary);
+  }
+  return binary;
+}
+
 /** tiny-vmm (test/fixtures/tiny-vmm.c) compiled, and the preload helper built, once per process. */
 let tinyTools: { binary: string; helper: string } | undefined;
 export function tinyVmmTools(): { binary: string; helper: string } {

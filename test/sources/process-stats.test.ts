@@ -1,9 +1,12 @@
 /**
  * Copying the stats fds another process holds (src/sources/process-stats.ts) and keeping them
  * while it lives (ProcessProvider, `--pid`), on real KVM: a stand-in VMM's VM and vCPU stats fds,
- * owned and named as its command line says; what to do when it holds none.
+ * owned and named as its command line says; what to do when it holds none; what a process that
+ * may not look says it needs, root without its capabilities included.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { openProcessStats } from '../../src/sources/process-stats.js';
@@ -12,7 +15,7 @@ import type { Problem } from '../../src/sources/problem.js';
 import { closeSources } from '../../src/sources/source.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { pointsOf } from '../helpers/vcpu-images.js';
-import { startVmm } from '../helpers/processes.js';
+import { AS_NOBODY, packageCopy, startVmm } from '../helpers/processes.js';
 
 /** Open fds of this process. */
 const openFdCount = (): number => readdirSync('/proc/self/fd').length;
@@ -85,4 +88,24 @@ describeKvm('copying the stats fds of another process (real KVM)', () => {
     expect(openProcessStats(process.pid).problems).toEqual([{ kind: 'no-stats-fds', pid: process.pid, message: `process ${process.pid} holds no KVM stats fds: is it a VMM running a KVM guest?` }]);
     expect(() => openProcessStats(4_194_304 + 1)).toThrow(/does not exist: check the pid/);
   });
+});
+
+it('says what listing another user\'s fds needs, in words that fit: root run without its capabilities is not told to be root', () => {
+  const [setpriv, ...asNobody] = AS_NOBODY;
+  const theirs = spawn(setpriv!, [...asNobody, 'sleep', '60'], { stdio: 'ignore' });
+  try {
+    const installed = packageCopy();
+    // Root, its bounding set empty: it execs with no capability, as in a container that drops them.
+    const result = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', process.execPath, join(installed, 'dist', 'cli', 'main.js'), 'read', '--pid', String(theirs.pid)], {
+      cwd: '/',
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe(
+      `kvm-stats-otel: listing /proc/${theirs.pid}/fd failed with EACCES: reading another user's process's fds needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE, which this process lacks although it runs as root (a container or service that drops capabilities: give it these two)\n`,
+    );
+  } finally {
+    theirs.kill();
+  }
 });

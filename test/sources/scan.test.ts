@@ -4,7 +4,7 @@
  * vCPUs, fds the VMM closes or replaces, the VMM exiting, and what cannot be read. (`list`:
  * test/cli/list.test.ts.)
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -17,7 +17,7 @@ import { fdLinks, fdTable, isStatsLink } from '../../src/sources/proc.js';
 import { type ScannedProcess, ScanProvider } from '../../src/sources/scan.js';
 import type { StatsSource } from '../../src/sources/source.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { AS_NOBODY, type StandInVmm, startStandInVmm, startVmm, unprivilegedCopy } from '../helpers/processes.js';
+import { AS_NOBODY, type StandInVmm, compiledFixture, startStandInVmm, startVmm, unprivilegedCopy } from '../helpers/processes.js';
 
 /** A stand-in VMM (test/fixtures/scan-vmm.ts), stopped after the test. */
 async function standInVmm(args: string[] = []): Promise<StandInVmm> {
@@ -252,7 +252,7 @@ describeKvm('ScanProvider on real KVM', () => {
       kind: 'no-access',
       pid: vmm.pid,
       code: 'EACCES',
-      message: `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root (or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE), or hand its stats fds over instead`,
+      message: `cannot look into process ${vmm.pid} (qemu-stand-in): listing /proc/${vmm.pid}/fd failed with EACCES; scanning another user's VMM needs root, or CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE, or hand its stats fds over instead`,
     };
     expect(reports).toEqual([expected]);
     expect(scanned).toEqual([{ pid: vmm.pid, executable: 'qemu-stand-in', vmName: null, vmUuid: null, vmFds: 0, statsFds: [], problems: [expected] }]);
@@ -260,3 +260,36 @@ describeKvm('ScanProvider on real KVM', () => {
     expect(problemText(expected)).toBe(`${expected.message} (handoff --pid ${vmm.pid})`);
   });
 });
+
+it('new large fd tables cost a bounded number of links per rescan on average, however often their processes are replaced', async () => {
+  const { scan } = newScan();
+  await scan.refresh();
+  // Ten processes of 19,000 fds each (test/fixtures/fd-hog.c), one of them replaced by a new one
+  // before every rescan: each new one is a large table the scan has not read.
+  const hog = compiledFixture('fd-hog.c');
+  const start = async (): Promise<ChildProcess> => {
+    const child = spawn(hog, ['19000'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    await new Promise((resolve) => child.stdout!.once('data', resolve));
+    return child;
+  };
+  const hogs = await Promise.all(Array.from({ length: 10 }, start));
+  const rescans = 40;
+  const links: number[] = [];
+  try {
+    for (let i = 0; i < rescans; i++) {
+      hogs.shift()!.kill('SIGKILL');
+      hogs.push(await start());
+      await scan.refresh();
+      links.push(scan.lastRefreshCost.fdLinksRead);
+    }
+  } finally {
+    for (const child of hogs) child.kill('SIGKILL');
+  }
+  const total = links.reduce((a, b) => a + b, 0);
+  console.log(`rescans beside 10 processes of 19,000 fds, one replaced before each: ${links.join(' ')} fd links (${Math.round(total / rescans)} a rescan)`);
+  // WALK_BUDGET (4,096) a rescan on average: at most the budget of every rescan, and one table
+  // more than the credit covers (what the host's own processes change is small and free).
+  expect(total).toBeLessThanOrEqual(rescans * 4096 + 19_000 + rescans * 500);
+  // And they are read all the same, one as the credit allows.
+  expect(links.filter((n) => n >= 19_000).length).toBeGreaterThanOrEqual(rescans / 6);
+}, 120_000);
