@@ -59,4 +59,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// A reader that goes away (`agent --console | head`) ends the command quietly, as SIGPIPE ends
+// other tools; Node ignores SIGPIPE and would otherwise throw EPIPE from the next write.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(EXIT_OK);
+});
+
 process.exitCode = await main(process.argv.slice(2));

@@ -32,6 +32,14 @@ describe('exit codes and errors', () => {
     expect(verbose.stderr).toMatch(/\n\s+at /);
   });
 
+  it('ends quietly with 0 when the reader of its output goes away (agent --console | head -1)', () => {
+    // bash's PIPESTATUS gives the agent's own exit status, not head's.
+    const script = `"${process.execPath}" ${BIN} agent --demo 1 --console --interval 200 --log-level error | head -1 >/dev/null; echo "\${PIPESTATUS[0]}"`;
+    const result = spawnSync('bash', ['-c', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(result.stdout.trim()).toBe('0');
+    expect(result.stderr).toBe('');
+  });
+
   it('says which field of a malformed image is wrong', () => {
     const bad = writeImage(buildImage({ descs: [{ name: 'a', offset: 4 }] }));
     const result = run('read', '--file', bad);
