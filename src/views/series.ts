@@ -2,7 +2,8 @@
  * What a selection and aggregation export, and how many series that makes for a set of stats
  * fds: what `schema` and `list` show, from the same mapping and grouping as the producer.
  */
-import type { StatsSource } from '../sources/source.js';
+import { SCHEDSTAT_TABLE } from '../sources/schedstat.js';
+import { type StatsSource, sourceTables } from '../sources/source.js';
 import type { DescriptorTable, StatsTarget } from '../stats/descriptors.js';
 import { type VcpuAggregation, vmKey } from '../otel/aggregation.js';
 import { type MetricMapping, type UnitMode, mapTable, vmAggregateMappings } from '../otel/mapping.js';
@@ -78,21 +79,24 @@ export function hostSeries(sources: readonly StatsSource[], options: ExportOptio
   const vms = new Map<DescriptorTable, Set<string>>();
   const host: HostSeries = { dataPoints: 0, prometheusSeries: 0, vmFds: 0, vcpuFds: 0, vcpuGroups: null };
   for (const source of sources) {
-    const { table, target } = source.file;
-    if (target === 'vm') host.vmFds++;
+    if (source.file.target === 'vm') host.vmFds++;
     else host.vcpuFds++;
-    if (options.vcpuAggregation === 'vm' && target === 'vcpu') {
-      let seen = vms.get(table);
-      if (!seen) vms.set(table, (seen = new Set()));
-      if (seen.has(vmKey(source))) continue;
-      seen.add(vmKey(source));
+    // Every table the producer reads for this source: its stats fd, and a vCPU thread's schedstat.
+    for (const { table, target } of sourceTables(source)) {
+      if (options.vcpuAggregation === 'vm' && target === 'vcpu') {
+        let seen = vms.get(table);
+        if (!seen) vms.set(table, (seen = new Set()));
+        if (seen.has(vmKey(source))) continue;
+        seen.add(vmKey(source));
+      }
+      let count = perTable.get(table);
+      if (!count) perTable.set(table, (count = seriesOfTable(tableExports(table, target, options))));
+      host.dataPoints += count.dataPoints;
+      host.prometheusSeries += count.prometheusSeries;
     }
-    let count = perTable.get(table);
-    if (!count) perTable.set(table, (count = seriesOfTable(tableExports(table, target, options))));
-    host.dataPoints += count.dataPoints;
-    host.prometheusSeries += count.prometheusSeries;
   }
-  if (options.vcpuAggregation === 'vm') host.vcpuGroups = [...vms.values()].reduce((sum, seen) => sum + seen.size, 0);
+  // The VMs a vCPU table sums into, counted once: by the stats fds' tables, not again by schedstat's.
+  if (options.vcpuAggregation === 'vm') host.vcpuGroups = [...vms].reduce((sum, [table, seen]) => sum + (table === SCHEDSTAT_TABLE ? 0 : seen.size), 0);
   return host;
 }
 
