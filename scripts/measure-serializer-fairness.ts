@@ -8,9 +8,10 @@
  * PerformanceObserver on 'gc' entries), so that a difference can be put on GC or on the code.
  *
  *   npm run build && node --import tsx scripts/measure-serializer-fairness.ts [--fds 2500] [--runs 21]
- *   (one variant: ... --variant NAME, which the script runs in its own child processes)
+ *   (some: --variants 'NAME;NAME'; one in this process: --variant NAME, as the script runs each)
  */
 import { execFileSync } from 'node:child_process';
+import { writeSync } from 'node:fs';
 import { GCProfiler } from 'node:v8';
 import { parseArgs } from 'node:util';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     fds: { type: 'string', default: '2500' },
     runs: { type: 'string', default: '21' },
     variant: { type: 'string' },
+    variants: { type: 'string' },
   },
 });
 const fds = Number(values.fds);
@@ -32,6 +34,10 @@ interface Variant {
   /** Serializers timed in one round, in turn, as the bench times them. */
   readonly serializers: readonly ('json' | 'protobuf')[];
   readonly step: boolean;
+  /** Every data block zeroed (as idle KVM fds hold mostly zeros). */
+  readonly zeros?: boolean;
+  /** Another fleet of this many fds held besides, unread: a bigger heap, as after a bigger size. */
+  readonly ballastFds?: number;
   readonly nodeFlags: readonly string[];
   readonly note: string;
 }
@@ -43,6 +49,8 @@ const VARIANTS: Record<string, Variant> = {
   'json then protobuf, new points': { reuse: false, serializers: ['json', 'protobuf'], step: false, nodeFlags: [], note: "the bench's round without reuse" },
   'json then protobuf, reused, values moving': { reuse: true, serializers: ['json', 'protobuf'], step: true, nodeFlags: [], note: "the bench's round on --images" },
   'json then protobuf, reused, 64 MiB semi-space': { reuse: true, serializers: ['json', 'protobuf'], step: false, nodeFlags: ['--max-semi-space-size=64'], note: 'a young generation a body fits in' },
+  'protobuf alone, reused, values all zero': { reuse: true, serializers: ['protobuf'], step: false, zeros: true, nodeFlags: [], note: 'as idle KVM fds' },
+  'protobuf alone, reused, 10,000 more fds held': { reuse: true, serializers: ['protobuf'], step: false, ballastFds: 10_000, nodeFlags: [], note: 'a bigger heap besides' },
   'protobuf alone, reused, --expose-gc': { reuse: true, serializers: ['protobuf'], step: false, nodeFlags: ['--expose-gc'], note: 'the flag the bench runs with' },
 };
 
@@ -55,6 +63,10 @@ async function runVariant(name: string): Promise<void> {
   const variant = VARIANTS[name];
   if (!variant) throw new Error(`no variant ${name}: one of ${Object.keys(VARIANTS).join(', ')}`);
   const fleet = ImageFleet.create({ vms: fds / 5, vcpus: 4 });
+  if (variant.zeros) for (const { file } of fleet.sources) writeSync(file.fd, new Uint8Array(file.table.dataSize), 0, file.table.dataSize, file.header.dataOffset);
+  const ballast = variant.ballastFds ? ImageFleet.create({ vms: variant.ballastFds / 5, vcpus: 4, namePrefix: 'ballast' }) : undefined;
+  const ballastProducer = ballast ? new KvmStatsProducer({ sources: ballast.sources, reuseDataPoints: true }) : undefined;
+  await ballastProducer?.collect();
   const producer = new KvmStatsProducer({ sources: fleet.sources, reuseDataPoints: variant.reuse });
   const serialize = { json: JsonMetricsSerializer, protobuf: ProtobufMetricsSerializer };
   const times = new Map(variant.serializers.map((s) => [s, [] as number[]]));
@@ -77,6 +89,7 @@ async function runVariant(name: string): Promise<void> {
     }
   }
   fleet.close();
+  ballast?.close();
   const cells = variant.serializers.map((s) => `${s} ${median(times.get(s)!).toFixed(0)} ms (GC ${median(gcs.get(s)!).toFixed(0)} ms)`);
   process.stdout.write(`| ${name} | ${variant.note} | ${cells.join('; ')} |\n`);
 }
@@ -85,7 +98,8 @@ if (values.variant !== undefined) {
   await runVariant(values.variant);
 } else {
   process.stdout.write(`The official serializers, collect + serialize at ${fds} image fds, median of ${runs} (GC pauses inside the timed runs)\n\n| variant | what | ms |\n| --- | --- | --- |\n`);
-  for (const [name, variant] of Object.entries(VARIANTS)) {
+  const chosen = values.variants?.split(';') ?? Object.keys(VARIANTS);
+  for (const [name, variant] of Object.entries(VARIANTS).filter(([name]) => chosen.includes(name))) {
     const out = execFileSync(process.execPath, [...variant.nodeFlags, '--import', 'tsx', new URL(import.meta.url).pathname, '--fds', String(fds), '--runs', String(runs), '--variant', name], { encoding: 'utf8' });
     process.stdout.write(out);
   }
