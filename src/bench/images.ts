@@ -25,8 +25,9 @@ export interface ImageFleetOptions {
   readonly recording?: string;
 }
 
-/** Pids of the cloned VMs: far above any real pid, so that nobody mistakes them for this host's. */
-const FIRST_PID = 10_000_000;
+/** Pids of the cloned VMs: near the kernel's highest (pid_max 4,194,304), so that nobody
+ * mistakes them for this host's, and still what a saved identity accepts. */
+const FIRST_PID = 4_000_000;
 
 /** An image with its id string replaced (the id field is name_size bytes, NUL-padded). */
 function withId(image: Uint8Array, id: string): Buffer {
@@ -65,8 +66,8 @@ export class ImageFleet {
 
   static create(options: ImageFleetOptions): ImageFleet {
     const { vms, vcpus } = options;
-    if (!Number.isInteger(vms) || vms < 1 || !Number.isInteger(vcpus) || vcpus < 0) {
-      throw new RangeError(`image fleet: needs a whole number of VMs (at least 1) and vCPUs (at least 0), not ${vms} x ${vcpus}`);
+    if (!Number.isInteger(vms) || vms < 1 || vms > 194_304 || !Number.isInteger(vcpus) || vcpus < 0) {
+      throw new RangeError(`image fleet: needs a whole number of VMs (1 to 194,304) and vCPUs (at least 0), not ${vms} x ${vcpus}`);
     }
     const path = options.recording ?? SHIPPED_RECORDING;
     const recorded = readRecording(path);
