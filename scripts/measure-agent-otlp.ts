@@ -11,7 +11,7 @@
  * neighbours) as a share of one core over --seconds, the exports and bytes the sink got, its RSS
  * after the warm-up and at its peak (VmHWM), and the RSS per fd beyond an agent reading one VM.
  *
- *   npm run build && node --import tsx scripts/measure-agent-otlp.ts [--fleet auto|kvm|images] [--vms 2000] [--vcpus 4] [--seconds 60] [--interval 1000] [--busy]
+ *   npm run build && node --import tsx scripts/measure-agent-otlp.ts [--fleet auto|kvm|images] [--vms 2000] [--vcpus 4] [--seconds 60] [--interval 1000] [--busy] [--cpu-prof DIR]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -34,6 +34,7 @@ const { values } = parseArgs({
     interval: { type: 'string', default: '1000' },
     busy: { type: 'boolean', default: false },
     fleet: { type: 'string', default: 'auto' },
+    'cpu-prof': { type: 'string' },
   },
 });
 const fleetKind = values.fleet === 'auto' ? (existsSync('/dev/kvm') ? 'kvm' : 'images') : values.fleet;
@@ -119,9 +120,9 @@ interface Run {
 }
 
 /** The agent on a fleet of `count` VMs: warm-up (5 exports), then `measureSeconds` measured. */
-async function runAgent(count: number, measureSeconds: number): Promise<Run> {
+async function runAgent(count: number, measureSeconds: number, env: Record<string, string> = {}): Promise<Run> {
   const fleet = await startFleet(count);
-  const agent = startAgentProcess([...fleet.args, '--endpoint', `http://127.0.0.1:${port}`, '--interval', String(interval), '--log-level', 'warn']);
+  const agent = startAgentProcess([...fleet.args, '--endpoint', `http://127.0.0.1:${port}`, '--interval', String(interval), '--log-level', 'warn'], env);
   try {
     const pid = agent.child.pid!;
     // Warm-up: opening the fds, the first exports, the JIT.
@@ -153,7 +154,9 @@ async function runAgent(count: number, measureSeconds: number): Promise<Run> {
 try {
   const fds = vms * (1 + vcpus);
   const small = await runAgent(1, 1);
-  const run = await runAgent(vms, seconds);
+  // --cpu-prof DIR: the measured agent writes a V8 CPU profile there when it exits.
+  const profile = values['cpu-prof'] !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}` } : {};
+  const run = await runAgent(vms, seconds, profile);
   const n = Math.max(run.exports, 1);
   const fleetText = fleetKind === 'images' ? 'stats images (memfd clones saved as files, read with --file; not KVM fds)' : `${busy ? 'busy' : 'idle'} VMs (KVM fds, read with --pid)`;
   console.log(
