@@ -21,7 +21,7 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT, startAgentProcess } from '../examples/local-collector/collector.js';
+import { BIN, ROOT, startAgentProcess, watchAgentProcess } from '../examples/local-collector/collector.js';
 import { ImageFleet } from '../src/bench/images.js';
 import { pread } from '../src/native/libc.js';
 import { identityJson, identityPath } from '../src/sources/recording.js';
@@ -120,9 +120,13 @@ interface Run {
 }
 
 /** The agent on a fleet of `count` VMs: warm-up (5 exports), then `measureSeconds` measured. */
-async function runAgent(count: number, measureSeconds: number, env: Record<string, string> = {}): Promise<Run> {
+async function runAgent(count: number, measureSeconds: number, nodeFlags: readonly string[] = []): Promise<Run> {
   const fleet = await startFleet(count);
-  const agent = startAgentProcess([...fleet.args, '--endpoint', `http://127.0.0.1:${port}`, '--interval', String(interval), '--log-level', 'warn'], env);
+  const args = [...fleet.args, '--endpoint', `http://127.0.0.1:${port}`, '--interval', String(interval), '--log-level', 'warn'];
+  const agent =
+    nodeFlags.length === 0
+      ? startAgentProcess(args)
+      : watchAgentProcess(spawn(process.execPath, [...nodeFlags, BIN, 'agent', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
   try {
     const pid = agent.child.pid!;
     // Warm-up: opening the fds, the first exports, the JIT.
@@ -155,7 +159,7 @@ try {
   const fds = vms * (1 + vcpus);
   const small = await runAgent(1, 1);
   // --cpu-prof DIR: the measured agent writes a V8 CPU profile there when it exits.
-  const profile = values['cpu-prof'] !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}` } : {};
+  const profile = values['cpu-prof'] !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : [];
   const run = await runAgent(vms, seconds, profile);
   const n = Math.max(run.exports, 1);
   const fleetText = fleetKind === 'images' ? 'stats images (memfd clones saved as files, read with --file; not KVM fds)' : `${busy ? 'busy' : 'idle'} VMs (KVM fds, read with --pid)`;
