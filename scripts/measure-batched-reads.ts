@@ -61,7 +61,6 @@ class BatchedReads {
   readonly #ring: number;
   readonly #n: number;
   readonly #expected: Int32Array;
-  readonly #sqHead: Uint32Array;
   readonly #sqTail: Uint32Array;
   readonly #sqMask: number;
   readonly #sqArray: Uint32Array;
@@ -87,7 +86,6 @@ class BatchedReads {
     const sqes = map(sqEntries * SQE_SIZE, ring, IORING_OFF_SQES);
     this.#maps.push({ pointer: sqRing.pointer, length: single ? Math.max(sqSize, cqSize) : sqSize }, { pointer: sqes.pointer, length: sqEntries * SQE_SIZE });
     if (!single) this.#maps.push({ pointer: cqRing.pointer, length: cqSize });
-    this.#sqHead = new Uint32Array(sqRing.view, sq(0), 1);
     this.#sqTail = new Uint32Array(sqRing.view, sq(4), 1);
     this.#sqMask = new Uint32Array(sqRing.view, sq(8), 1)[0]!;
     this.#sqArray = new Uint32Array(sqRing.view, sq(24), sqEntries);
@@ -146,7 +144,6 @@ class BatchedReads {
       if (this.#cqes.getInt32(at + 8, true) !== this.#expected[i]) throw new Error(`io_uring read ${i}: ${this.#cqes.getInt32(at + 8, true)}`);
     }
     Atomics.store(this.#cqHead, 0, head);
-    void this.#sqHead;
   };
 
   close(): void {
