@@ -22,7 +22,7 @@ import { VmLog } from './vm-log.js';
 export interface Agent {
   readonly outputs: readonly Output[];
   readonly providers: readonly SourceProvider[];
-  sources(): StatsSource[];
+  sources(): readonly StatsSource[];
   /** One last collection and export, then every fd closed, all within the export timeout.
    * Resolves to false when the last export (or the outputs' stopping) did not finish in time. */
   stop(): Promise<boolean>;

@@ -38,13 +38,19 @@ interface Instruments {
 /** Outputs that push, and so can fail to export. */
 const PUSH_OUTPUTS = new Set(['otlp', 'console']);
 
+/** The set the producers read, as their last collection got it (sourcesOf's `last`): the
+ * figures here never ask the providers again. */
+export interface LastSources {
+  readonly last: readonly StatsSource[];
+}
+
 export class SelfTelemetry {
-  readonly #sources: () => readonly StatsSource[];
+  readonly #sources: LastSources;
   #instruments: Instruments | undefined;
   /** Outputs whose error counters were started at 0. */
   readonly #started = new Set<string>();
 
-  constructor(sources: () => readonly StatsSource[]) {
+  constructor(sources: LastSources) {
     this.#sources = sources;
   }
 
@@ -59,7 +65,7 @@ export class SelfTelemetry {
     };
     meter
       .createObservableGauge(METRIC_STATS_SKIPPED, options(METRIC_STATS_SKIPPED))
-      .addCallback((result) => result.observe(this.#sources().reduce((sum, source) => sum + source.file.table.skipped.length, 0)));
+      .addCallback((result) => result.observe(this.#sources.last.reduce((sum, source) => sum + source.file.table.skipped.length, 0)));
   }
 
   /** Counts a failed export of `output`. */
@@ -72,9 +78,10 @@ export class SelfTelemetry {
     const attributes = { [ATTR_AGENT_OUTPUT]: output };
     return {
       collect: async (options?: MetricCollectOptions): Promise<CollectionResult> => {
-        const total = this.#sources().length;
         const start = performance.now();
         const result = await producer.collect(options);
+        // The set this collection read: the producer asked for it first thing.
+        const total = this.#sources.last.length;
         const instruments = this.#instruments;
         if (instruments && !this.#started.has(output)) {
           this.#started.add(output);

@@ -43,6 +43,8 @@ const COLUMNS = [
   'schedstat µs per vCPU',
   'blocks changed / collect',
   'floor + compare ms',
+  'C pread floor ms',
+  'agent cycle: read + OTLP protobuf ms (/ floor)',
 ];
 
 export function tableHeader(): string {
@@ -82,8 +84,39 @@ export function tableRow(result: SizeResult): string {
     line.schedPerVcpuUs === null ? 'n/a' : line.schedPerVcpuUs.toFixed(2),
     `${(line.changedBlocks * 100).toFixed(0)}%${line.busy ? ' (busy)' : ''}`,
     spread(result.floorCompare),
+    'skipped' in result.cFloor ? 'n/a' : spread(result.cFloor),
+    `${spread(result.agentCycle, 1)} (${line.agentCycleOverFloor.toFixed(2)})`,
   ];
   return `| ${cells.join(' | ')} |\n`;
+}
+
+/** "12.3 (1.9 / 6.1)": a stage's median ms, and its ratios to the koffi and the C floor. */
+function stageCell(summary: Summary, result: SizeResult): string {
+  const ratio = (floor: number) => (summary.median / floor).toFixed(summary.median / floor < 10 ? 2 : 1);
+  const c = 'skipped' in result.cFloor ? 'n/a' : ratio(result.cFloor.median);
+  return `${summary.median.toFixed(summary.median < 10 ? 2 : 1)} (${ratio(result.floor.median)} / ${c})`;
+}
+
+/**
+ * Every per-collection stage beside both floors, a column per size: the table docs/performance.md
+ * and the README take. Each cell: median ms (over the koffi pread floor / over the C pread floor).
+ */
+export function stagesTable(results: readonly SizeResult[]): string {
+  const stages: [string, (result: SizeResult) => string][] = [
+    ['pread floor, koffi (a call per fd)', (r) => stageCell(r.floor, r)],
+    ['pread floor, C (one call for all)', (r) => ('skipped' in r.cFloor ? 'n/a' : stageCell(r.cFloor, r))],
+    ['collect()', (r) => stageCell(r.collect, r)],
+    ['agent cycle: read + OTLP protobuf', (r) => stageCell(r.agentCycle, r)],
+    ['collect + OTLP protobuf', (r) => stageCell(r.collectFastProto, r)],
+    ['collect + OTLP JSON', (r) => stageCell(r.collectFastJson, r)],
+    ['collect + Prometheus text', (r) => stageCell(r.collectPrometheus, r)],
+    ['collect + Prometheus text + gzip', (r) => stageCell(r.collectPrometheusGzip, r)],
+    ['collect + official OTLP protobuf serializer', (r) => stageCell(r.collectProto, r)],
+    ['collect + official OTLP JSON serializer', (r) => stageCell(r.collectJson, r)],
+  ];
+  const sizes = results.map((r) => `${r.fds.toLocaleString('en-US')} fds: ms (/ koffi floor / C floor)`);
+  const rows = stages.map(([name, cell]) => `| ${name} | ${results.map(cell).join(' | ')} |\n`);
+  return `| stage | ${sizes.join(' | ')} |\n| --- |${results.map(() => ' ---: |').join('')}\n${rows.join('')}`;
 }
 
 export function sustainedText(result: SustainedResult): string {

@@ -1,10 +1,12 @@
 /**
  * The benchmark of the collection path, per number of stats fds, all in one process and one run
- * so that the ratios compare like with like: the pread floor, KvmStatsProducer.collect(), collect
- * plus OTLP serialization, memory per fd and allocation per collection; the same with vCPU
+ * so that the ratios compare like with like: the pread floors (koffi, a call per fd; C, one call
+ * for all), KvmStatsProducer.collect(), the agent's cycle (read + OTLP protobuf), collect plus
+ * OTLP serialization, memory per fd and allocation per collection; the same with vCPU
  * series summed per VM (vcpuAggregation 'vm'), and the data points each makes; collect() with a
  * schedstat file per vCPU (kvm.vcpu.sched.*); and, once per run, QMP query-stats per VM on real
- * QEMU guests.
+ * QEMU guests. The fleet is VMs made here (/dev/kvm), or with `images` stats images in memfds
+ * (images.ts) whose values move between collections, where there is no KVM.
  */
 import { cpus, loadavg, release } from 'node:os';
 import { Readable, Writable } from 'node:stream';
@@ -21,7 +23,10 @@ import { pread } from '../native/libc.js';
 import { SCHEDSTAT_TABLE, SchedstatFile } from '../sources/schedstat.js';
 import type { StatsSource } from '../sources/source.js';
 import { KvmStatsProducer } from '../otel/producer.js';
+import { protobufCycle } from './agent-cycle.js';
+import { type CFloor, cPreadFloor } from './c-floor.js';
 import { VmFleet } from './fleet.js';
+import { ImageFleet } from './images.js';
 import { allocatedPerRun, retainedMemory } from './memory.js';
 import { type QmpResult, measureQmp } from './query-stats-cost.js';
 import { type Iterations, type Summary, sample, summarize } from './samples.js';
@@ -38,15 +43,27 @@ export interface BenchOptions {
   /** Busy fleets: every vCPU runs its guest (a port write and a halt) before each timed
    * collection, outside its timing, so that every vCPU's data block has changed. */
   readonly busy?: boolean | undefined;
+  /** Stats images in memfds (ImageFleet) instead of VMs: for hosts without /dev/kvm. */
+  readonly images?: boolean | undefined;
 }
+
+/** What the bench reads: a VM fleet or an image fleet. */
+type Fleet = VmFleet | ImageFleet;
 
 export interface SizeResult {
   readonly fds: number;
   readonly vms: number;
   readonly busy: boolean;
+  /** Measured on stats images in memfds, not KVM fds. */
+  readonly images: boolean;
   /** Share of the data blocks that changed between two collections, as timed. */
   readonly changedBlocks: number;
   readonly floor: Summary;
+  /** The same preads from a C loop, one FFI call for all; the reason where not measured. */
+  readonly cFloor: Summary | { readonly skipped: string };
+  /** The agent's cycle: a collection of the producer beside SDK instruments, and its OTLP
+   * protobuf body (agent-cycle.ts). */
+  readonly agentCycle: Summary;
   /** The floor, and each block compared with a kept copy of the previous read (copied where it
    * changed): what skipping the decode of unchanged blocks would add to every collection. */
   readonly floorCompare: Summary;
@@ -117,10 +134,24 @@ export interface BenchLine {
   busy: boolean;
   changedBlocks: number;
   floorCompareMs: number;
+  images: boolean;
+  cFloorMs: number | null;
+  agentCycleMs: number;
+  agentCycleOverFloor: number;
+  /** Each stage over the C floor; null without one. */
+  collectOverCFloor: number | null;
+  agentCycleOverCFloor: number | null;
+  serializeOverCFloor: number | null;
+  fastProtoOverCFloor: number | null;
+  fastJsonOverCFloor: number | null;
+  prometheusTextOverCFloor: number | null;
+  prometheusGzipOverCFloor: number | null;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
   const overFloor = (summary: Summary): number => summary.median / result.floor.median;
+  const cFloor = 'skipped' in result.cFloor ? null : result.cFloor.median;
+  const overCFloor = (summary: Summary): number | null => (cFloor === null ? null : summary.median / cFloor);
   return {
     fds: result.fds,
     floorMs: result.floor.median,
@@ -154,6 +185,17 @@ export function benchLine(result: SizeResult): BenchLine {
     busy: result.busy,
     changedBlocks: result.changedBlocks,
     floorCompareMs: result.floorCompare.median,
+    images: result.images,
+    cFloorMs: cFloor,
+    agentCycleMs: result.agentCycle.median,
+    agentCycleOverFloor: overFloor(result.agentCycle),
+    collectOverCFloor: overCFloor(result.collect),
+    agentCycleOverCFloor: overCFloor(result.agentCycle),
+    serializeOverCFloor: overCFloor(result.collectProto),
+    fastProtoOverCFloor: overCFloor(result.collectFastProto),
+    fastJsonOverCFloor: overCFloor(result.collectFastJson),
+    prometheusTextOverCFloor: overCFloor(result.collectPrometheus),
+    prometheusGzipOverCFloor: overCFloor(result.collectPrometheusGzip),
   };
 }
 
@@ -173,10 +215,10 @@ function iterationsFor(options: BenchOptions, minimum: number, budgetMs: number)
 /** A producer over a fleet, with the steps the benchmark times. */
 class Subject {
   readonly producer: KvmStatsProducer;
-  readonly #fleet: VmFleet;
+  readonly #fleet: Fleet;
   readonly #buffer: Uint8Array;
 
-  constructor(fleet: VmFleet, reuseDataPoints: boolean, vcpuAggregation: VcpuAggregation = 'none') {
+  constructor(fleet: Fleet, reuseDataPoints: boolean, vcpuAggregation: VcpuAggregation = 'none') {
     this.#fleet = fleet;
     this.producer = new KvmStatsProducer({ sources: fleet.sources, reuseDataPoints, vcpuAggregation });
     this.#buffer = new Uint8Array(Math.max(...fleet.sources.map((s) => s.file.table.dataSize)));
@@ -293,13 +335,18 @@ function pointsOf(metrics: ResourceMetrics): number {
 
 /** JIT-compiles the collection and serialization paths on a single VM, so that their code and
  * caches are not counted as memory of the first size. */
-async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
-  const fleet = VmFleet.create({ vms: 1, vcpus, namePrefix: 'bench-warm-up' });
+async function warmUp(vcpus: number, reuseDataPoints: boolean, images: boolean): Promise<void> {
+  const fleet = images ? ImageFleet.create({ vms: 1, vcpus, namePrefix: 'bench-warm-up' }) : VmFleet.create({ vms: 1, vcpus, namePrefix: 'bench-warm-up' });
+  const cycle = protobufCycle({ sources: fleet.sources });
   try {
     const subject = new Subject(fleet, reuseDataPoints);
     const aggregated = new Subject(fleet, reuseDataPoints, 'vm');
+    const cFloor = cPreadFloor(fleet.sources);
     for (let i = 0; i < WARM_UP_COLLECTIONS; i++) {
+      if (fleet instanceof ImageFleet) fleet.step();
       subject.floor();
+      if ('run' in cFloor) cFloor.run();
+      await cycle.run();
       await subject.collectJson();
       await subject.collectProto();
       await subject.collectFastJson();
@@ -308,26 +355,42 @@ async function warmUp(vcpus: number, reuseDataPoints: boolean): Promise<void> {
       await subject.collectPrometheusGzip();
     }
   } finally {
+    await cycle.shutdown();
     fleet.close();
   }
+}
+
+/** The fleet of a size, as the options ask. */
+async function makeFleet(vms: number, options: BenchOptions): Promise<Fleet> {
+  if (options.images) return ImageFleet.create({ vms, vcpus: options.vcpus, namePrefix: 'bench' });
+  return options.busy ? VmFleet.createBusy({ vms, vcpus: options.vcpus, namePrefix: 'bench' }) : VmFleet.create({ vms, vcpus: options.vcpus, namePrefix: 'bench' });
 }
 
 async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): Promise<SizeResult> {
   const vms = fds / (1 + options.vcpus);
   const before = retainedMemory();
   const busy = options.busy === true;
-  const fleet = busy ? await VmFleet.createBusy({ vms, vcpus: options.vcpus, namePrefix: 'bench' }) : VmFleet.create({ vms, vcpus: options.vcpus, namePrefix: 'bench' });
+  const images = options.images === true;
+  const fleet = await makeFleet(vms, options);
   try {
     const subject = new Subject(fleet, options.reuseDataPoints);
-    // A busy fleet's guests take a turn before every timed step that decodes (the floor decodes
-    // nothing), so that every vCPU's block differs from the one the step read before.
-    const untimed = busy ? (step: () => unknown) => (step === subject.floor ? undefined : fleet.step()) : undefined;
+    const cFloor: CFloor = cPreadFloor(fleet.sources);
+    const cFloorRun = 'run' in cFloor ? cFloor.run : () => undefined;
+    // A busy fleet's guests take a turn, and an image fleet's blocks move to their next
+    // snapshot, before every timed step that decodes (the floors decode nothing), so that the
+    // blocks differ from the ones the step read before.
+    const floors: readonly (() => unknown)[] = [subject.floor, cFloorRun];
+    const untimed = busy || images ? (step: () => unknown) => (floors.includes(step) ? undefined : fleet.step()) : undefined;
     await subject.collectTimes(WARM_UP_COLLECTIONS);
     const after = retainedMemory();
     const allocatedBytesPerCycle = await allocatedPerRun(options.iterations ?? ALLOCATION_COLLECTIONS, subject.collect);
-    const changedBlocks = await subject.changedBlocks(() => (busy ? fleet.step() : undefined));
-    const [floor, collect, floorCompare] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collect, subject.floorCompare], untimed);
-    const [collectJson, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.collectJson, subject.collectProto], untimed);
+    const changedBlocks = await subject.changedBlocks(() => (busy || images ? fleet.step() : undefined));
+    const [floor, cFloorTimes, collect, floorCompare] = await sample(iterationsFor(options, 21, 3000), [subject.floor, cFloorRun, subject.collect, subject.floorCompare], untimed);
+    // The official serializers each in a round of its own beside the floor, as an independent
+    // run times them: in one round, the garbage of one (hundreds of MB for JSON) was collected
+    // on the other's time (docs/performance.md, issue 20).
+    const [, collectJson] = await sample(iterationsFor(options, 11, 3000), [subject.floor, subject.collectJson], untimed);
+    const [, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.floor, subject.collectProto], untimed);
     // Ours in a round of their own, beside the floor again, the same fds.
     const [, collectFastJson, collectFastProto] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collectFastJson, subject.collectFastProto], untimed);
     const protoBytes = await subject.collectFastProto();
@@ -339,15 +402,27 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     await aggregated.collectTimes(WARM_UP_COLLECTIONS);
     const [, aggregatedCollect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, aggregated.collect], untimed);
     const [aggregatedProto] = await sample(iterationsFor(options, 11, 3000), [aggregated.collectProto], untimed);
+    // The agent's cycle, made after the memory was measured and timed beside the floor.
+    const cycle = protobufCycle({ sources: fleet.sources });
+    let agentCycle: number[] | undefined;
+    try {
+      for (let i = 0; i < WARM_UP_COLLECTIONS; i++) await cycle.run();
+      [, agentCycle] = await sample(iterationsFor(options, 21, 3000), [subject.floor, cycle.run], untimed);
+    } finally {
+      await cycle.shutdown();
+    }
     const sched = await measureSched(fleet, subject, options);
     const dataBytes = subject.dataBytes;
     return {
       fds,
       vms,
       busy,
+      images,
       changedBlocks,
       floorCompare: summarize(floorCompare!),
       floor: summarize(floor!),
+      cFloor: 'run' in cFloor ? summarize(cFloorTimes!) : cFloor,
+      agentCycle: summarize(agentCycle!),
       collect: summarize(collect!),
       collectJson: summarize(collectJson!),
       collectProto: summarize(collectProto!),
@@ -379,7 +454,7 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
  * schedstat: the cost is that of the open file's pread and decoding, whichever thread it names.
  * Null when the open-file limit has no room for them. The files go again afterwards.
  */
-async function measureSched(fleet: VmFleet, subject: Subject, options: BenchOptions): Promise<SizeResult['sched']> {
+async function measureSched(fleet: Fleet, subject: Subject, options: BenchOptions): Promise<SizeResult['sched']> {
   const vcpus = fleet.sources.filter((source) => source.file.target === 'vcpu');
   try {
     for (const source of vcpus) source.schedstat = SchedstatFile.open(process.pid, process.pid);
@@ -413,8 +488,10 @@ function detach(source: StatsSource): void {
 export async function runBenchmark(options: BenchOptions, report: (result: SizeResult) => void, skippedQmp: (reason: string) => void): Promise<void> {
   // A size that cannot be made fails now, not after minutes of the others.
   for (const fds of options.sizes) VmFleet.checkShape(fds / (1 + options.vcpus), options.vcpus, options.busy === true);
-  const qmp = await measureQmp({ guests: options.qemuGuests, vcpus: options.vcpus, iterations: iterationsFor(options, 21, 3000) });
+  const qmp: QmpResult = options.images
+    ? { skipped: 'the fleet is stats images (--images), not VMs' }
+    : await measureQmp({ guests: options.qemuGuests, vcpus: options.vcpus, iterations: iterationsFor(options, 21, 3000) });
   if ('skipped' in qmp) skippedQmp(qmp.skipped);
-  await warmUp(options.vcpus, options.reuseDataPoints);
+  await warmUp(options.vcpus, options.reuseDataPoints, options.images === true);
   for (const fds of options.sizes) report(await measureSize(fds, options, qmp));
 }

@@ -3,8 +3,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Command, Option } from 'commander';
 import { exposedGc } from '../bench/memory.js';
-import { sustainedText, tableHeader, tableRow } from '../bench/report.js';
-import { benchLine, machineDescription, runBenchmark } from '../bench/run.js';
+import { stagesTable, sustainedText, tableHeader, tableRow } from '../bench/report.js';
+import { type SizeResult, benchLine, machineDescription, runBenchmark } from '../bench/run.js';
 import { runSustained } from '../bench/sustained.js';
 import { UsageError } from './usage-error.js';
 import { integerOption, sizesOption } from './flags.js';
@@ -17,6 +17,7 @@ interface BenchOptions {
   qemuGuests: number;
   json?: boolean;
   busy?: boolean;
+  images?: boolean;
   sustained?: boolean;
   fds: number;
   hz: number;
@@ -28,7 +29,7 @@ const REEXEC_ENV = 'KVM_STATS_OTEL_BENCH_GC';
 
 export function benchCommand(): Command {
   return new Command('bench')
-    .description('benchmark collection from VMs made here: pread floor, collect(), OTLP serialization, QMP query-stats, memory')
+    .description('benchmark collection from VMs made here (or stats images: --images): pread floor, collect(), OTLP serialization, QMP query-stats, memory')
     .option('--sizes <list>', 'numbers of stats fds, each a multiple of 1 + vCPUs per VM', sizesOption, [50, 500, 2500, 10_000])
     .option('--vcpus <n>', 'vCPUs per VM', integerOption(1, 64), 4)
     .option('--iterations <n>', 'runs of every figure (default: as many as fit about 3 s, at least 21)', integerOption(1, 100_000))
@@ -36,6 +37,7 @@ export function benchCommand(): Command {
     .option('--qemu-guests <n>', 'QEMU guests to time QMP query-stats on (0 skips it)', integerOption(0, 16), 2)
     .option('--json', 'print one JSON line per size')
     .option('--busy', 'busy VMs: every vCPU runs a guest to its next halt before each timed collection (untimed), on a few threads taking turns')
+    .option('--images', 'read stats images in memfds (the shipped recording\'s VM, cloned; values move between collections) instead of VMs: for hosts without /dev/kvm')
     .option('--sustained', 'instead: collect --fds stats fds at --hz for --seconds and report the CPU used')
     .option('--fds <n>', 'stats fds of --sustained', integerOption(1, 20_000), 10_000)
     .option('--hz <n>', 'collections per second of --sustained', integerOption(1, 1000), 10)
@@ -54,6 +56,8 @@ function checkShape(fds: number, vcpus: number, option: string): void {
 async function bench(options: BenchOptions): Promise<void> {
   const reuseDataPoints = options.dataPoints === 'reused';
   const mode = reuseDataPoints ? 'data points reused in place (reuseDataPoints)' : 'a new data point per collection';
+  if (options.images && options.busy) throw new UsageError('--images: not with --busy (images have no guests to run; their values move at every collection anyway)');
+  if (options.images && options.sustained) throw new UsageError('--images: not with --sustained; use scripts/measure-agent-otlp.ts --fleet images');
   if (options.sustained) {
     checkShape(options.fds, options.vcpus, '--fds');
     // Guests running in this process would be counted as its CPU: a busy sustained load is
@@ -68,17 +72,28 @@ async function bench(options: BenchOptions): Promise<void> {
   // Retained memory needs a full garbage collection on demand: run again with --expose-gc.
   if (!exposedGc()) return reexecWithGc();
   if (!options.json) {
-    const fleet = options.busy ? 'busy VMs (every vCPU ran its guest to a halt before each timed collection)' : 'idle VMs';
+    const fleet = options.images
+      ? 'stats images in memfds, not KVM fds (values moved before each timed collection)'
+      : options.busy
+        ? 'busy VMs (every vCPU ran its guest to a halt before each timed collection)'
+        : 'idle VMs';
     process.stdout.write(`${machineDescription()}; VMs of ${options.vcpus} vCPUs; ${fleet}; ${mode}; median (10th–90th percentile)\n\n${tableHeader()}`);
   }
+  const results: SizeResult[] = [];
   await runBenchmark(
-    { sizes: options.sizes, vcpus: options.vcpus, iterations: options.iterations, reuseDataPoints, qemuGuests: options.qemuGuests, busy: options.busy === true },
+    { sizes: options.sizes, vcpus: options.vcpus, iterations: options.iterations, reuseDataPoints, qemuGuests: options.qemuGuests, busy: options.busy === true, images: options.images === true },
     (result) => {
+      results.push(result);
       if (options.json) process.stdout.write(`${JSON.stringify(benchLine(result))}\n`);
       else process.stdout.write(tableRow(result));
     },
     (skipped) => process.stderr.write(`kvm-stats-otel: QMP query-stats not measured: ${skipped}\n`),
   );
+  if (!options.json) {
+    const cFloor = results.find((result) => 'skipped' in result.cFloor)?.cFloor as { skipped: string } | undefined;
+    if (cFloor) process.stderr.write(`kvm-stats-otel: C pread floor not measured: ${cFloor.skipped}\n`);
+    process.stdout.write(`\nEvery stage per collection, median ms (over the koffi pread floor / over the C pread floor):\n\n${stagesTable(results)}`);
+  }
 }
 
 async function reexecWithGc(): Promise<void> {

@@ -4,7 +4,7 @@
  * socket) is one option below and one line in providersFor().
  */
 import { HandoverProvider } from '../sources/handover-receiver.js';
-import { DemoProvider, ImageProvider, ProcessProvider, type ProblemReporter, type SourceProvider, sourcesOf } from '../sources/provider.js';
+import { DemoProvider, ImageProvider, ProcessProvider, type ProblemReporter, type ProvidersSources, type SourceProvider, sourcesOf } from '../sources/provider.js';
 import { ScanProvider } from '../sources/scan.js';
 import type { StatsSource } from '../sources/source.js';
 
@@ -46,7 +46,7 @@ export function providersFor(options: SourceOptions, report: ProblemReporter): S
 export interface OpenSources {
   readonly providers: readonly SourceProvider[];
   /** Every provider's sources as one set (sourcesOf), for KvmStatsProducer's `sources`. */
-  readonly sources: () => StatsSource[];
+  readonly sources: ProvidersSources;
   /** Closes every provider, even when one of them fails; the first failure is rethrown. */
   close(): Promise<void>;
 }

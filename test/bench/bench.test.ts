@@ -1,9 +1,10 @@
 /**
  * `kvm-stats-otel bench` in its short mode, so that it never rots: real VMs made in-process, the
- * built command line, QEMU guests where QEMU is installed. Nothing here asserts a timing. (The
- * fleet it makes: test/bench/fleet.test.ts.)
+ * built command line, QEMU guests where QEMU is installed; and on stats images in memfds
+ * (--images), which runs everywhere. Nothing here asserts a timing. (The fleet it makes:
+ * test/bench/fleet.test.ts.)
  */
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { qemuAvailable } from '../../src/bench/qemu.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { runBin } from '../helpers/processes.js';
@@ -11,27 +12,37 @@ import { runBin } from '../helpers/processes.js';
 const run = (...args: string[]) => runBin(['bench', ...args], { timeoutMs: 300_000 });
 
 const KEYS = [
+  'agentCycleMs',
+  'agentCycleOverCFloor',
+  'agentCycleOverFloor',
   'aggregatedCollectMs',
   'aggregatedPoints',
   'aggregatedSerializeProtoMs',
   'allocatedBytesPerCycle',
   'busy',
+  'cFloorMs',
   'changedBlocks',
   'collectMs',
+  'collectOverCFloor',
   'collectOverFloor',
   'collectPerVmMs',
+  'fastJsonOverCFloor',
   'fastJsonOverFloor',
+  'fastProtoOverCFloor',
   'fastProtoOverFloor',
   'fds',
   'floorCompareMs',
   'floorMs',
+  'images',
   'jsonBytesPerExport',
   'points',
   'prometheusBytes',
   'prometheusGzipBytes',
   'prometheusGzipMs',
+  'prometheusGzipOverCFloor',
   'prometheusGzipOverFloor',
   'prometheusTextMs',
+  'prometheusTextOverCFloor',
   'prometheusTextOverFloor',
   'protoBytesPerExport',
   'qmpPerVmMs',
@@ -41,6 +52,7 @@ const KEYS = [
   'serializeFastJsonMs',
   'serializeFastProtoMs',
   'serializeJsonMs',
+  'serializeOverCFloor',
   'serializeOverFloor',
   'serializeProtoMs',
 ];
@@ -136,5 +148,67 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
     const sustained = run('--sustained', '--fds', '13', '--vcpus', '2');
     expect(sustained.code).toBe(2);
     expect(sustained.stderr).toMatch(/^kvm-stats-otel: --fds: 13 is not a multiple of 3 /);
+  });
+});
+
+describe('kvm-stats-otel bench --images (stats images in memfds; no KVM needed)', () => {
+  it('measures every stage beside both floors, on blocks that change between collections', () => {
+    const result = run('--images', '--sizes', '5,10', '--iterations', '3', '--json');
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toBe('kvm-stats-otel: QMP query-stats not measured: the fleet is stats images (--images), not VMs\n');
+    const lines = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, number | boolean | null>);
+    expect(lines.map((line) => line.fds)).toEqual([5, 10]);
+    for (const line of lines) {
+      expect(Object.keys(line).sort()).toEqual(KEYS);
+      expect(line).toMatchObject({ images: true, busy: false, qmpPerVmMs: null });
+      // Every block moved to its next snapshot before each timed collection.
+      expect(line.changedBlocks).toBe(1);
+      for (const key of ['floorMs', 'cFloorMs', 'collectMs', 'agentCycleMs', 'serializeFastProtoMs', 'serializeProtoMs', 'prometheusGzipMs']) expect(line[key], key).toBeGreaterThan(0);
+      const n = (key: string) => line[key] as number;
+      expect(n('agentCycleOverFloor')).toBeCloseTo(n('agentCycleMs') / n('floorMs'), 9);
+      expect(n('agentCycleOverCFloor')).toBeCloseTo(n('agentCycleMs') / n('cFloorMs'), 9);
+      expect(n('collectOverCFloor')).toBeCloseTo(n('collectMs') / n('cFloorMs'), 9);
+      expect(n('fastProtoOverCFloor')).toBeCloseTo(n('serializeFastProtoMs') / n('cFloorMs'), 9);
+      expect(n('fastJsonOverCFloor')).toBeCloseTo(n('serializeFastJsonMs') / n('cFloorMs'), 9);
+      expect(n('serializeOverCFloor')).toBeCloseTo(n('serializeProtoMs') / n('cFloorMs'), 9);
+      expect(n('prometheusTextOverCFloor')).toBeCloseTo(n('prometheusTextMs') / n('cFloorMs'), 9);
+      expect(n('prometheusGzipOverCFloor')).toBeCloseTo(n('prometheusGzipMs') / n('cFloorMs'), 9);
+    }
+    // The recording's shape: per VM a VM fd and 4 vCPU fds, twice the VMs twice the points.
+    const [five, ten] = lines;
+    expect(ten!.points).toBe(2 * (five!.points as number));
+    expect(ten!.protoBytesPerExport).toBeGreaterThan(five!.protoBytesPerExport as number);
+  });
+
+  it('prints the stages table: each stage over the koffi and the C floor, a column per size', () => {
+    const result = run('--images', '--sizes', '5', '--iterations', '2');
+    expect(result.code, result.stderr).toBe(0);
+    const lines = result.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/; VMs of 4 vCPUs; stats images in memfds, not KVM fds /);
+    const stages = lines.slice(lines.findIndex((line) => line.startsWith('| stage |')));
+    expect(stages[0]).toBe('| stage | 5 fds: ms (/ koffi floor / C floor) |');
+    expect(stages.slice(2).map((line) => line.split(' | ')[0])).toEqual([
+      '| pread floor, koffi (a call per fd)',
+      '| pread floor, C (one call for all)',
+      '| collect()',
+      '| agent cycle: read + OTLP protobuf',
+      '| collect + OTLP protobuf',
+      '| collect + OTLP JSON',
+      '| collect + Prometheus text',
+      '| collect + Prometheus text + gzip',
+      '| collect + official OTLP protobuf serializer',
+      '| collect + official OTLP JSON serializer',
+    ]);
+    expect(stages[2]).toMatch(/^\| pread floor, koffi \(a call per fd\) \| [\d.]+ \(1\.00 \/ [\d.]+\) \|$/);
+    expect(stages[3]).toMatch(/^\| pread floor, C \(one call for all\) \| [\d.]+ \([\d.]+ \/ 1\.00\) \|$/);
+  });
+
+  it('rejects --images with --busy or --sustained, in one line with exit code 2', () => {
+    const busy = run('--images', '--busy', '--sizes', '5');
+    expect(busy.code).toBe(2);
+    expect(busy.stderr).toMatch(/^kvm-stats-otel: --images: not with --busy /);
+    const sustained = run('--images', '--sustained', '--fds', '5');
+    expect(sustained.code).toBe(2);
+    expect(sustained.stderr).toMatch(/^kvm-stats-otel: --images: not with --sustained; use scripts\/measure-agent-otlp\.ts/);
   });
 });
