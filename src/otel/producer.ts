@@ -44,6 +44,7 @@ import type { UnitMode } from './mapping.js';
 import { type Emitter, type MetricSlot, Planner, type SeriesPlan, type SourceState, type TableState } from './plan.js';
 import { addPoint, histogramCounts, millisToHrTime, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
+import type { FrameLayout, FramePairing } from './series-frame.js';
 import { SCOPE_NAME } from './semconv.js';
 import { counted, pointStart } from './series-rules.js';
 import { type SourceSet, currentSources } from './source-set.js';
@@ -76,6 +77,15 @@ export interface KvmStatsProducerOptions {
   /** `none` (default): a series per vCPU. `vm`: one per VM, the vCPUs' values summed (see
    * aggregation.ts: gauges also as their maximum, booleans as the count of vCPUs set). */
   readonly vcpuAggregation?: VcpuAggregation;
+  /**
+   * The fused path: a KvmOtlpMetricExporter (over http/protobuf or gRPC) that exports this
+   * producer's collections. The producer then writes its series straight into the exporter's
+   * request bytes rather than into data points, and its collect() result carries its scope
+   * with no metrics, which only that exporter reads: give the producer to one reader, last in
+   * its metricProducers, whose exporter is this one. Data points are then reused
+   * (reuseDataPoints). Over http/json the producer builds data points as usual.
+   */
+  readonly pairedExporter?: FramePairing;
 }
 
 const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
@@ -116,6 +126,8 @@ export class KvmStatsProducer implements MetricProducer {
   #now: HrTime = [0, 0];
   #previous: HrTime = [0, 0];
   readonly #scope: ScopeMetrics = { scope: { name: SCOPE_NAME, version: SCOPE_VERSION }, metrics: [] };
+  /** The paired exporter's frame (pairedExporter); undefined on the plain path. */
+  readonly #fused: FrameLayout | undefined;
   /** Values above 2^53 seen so far (exported rounded). */
   inexactValues = 0;
 
@@ -123,7 +135,9 @@ export class KvmStatsProducer implements MetricProducer {
     this.#sources = options.sources;
     this.#temporality = options.temporality === AggregationTemporality.DELTA ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
     this.#resource = options.resource ?? emptyResource();
-    this.#reuse = options.reuseDataPoints ?? false;
+    this.#fused = options.pairedExporter?.pairProducer(this.#scope);
+    // Emitters not yet laid out in the frame write into their own reused points.
+    this.#reuse = (options.reuseDataPoints ?? false) || this.#fused !== undefined;
     const selection = new StatSelection(options);
     const aggregation = options.vcpuAggregation ?? 'none';
     if (!VCPU_AGGREGATIONS.includes(aggregation)) throw new RangeError(`vcpuAggregation must be ${VCPU_AGGREGATIONS.join(' or ')}, not ${JSON.stringify(aggregation)}`);
@@ -143,6 +157,11 @@ export class KvmStatsProducer implements MetricProducer {
     const errors: unknown[] = [];
     const deadline = options?.timeoutMillis !== undefined ? performance.now() + options.timeoutMillis : Infinity;
     this.#tick();
+    const fused = this.#fused;
+    if (fused !== undefined) {
+      fused.begin();
+      fused.frame.setEnd(this.#now);
+    }
     const reuse = this.#reuse;
     if (!reuse) for (const slot of this.#slots.values()) slot.count = 0;
     const total = this.#gather();
@@ -195,7 +214,10 @@ export class KvmStatsProducer implements MetricProducer {
       layout.length = emitted;
       this.#layoutChanged = true;
     }
-    if (this.#layoutChanged) this.#arrangeReusedPoints();
+    if (this.#layoutChanged) {
+      if (fused !== undefined) fused.arrange(this.#slots.values(), layout, this.#temporality);
+      else this.#arrangeReusedPoints();
+    }
     if (j < reads.length) {
       errors.push(new Error(`KVM stats collection ran out of time (timeoutMillis ${options?.timeoutMillis}): read ${read} of ${total} sources`));
     }
@@ -348,7 +370,8 @@ export class KvmStatsProducer implements MetricProducer {
       if (sum !== undefined) sum = previous[first + size]!;
     }
     const start = pointStart(state, m, delta, reset, previousTime);
-    writeHistogram(state, m, series, start, this.#now, counts, count, sum);
+    // Cumulative buckets below 2^53 go to a frame as the kernel's bytes.
+    writeHistogram(state, m, series, start, this.#now, counts, count, sum, delta || highs >>> 0 >= INEXACT_HIGH_WORD ? undefined : series.bytes);
     return highs >>> 0 >= INEXACT_HIGH_WORD;
   }
 
@@ -372,6 +395,8 @@ export class KvmStatsProducer implements MetricProducer {
 
   /** This collection's metrics. New objects, unless data points are reused. */
   #scopeMetrics(): ScopeMetrics {
+    // Paired: the metrics are in the exporter's frame.
+    if (this.#fused !== undefined) return this.#scope;
     const metrics: MetricData[] = [];
     for (const slot of this.#slots.values()) {
       if (slot.points.length !== slot.count) slot.points.length = slot.count;
