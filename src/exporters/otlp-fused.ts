@@ -81,6 +81,8 @@ export class OtlpFusedFrame implements FrameLayout {
   #base = HEAD_ROOM;
   #length = 0;
   #held = false;
+  /** Whether the frame was laid out anew since the last encode(), for tests and the bench. */
+  readonly stats = { arranged: 0 };
 
   /** `encoder` encodes the rest of the request (resource and the SDK's scopes). */
   constructor(scope: ScopeMetrics, encoder: OtlpProtobufEncoder) {
@@ -149,6 +151,7 @@ export class OtlpFusedFrame implements FrameLayout {
     this.#emitters = emitters.slice();
     this.frame.setBytes(writer.bytes);
     this.#length = length;
+    this.stats.arranged = 1;
   }
 
   /** The request for `request`, whose last scope is the producer's: the frame's bytes, with
@@ -185,7 +188,9 @@ export class OtlpFusedFrame implements FrameLayout {
     writeStringField(writer, ResourceMetricsFields.schemaUrl.tag, resourceSchemaUrl);
     this.#encoder.release(sdk);
     this.#held = true;
-    return this.frame.bytes.subarray(base - head, base + this.#length + tail);
+    const bytes = this.frame.bytes.subarray(base - head, base + this.#length + tail);
+    this.stats.arranged = 0;
+    return bytes;
   }
 
   /** The bytes of an encode() are no longer read. */
