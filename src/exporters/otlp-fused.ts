@@ -14,10 +14,10 @@
 import { type AggregationTemporality, DataPointType, type Histogram, type MetricData, type ResourceMetrics, type ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { Emitter, MetricSlot } from '../otel/plan.js';
 import type { HistogramPoint, NumberPoint } from '../otel/points.js';
-import { type FrameLayout, SeriesFrame, type WirePoints } from '../otel/series-frame.js';
+import { type FrameLayout, type FramePairing, SeriesFrame, type WirePoints } from '../otel/series-frame.js';
 import { AttributeCache } from './attributes.js';
 import {
-  type OtlpProtobufEncoder,
+  OtlpProtobufEncoder,
   histogramBodySize,
   metricDataTailSize,
   metricHeader,
@@ -251,5 +251,15 @@ export class OtlpFusedFrame implements FrameLayout {
     const number = point as NumberPoint;
     writeNumberPoint(writer, number.startTime, number.endTime, emitter.plan.slots[j]!.integer, number.value, this.#attributes.get(point.attributes, NumberDataPoint.attributes.number));
     return start;
+  }
+}
+
+/** A pairing without an exporter: the frame of the producer paired with it, whose encode()
+ * gives the request the exporter would send (the bench's agent cycle, tests). */
+export class FrameOnly implements FramePairing {
+  frame: OtlpFusedFrame | undefined;
+
+  pairProducer(scope: ScopeMetrics): OtlpFusedFrame {
+    return (this.frame = new OtlpFusedFrame(scope, new OtlpProtobufEncoder()));
   }
 }

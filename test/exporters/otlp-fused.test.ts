@@ -12,8 +12,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { KvmOtlpMetricExporter } from '../../src/exporters/otlp-exporter.js';
-import { OtlpFusedFrame } from '../../src/exporters/otlp-fused.js';
-import { OtlpProtobufEncoder } from '../../src/exporters/otlp-protobuf.js';
+import { FrameOnly } from '../../src/exporters/otlp-fused.js';
 import type { VcpuAggregation } from '../../src/otel/aggregation.js';
 import type { UnitMode } from '../../src/otel/mapping.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
@@ -114,8 +113,9 @@ describe('the fused path (KvmStatsProducer paired with KvmOtlpMetricExporter)', 
       vi.setSystemTime(1_800_000_000_000);
       const fleet = new ImageFleet(c.units.length * 7 + c.temporality * 3 + c.vcpuAggregation.length + (c.exclude?.length ?? 0));
       const options = { sources: () => fleet.current, units: c.units, temporality: c.temporality, vcpuAggregation: c.vcpuAggregation, exclude: c.exclude };
-      let frame: OtlpFusedFrame | undefined;
-      const fused = new KvmStatsProducer({ ...options, pairedExporter: { pairProducer: (scope) => (frame = new OtlpFusedFrame(scope, new OtlpProtobufEncoder())) } });
+      const pairing = new FrameOnly();
+      const fused = new KvmStatsProducer({ ...options, pairedExporter: pairing });
+      const frame = pairing.frame;
       const plain = new KvmStatsProducer(options);
       const reader = new CollectingReader({ metricProducers: [fused], aggregationTemporalitySelector: () => c.temporality });
       const provider = new MeterProvider({ resource: resourceFromAttributes({ 'service.name': 'fused-test', 'host.id': 'h' }), readers: [reader] });
@@ -170,8 +170,9 @@ describe('the fused path (KvmStatsProducer paired with KvmOtlpMetricExporter)', 
 
   it('says what to do when the paired producer is not its reader\'s last', async () => {
     const image = new KindsImage('kvm-8/vcpu-0', KINDS);
-    let frame: OtlpFusedFrame | undefined;
-    const fused = new KvmStatsProducer({ sources: [image.source], pairedExporter: { pairProducer: (scope) => (frame = new OtlpFusedFrame(scope, new OtlpProtobufEncoder())) } });
+    const pairing = new FrameOnly();
+    const fused = new KvmStatsProducer({ sources: [image.source], pairedExporter: pairing });
+    const frame = pairing.frame;
     const other = new KvmStatsProducer({ sources: [image.source] });
     const reader = new CollectingReader({ metricProducers: [fused, other] });
     const provider = new MeterProvider({ readers: [reader] });
