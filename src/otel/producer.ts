@@ -135,7 +135,7 @@ export class KvmStatsProducer implements MetricProducer {
     this.#sources = options.sources;
     this.#temporality = options.temporality === AggregationTemporality.DELTA ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
     this.#resource = options.resource ?? emptyResource();
-    this.#fused = options.pairedExporter?.pairProducer(this.#scope);
+    this.#fused = options.pairedExporter?.pairProducer(this.#scope) as FrameLayout | undefined;
     // Emitters not yet laid out in the frame write into their own reused points.
     this.#reuse = (options.reuseDataPoints ?? false) || this.#fused !== undefined;
     const selection = new StatSelection(options);

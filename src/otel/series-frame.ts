@@ -178,10 +178,11 @@ export interface FrameLayout {
   arrange(slots: Iterable<MetricSlot>, emitters: readonly Emitter[], temporality: AggregationTemporality): void;
 }
 
-/** What a producer is paired with: KvmOtlpMetricExporter. */
+/** What a producer is paired with: KvmOtlpMetricExporter. Its workings stay this package's
+ * own (the public API names only this): pairProducer returns a FrameLayout. */
 export interface FramePairing {
-  /** The frame layout that writes `scope` (the producer's, handed out at every collection)
+  /** The FrameLayout that writes `scope` (the producer's, handed out at every collection)
    * into the exporter's requests; undefined when the exporter does not write OTLP protobuf
    * (http/json): the producer then builds data points as usual. */
-  pairProducer(scope: ScopeMetrics): FrameLayout | undefined;
+  pairProducer(scope: ScopeMetrics): unknown;
 }
