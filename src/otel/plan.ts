@@ -62,6 +62,9 @@ export interface SeriesPlan {
   readonly boolean: boolean;
   /** Values need value * multiplier / divisor. */
   readonly scaled: boolean;
+  /** An integer counter or gauge exported as read (not a delta, not scaled): in a frame, its
+   * value's 8 bytes are the kernel's (below 2^53), and its start changes only on a reset. */
+  readonly asRead: boolean;
   readonly multiplier: number;
   readonly divisor: number;
 }
@@ -246,6 +249,7 @@ export class Planner {
         delta: delta && !gauge,
         boolean,
         scaled: !boolean && (metric.multiplier !== 1 || metric.divisor !== 1),
+        asRead: !histogram && !(delta && !gauge) && !boolean && metric.multiplier === 1 && metric.divisor === 1 && metric.integer,
         multiplier: metric.multiplier,
         divisor: metric.divisor,
       };

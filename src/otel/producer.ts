@@ -44,7 +44,7 @@ import type { UnitMode } from './mapping.js';
 import { type Emitter, type MetricSlot, Planner, type SeriesPlan, type SourceState, type TableState } from './plan.js';
 import { addPoint, histogramCounts, millisToHrTime, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
-import type { FrameLayout, FramePairing } from './series-frame.js';
+import type { FrameLayout, FramePairing, WirePoints } from './series-frame.js';
 import { SCOPE_NAME } from './semconv.js';
 import { counted, pointStart } from './series-rules.js';
 import { type SourceSet, currentSources } from './source-set.js';
@@ -234,7 +234,8 @@ export class KvmStatsProducer implements MetricProducer {
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
-    this.#emit(state, state.scratch.words);
+    if (state.wire !== undefined) this.#emitToFrame(state, state.wire, state.scratch.words);
+    else this.#emit(state, state.scratch.words);
     if (this.#reuse && this.#layout[emitted] !== state) {
       this.#layout[emitted] = state;
       this.#layoutChanged = true;
@@ -309,6 +310,45 @@ export class KvmStatsProducer implements MetricProducer {
     let inexact = false;
     for (let m = 0; m < plan.length; m++) {
       const series = plan[m]!;
+      if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
+    }
+    if (inexact) this.#reportInexact(state);
+    state.lastCollection = this.#collection;
+    state.lastCollectionMs = this.#nowMs;
+  }
+
+  /**
+   * #emit for a table laid out in the paired exporter's frame. A series exported as read
+   * (SeriesPlan.asRead) that was not reset and is below 2^53 takes the short way: its value's
+   * words copied into the frame, beside this collection's time; its start is already there
+   * (cumulative: it changes only on a reset). Every other series takes #emit's way.
+   */
+  #emitToFrame(state: TableState, wire: WirePoints, words: Uint32Array): void {
+    const plan = state.plan.series;
+    const previousTime = this.#previousTimeOf(state);
+    const { previous } = state;
+    const frame = wire.frame;
+    const body = wire.body;
+    let inexact = false;
+    for (let m = 0; m < plan.length; m++) {
+      const series = plan[m]!;
+      if (series.asRead) {
+        const w = series.word;
+        const low = words[w]!;
+        const high = words[w + 1]!;
+        if (high < INEXACT_HIGH_WORD) {
+          if (!series.resets) {
+            frame.numberAsRead(body[m]!, low, high);
+            continue;
+          }
+          const value = low + high * TWO_POW_32;
+          if (value >= previous[series.first]!) {
+            previous[series.first] = value;
+            frame.numberAsRead(body[m]!, low, high);
+            continue;
+          }
+        }
+      }
       if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
     if (inexact) this.#reportInexact(state);

@@ -146,6 +146,18 @@ export class SeriesFrame {
     else this.view.setFloat64(body + this.slots.value, value, true);
   }
 
+  /** A point exported as read: this collection's time, and its value's words as the kernel has
+   * them (an sfixed64 below 2^53 has the same bytes); its start is already in place. */
+  numberAsRead(body: number, low: number, high: number): void {
+    const view = this.view;
+    const time = body + this.slots.time;
+    view.setUint32(time, this.#endLow, true);
+    view.setUint32(time + 4, this.#endHigh, true);
+    const value = body + this.slots.value;
+    view.setUint32(value, low, true);
+    view.setUint32(value + 4, high, true);
+  }
+
   /** A histogram's point: its start, this collection's time, count, sum where it has one, and
    * its bucket counts: `raw`, the kernel's u64 words as read (the same bytes as fixed64 below
    * 2^53), copied as they are, else each count converted. */

@@ -3,7 +3,7 @@
  * otlp-transformer's ProtobufMetricsSerializer, byte for byte: at every collection its request
  * equals the official serialization of what the plain producer returns for the same reads, the
  * SDK's own metrics of the same reader in the same request. Over many collections of image fds
- * with VMs and vCPUs coming and going, counters moving and being reset, in both unit modes,
+ * with VMs and vCPUs coming and going, counters moving, being reset and going past 2^53, in both unit modes,
  * both temporalities, with VM aggregation and with a selection.
  */
 import { ValueType } from '@opentelemetry/api';
@@ -82,12 +82,13 @@ class ImageFleet {
     for (const entry of this.#images) {
       const v = entry.values;
       const reset = next(10) === 0;
-      v.exits = reset ? next(5) : v.exits + next(1000);
+      // Now and then a counter above 2^53 (exported rounded), and a bucket too.
+      v.exits = reset ? next(5) : next(40) === 0 ? 2 ** 60 + next(1000) * 4096 : v.exits + next(1000);
       v.pages = next(1 << 20);
       v.peak = reset ? 0 : v.peak + next(3);
       v.mode = next(2);
       v.waitNs = reset ? 0 : v.waitNs + next(1e6);
-      v.wait = v.wait.map((c) => (reset ? 0 : c + next(50)));
+      v.wait = v.wait.map((c) => (reset ? 0 : next(200) === 0 ? 2 ** 58 : c + next(50)));
       v.linear = v.linear.map((c) => (next(20) === 0 ? 0 : c + next(7)));
       if (entry.vcpu) (entry.image as KindsImage).set(v);
       else (entry.image as ReturnType<typeof imageVm>).set({ ...VCPU, exits: v.exits });
