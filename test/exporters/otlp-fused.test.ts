@@ -158,6 +158,33 @@ describe('the fused path (KvmStatsProducer paired with KvmOtlpMetricExporter)', 
     });
   }
 
+  it('makes room for a head larger than the room kept before the frame, and writes the resource\'s schema URL after it', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    vi.setSystemTime(1_800_000_000_000);
+    const images = [new KindsImage('kvm-9/vcpu-0', KINDS), new KindsImage('kvm-9/vcpu-1', KINDS)];
+    const pairing = new FrameOnly();
+    const fused = new KvmStatsProducer({ sources: images.map((i) => i.source), pairedExporter: pairing });
+    const plain = new KvmStatsProducer({ sources: images.map((i) => i.source) });
+    const reader = new CollectingReader({ metricProducers: [fused] });
+    // A resource of 6 kB: the head outgrows the 4 kB kept before the frame at the first export.
+    const resource = resourceFromAttributes({ 'service.name': 'fused-test', note: 'x'.repeat(6000) }, { schemaUrl: 'https://opentelemetry.io/schemas/1.30.0' });
+    const provider = new MeterProvider({ resource, readers: [reader] });
+    const counter = provider.getMeter('kvm-stats-otel.agent').createCounter('agent.cycles');
+    try {
+      for (let collection = 0; collection < 4; collection++) {
+        counter.add(collection + 1);
+        vi.advanceTimersByTime(1000);
+        const { resourceMetrics } = await reader.collect();
+        const bytes = pairing.frame!.encode(resourceMetrics);
+        const expected: ResourceMetrics = { resource: resourceMetrics.resource, scopeMetrics: [...resourceMetrics.scopeMetrics.slice(0, -1), ...(await plain.collect()).resourceMetrics.scopeMetrics] };
+        expectSameBytes(bytes, ProtobufMetricsSerializer.serializeRequest(expected)!, `collection ${collection}`);
+        pairing.frame!.release(bytes);
+      }
+    } finally {
+      await provider.shutdown();
+    }
+  });
+
   it('pairs over http/protobuf and gRPC, not over http/json (the producer then builds data points)', async () => {
     const image = new KindsImage('kvm-7/vcpu-0', KINDS);
     for (const protocol of ['http/protobuf', 'grpc', 'http/json'] as const) {
