@@ -19,6 +19,8 @@ export { KvmStatsProducer, type KvmStatsProducerOptions, type SourceSet } from '
 export { observeKvmStats, type KvmStatsInstruments, type KvmStatsInstrumentsOptions } from './otel/instruments.js';
 export type { UnitMode } from './otel/mapping.js';
 export type { VcpuAggregation } from './otel/aggregation.js';
+// What KvmStatsProducer's pairedExporter option takes: KvmOtlpMetricExporter (the fused path).
+export type { FramePairing } from './otel/series-frame.js';
 // Names a View or a query filters on.
 export { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX, ATTR_KVM_VM_NAME, ATTR_KVM_VM_UUID, ATTR_PROCESS_PID, METRIC_PREFIX, SCOPE_NAME } from './otel/semconv.js';
 // Outputs at the speed of the reads: the official transports with this package's encoders.

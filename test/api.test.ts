@@ -46,6 +46,7 @@ const VALUES = [
 const TYPES = [
   'DemoVmOptions',
   'DescriptorTable',
+  'FramePairing',
   'HandoverProviderOptions',
   'KvmOtlpMetricExporterOptions',
   'KvmStatsInstruments',

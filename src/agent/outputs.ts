@@ -1,7 +1,8 @@
 /**
  * The agent's outputs, each a reader with its own KvmStatsProducer (delta state is per
  * producer, and Prometheus needs cumulative): OTLP pushed on an interval, a Prometheus scrape
- * endpoint, and the console.
+ * endpoint, and the console. The OTLP output's producer is paired with its exporter (the fused
+ * path: over protobuf it writes its series straight into the request, exporters/otlp-fused.ts).
  *
  * Histograms without a sum (no companion stat in the kernel) stay without one: the OTLP JSON and
  * protobuf serializers leave the optional field out and the Prometheus exporter writes no
@@ -29,6 +30,7 @@ import { prometheusUnitSuffixes } from '../otel/mapping.js';
 import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference, redactCredentials, redactedUrl } from './config.js';
 import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './line-metric-exporter.js';
 import type { Logger } from './log.js';
+import type { FramePairing } from '../otel/series-frame.js';
 
 export type OutputName = 'otlp' | 'prometheus' | 'console';
 
@@ -111,7 +113,7 @@ export class ReportingExporter implements PushMetricExporter {
 
 /** The fast OTLP exporter (the official exporters' transports, retries and variables; the same
  * bytes on the wire). Over gRPC the headers go as metadata. */
-function otlpExporter(otlp: OtlpConfig, preference: TemporalityPreference): PushMetricExporter {
+function otlpExporter(otlp: OtlpConfig, preference: TemporalityPreference): KvmOtlpMetricExporter {
   const options = { protocol: otlp.protocol, url: otlp.url, timeoutMillis: otlp.timeoutMillis, temporalityPreference: PREFERENCES[preference] };
   if (otlp.protocol !== 'grpc') return new KvmOtlpMetricExporter({ ...options, headers: { ...otlp.headers } });
   const metadata = createEmptyMetadata();
@@ -145,13 +147,20 @@ function listenProblem(where: string, host: string | undefined, error: NodeJS.Er
   return `serving Prometheus on ${where} failed with ${code}: ${what[code] ?? 'check the host and the port'}`;
 }
 
-/** The outputs `config` asks for; `producerFor` makes each its own producer. */
-export function createOutputs(config: AgentConfig, producerFor: (output: OutputName) => MetricProducer, log: Logger, exportFailed: (output: OutputName) => void = () => undefined): Output[] {
+/** The outputs `config` asks for; `producerFor` makes each its own producer, paired with the
+ * output's exporter where one is given (OTLP). */
+export function createOutputs(
+  config: AgentConfig,
+  producerFor: (output: OutputName, pairedExporter?: FramePairing) => MetricProducer,
+  log: Logger,
+  exportFailed: (output: OutputName) => void = () => undefined,
+): Output[] {
   const outputs: Output[] = [];
   if (config.otlp) {
     const description = `OTLP ${config.otlp.protocol} to ${redactedUrl(config.otlp.url)}`;
-    const exporter = new ReportingExporter(otlpExporter(config.otlp, config.temporality), redactedUrl(config.otlp.url), log.child({ output: 'otlp' }), () => exportFailed('otlp'));
-    outputs.push(pushOutput('otlp', description, exporter, producerFor('otlp'), config));
+    const otlp = otlpExporter(config.otlp, config.temporality);
+    const exporter = new ReportingExporter(otlp, redactedUrl(config.otlp.url), log.child({ output: 'otlp' }), () => exportFailed('otlp'));
+    outputs.push(pushOutput('otlp', description, exporter, producerFor('otlp', otlp), config));
   }
   if (config.prometheus) {
     const { host, port } = config.prometheus;

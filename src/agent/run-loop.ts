@@ -5,6 +5,7 @@
  */
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { KvmStatsProducer } from '../otel/producer.js';
+import type { FramePairing } from '../otel/series-frame.js';
 import { AGENT_SCOPE_NAME } from './telemetry-names.js';
 import { SCOPE_VERSION } from '../otel/version.js';
 import { fdLinks, isStatsLink, isVmLink } from '../sources/proc.js';
@@ -61,7 +62,7 @@ export async function startAgent(config: AgentConfig, log: Logger, describe: (pr
     const waitsForVms = config.sources.scan === true || config.sources.listen !== undefined;
     if (sources().length === 0 && !waitsForVms) throw new Error('no stats fd could be read: check the sources (see the warnings above)');
     const telemetry = new SelfTelemetry(sources);
-    const producerFor = (output: string) =>
+    const producerFor = (output: string, pairedExporter?: FramePairing) =>
       telemetry.instrument(
         new KvmStatsProducer({
           sources,
@@ -73,6 +74,8 @@ export async function startAgent(config: AgentConfig, log: Logger, describe: (pr
           // Every output serializes while it exports (OTLP, Prometheus, console), so a result
           // need not outlive the next collection: reused points cost a fraction of the CPU.
           reuseDataPoints: true,
+          // OTLP: its series go straight into the exporter's requests (the fused path).
+          pairedExporter,
         }),
         output,
         log,

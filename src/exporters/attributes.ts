@@ -4,6 +4,7 @@
  * series by them), and they hand the same object out at every collection.
  */
 import type { Attributes } from '@opentelemetry/api';
+import { AnyValue, ArrayValue, KeyValue, KeyValueList, WireType } from './otlp-schema.js';
 import { Writer } from './wire.js';
 
 const MIN_INT64 = -(2 ** 63);
@@ -14,40 +15,40 @@ const MAX_INT64 = 2 ** 63;
 function writeAnyValue(writer: Writer, value: unknown): void {
   const type = typeof value;
   if (type === 'string') {
-    writer.byte(0x0a);
+    writer.byte(AnyValue.stringValue.tag);
     writer.string(value as string);
   } else if (type === 'boolean') {
-    writer.byte(0x10);
+    writer.byte(AnyValue.boolValue.tag);
     writer.byte(value ? 1 : 0);
   } else if (type === 'number') {
     const number = value as number;
     if (Number.isInteger(number) && number >= MIN_INT64 && number < MAX_INT64) {
-      writer.byte(0x18);
+      writer.byte(AnyValue.intValue.tag);
       writer.varint(number);
     } else {
-      writer.byte(0x21);
+      writer.byte(AnyValue.doubleValue.tag);
       writer.double(number);
     }
   } else if (value instanceof Uint8Array) {
-    writer.byte(0x3a);
+    writer.byte(AnyValue.bytesValue.tag);
     writer.lengthDelimited(value);
   } else if (Array.isArray(value)) {
     const array = new Writer();
     for (const item of value) {
-      array.byte(0x0a);
+      array.byte(ArrayValue.values.tag);
       array.lengthDelimited(anyValue(item));
     }
-    writer.byte(0x2a);
+    writer.byte(AnyValue.arrayValue.tag);
     writer.lengthDelimited(array.finish());
   } else if (type === 'object' && value !== null) {
     const list = new Writer();
     const object = value as Record<string, unknown>;
     for (const key in object) {
       if (!Object.prototype.hasOwnProperty.call(object, key)) continue;
-      list.byte(0x0a);
+      list.byte(KeyValueList.values.tag);
       list.lengthDelimited(keyValue(key, object[key]));
     }
-    writer.byte(0x32);
+    writer.byte(AnyValue.kvlistValue.tag);
     writer.lengthDelimited(list.finish());
   }
 }
@@ -61,9 +62,9 @@ function anyValue(value: unknown): Uint8Array {
 /** A KeyValue message's fields. */
 function keyValue(key: string, value: unknown): Uint8Array {
   const writer = new Writer();
-  writer.byte(0x0a);
+  writer.byte(KeyValue.key.tag);
   writer.string(key);
-  writer.byte(0x12);
+  writer.byte(KeyValue.value.tag);
   writer.lengthDelimited(anyValue(value));
   return writer.finish();
 }
@@ -74,7 +75,7 @@ export function encodeAttributes(attributes: Attributes | undefined, field: numb
   if (attributes) {
     for (const key in attributes) {
       if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
-      writer.tag(field, 2);
+      writer.tag(field, WireType.LEN);
       writer.lengthDelimited(keyValue(key, attributes[key]));
     }
   }

@@ -13,7 +13,7 @@
  * so a synchronous require keeps the constructor synchronous and its errors where they were.
  */
 import { createRequire } from 'node:module';
-import type { ResourceMetrics, PushMetricExporter, InstrumentType, AggregationTemporality, AggregationOption } from '@opentelemetry/sdk-metrics';
+import type { ResourceMetrics, PushMetricExporter, InstrumentType, AggregationTemporality, AggregationOption, ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type * as MetricsOtlpHttp from '@opentelemetry/exporter-metrics-otlp-http';
 import type { OTLPMetricExporterBase, OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { IOtlpExportDelegate, OTLPExporterNodeConfigBase } from '@opentelemetry/otlp-exporter-base';
@@ -25,6 +25,8 @@ import type { IExportMetricsServiceResponse, ISerializer } from '@opentelemetry/
 import type { MeterProvider } from '@opentelemetry/api';
 import { OtlpJsonEncoder } from './otlp-json.js';
 import { OtlpProtobufEncoder } from './otlp-protobuf.js';
+import { OtlpFusedFrame } from './otlp-fused.js';
+import type { FrameLayout, FramePairing } from '../otel/series-frame.js';
 
 export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
 export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
@@ -41,6 +43,24 @@ export interface KvmOtlpMetricExporterOptions extends OTLPMetricExporterOptions,
 interface Encoder {
   encode(request: ResourceMetrics): Uint8Array;
   release(bytes: Uint8Array): void;
+}
+
+/** OTLP protobuf: the paired producers' frames (otlp-fused.ts) for the requests that hold
+ * their scope, the encoder for any other. */
+class ProtobufEncoder implements Encoder {
+  readonly plain = new OtlpProtobufEncoder();
+  readonly frames: OtlpFusedFrame[] = [];
+
+  encode(request: ResourceMetrics): Uint8Array {
+    const last = request.scopeMetrics[request.scopeMetrics.length - 1];
+    for (const frame of this.frames) if (frame.scope === last) return frame.encode(request);
+    return this.plain.encode(request);
+  }
+
+  release(bytes: Uint8Array): void {
+    this.plain.release(bytes);
+    for (const frame of this.frames) frame.release(bytes);
+  }
 }
 
 /** The encoder as an otlp-transformer serializer; remembers what it last returned. */
@@ -75,7 +95,13 @@ const GRPC_PATH = '/opentelemetry.proto.collector.metrics.v1.MetricsService/Expo
 // Node's require, for the CommonJS packages above: loaded by the first exporter, cached after.
 const require = createRequire(import.meta.url);
 
-export class KvmOtlpMetricExporter implements PushMetricExporter {
+/**
+ * Also the fused path's exporter: a KvmStatsProducer made with `pairedExporter: exporter` writes
+ * its series straight into this exporter's request bytes (over http/protobuf and gRPC), and the
+ * request still carries the same bytes as the official exporter's for what the plain producer
+ * would have returned, the SDK's own metrics of the same reader included.
+ */
+export class KvmOtlpMetricExporter implements PushMetricExporter, FramePairing {
   readonly protocol: OtlpProtocol;
   readonly #serializer: EncoderSerializer;
   /** The official base class, with the delegate of the official exporters, does the rest. */
@@ -87,7 +113,7 @@ export class KvmOtlpMetricExporter implements PushMetricExporter {
     const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof MetricsOtlpHttp;
     const { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSerializer } = require('@opentelemetry/otlp-transformer') as typeof OtlpTransformer;
     const serializer = new EncoderSerializer(
-      json ? new OtlpJsonEncoder() : new OtlpProtobufEncoder(),
+      json ? new OtlpJsonEncoder() : new ProtobufEncoder(),
       json ? JsonMetricsSerializer : ProtobufMetricsSerializer,
     );
     let delegate: IOtlpExportDelegate<ResourceMetrics>;
@@ -128,6 +154,16 @@ export class KvmOtlpMetricExporter implements PushMetricExporter {
       resultCallback(result);
     });
     sent = serializer.last;
+  }
+
+  /** For KvmStatsProducer's `pairedExporter` option: its frame, or undefined over http/json
+   * (numbers there are text: the producer builds data points as usual). */
+  pairProducer(scope: ScopeMetrics): FrameLayout | undefined {
+    const encoder = this.#serializer.encoder;
+    if (!(encoder instanceof ProtobufEncoder)) return undefined;
+    const frame = new OtlpFusedFrame(scope, encoder.plain);
+    encoder.frames.push(frame);
+    return frame;
   }
 
   forceFlush(): Promise<void> {

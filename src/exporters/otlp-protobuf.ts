@@ -32,6 +32,24 @@ import {
   type ScopeMetrics,
 } from '@opentelemetry/sdk-metrics';
 import { AttributeCache, encodeAttributes } from './attributes.js';
+import {
+  AGGREGATION_TEMPORALITY_CUMULATIVE,
+  AGGREGATION_TEMPORALITY_DELTA,
+  ExponentialBuckets,
+  ExponentialHistogramDataPoint as ExpPoint,
+  ExportMetricsServiceRequest,
+  FIXED_FIELD,
+  HISTOGRAM_HEAD,
+  HistogramDataPoint as HistogramPoint,
+  InstrumentationScope,
+  Metric,
+  MetricData as MetricDataFields,
+  NUMBER_POINT,
+  NumberDataPoint as NumberPoint,
+  Resource,
+  ResourceMetrics as ResourceMetricsFields,
+  ScopeMetrics as ScopeMetricsFields,
+} from './otlp-schema.js';
 import { TimeWords, Writer, setFixed64, setHrTime, setSfixed64, varintSize } from './wire.js';
 
 // Histogram shapes: which optional fields a point has, and its bucket count.
@@ -83,16 +101,17 @@ interface ScopeLayout {
 }
 
 /** A histogram point's size without attributes. */
-function histogramBodySize(value: Histogram): number {
-  let size = 27;
-  if (value.sum !== undefined) size += 9;
-  const counts = value.buckets.counts.length;
-  if (counts > 0) size += 1 + varintSize(counts * 8) + counts * 8;
-  const bounds = value.buckets.boundaries.length;
-  if (bounds > 0) size += 1 + varintSize(bounds * 8) + bounds * 8;
-  if (value.min !== undefined) size += 9;
-  if (value.max !== undefined) size += 9;
+export function histogramBodySize(value: Histogram): number {
+  let size = value.sum !== undefined ? HISTOGRAM_HEAD.sizeWithSum : HISTOGRAM_HEAD.size;
+  size += packedSize(value.buckets.counts.length) + packedSize(value.buckets.boundaries.length);
+  if (value.min !== undefined) size += FIXED_FIELD;
+  if (value.max !== undefined) size += FIXED_FIELD;
   return size;
+}
+
+/** A packed field of `n` 8-byte values, tag included; none when empty. */
+function packedSize(n: number): number {
+  return n > 0 ? 1 + varintSize(n * 8) + n * 8 : 0;
 }
 
 function histogramShape(value: Histogram): number {
@@ -100,8 +119,8 @@ function histogramShape(value: Histogram): number {
 }
 
 function protoTemporality(temporality: AggregationTemporality): number {
-  if (temporality === AggregationTemporality.DELTA) return 1;
-  if (temporality === AggregationTemporality.CUMULATIVE) return 2;
+  if (temporality === AggregationTemporality.DELTA) return AGGREGATION_TEMPORALITY_DELTA;
+  if (temporality === AggregationTemporality.CUMULATIVE) return AGGREGATION_TEMPORALITY_CUMULATIVE;
   return 0;
 }
 
@@ -119,64 +138,55 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** The metric's name, description and unit fields. */
-function metricHeader(metric: MetricData): Uint8Array {
+export function metricHeader(metric: MetricData): Uint8Array {
   const writer = new Writer(64);
   const { name, description, unit } = metric.descriptor;
-  writer.byte(0x0a);
+  writer.byte(Metric.name.tag);
   writer.string(name);
-  if (description) {
-    writer.byte(0x12);
-    writer.string(description);
-  }
-  if (unit) {
-    writer.byte(0x1a);
-    writer.string(unit);
-  }
+  writeStringField(writer, Metric.description.tag, description);
+  writeStringField(writer, Metric.unit.tag, unit);
   return writer.finish();
 }
 
 /** The resource field (1) of ResourceMetrics, tag included. */
-function resourceField(attributes: Attributes | undefined): Uint8Array {
+export function resourceField(attributes: Attributes | undefined): Uint8Array {
   const body = new Writer();
-  body.raw(encodeAttributes(attributes, 1));
-  body.byte(0x10);
+  body.raw(encodeAttributes(attributes, Resource.attributes.number));
+  body.byte(Resource.droppedAttributesCount.tag);
   body.byte(0);
   const writer = new Writer();
-  writer.byte(0x0a);
+  writer.byte(ResourceMetricsFields.resource.tag);
   writer.lengthDelimited(body.finish());
   return writer.finish();
 }
 
 /** The scope field (1) of ScopeMetrics, tag included. */
-function scopeField(scope: ScopeMetrics['scope']): Uint8Array {
+export function scopeField(scope: ScopeMetrics['scope']): Uint8Array {
   const body = new Writer();
-  body.byte(0x0a);
+  body.byte(InstrumentationScope.name.tag);
   body.string(scope.name);
-  if (scope.version) {
-    body.byte(0x12);
-    body.string(scope.version);
-  }
+  writeStringField(body, InstrumentationScope.version.tag, scope.version);
   const extra = scope as { attributes?: Attributes; droppedAttributesCount?: number };
-  if (extra.attributes) body.raw(encodeAttributes(extra.attributes, 3));
+  if (extra.attributes) body.raw(encodeAttributes(extra.attributes, InstrumentationScope.attributes.number));
   if (extra.droppedAttributesCount) {
-    body.byte(0x20);
+    body.byte(InstrumentationScope.droppedAttributesCount.tag);
     body.varint(extra.droppedAttributesCount);
   }
   const writer = new Writer();
-  writer.byte(0x0a);
+  writer.byte(ScopeMetricsFields.scope.tag);
   writer.lengthDelimited(body.finish());
   return writer.finish();
 }
 
 const utf8 = new TextEncoder();
 
-function stringFieldSize(text: string | undefined): number {
+export function stringFieldSize(text: string | undefined): number {
   if (!text) return 0;
   const length = utf8.encode(text).length;
   return 1 + varintSize(length) + length;
 }
 
-function writeStringField(writer: Writer, tag: number, text: string | undefined): void {
+export function writeStringField(writer: Writer, tag: number, text: string | undefined): void {
   if (!text) return;
   writer.byte(tag);
   writer.string(text);
@@ -225,11 +235,11 @@ const endWords = new TimeWords();
 
 function patchNumber(view: DataView, layout: MetricLayout, point: DataPoint<number>, i: number): boolean {
   if (point.attributes !== layout.attributes[i]) return false;
-  const at = layout.offset + layout.bodyStart[i]!;
-  startWords.set(view, at + 1, point.startTime);
-  endWords.set(view, at + 10, point.endTime);
-  if (layout.valueType === ValueType.INT) setSfixed64(view, at + 19, point.value);
-  else view.setFloat64(at + 19, point.value, true);
+  const at = layout.offset + layout.bodyStart[i]! + 1;
+  startWords.set(view, at + NUMBER_POINT.start, point.startTime);
+  endWords.set(view, at + NUMBER_POINT.time, point.endTime);
+  if (layout.valueType === ValueType.INT) setSfixed64(view, at + NUMBER_POINT.value, point.value);
+  else view.setFloat64(at + NUMBER_POINT.value, point.value, true);
   return true;
 }
 
@@ -243,26 +253,27 @@ function patchHistogram(view: DataView, layout: MetricLayout, point: DataPoint<H
     if (!sameBounds(boundaries, bounds[i]!)) return false;
     bounds[i] = boundaries;
   }
-  let at = layout.offset + layout.bodyStart[i]!;
-  startWords.set(view, at + 1, point.startTime);
-  endWords.set(view, at + 10, point.endTime);
-  setFixed64(view, at + 19, value.count);
-  at += 27;
+  const body = layout.offset + layout.bodyStart[i]!;
+  startWords.set(view, body + HISTOGRAM_HEAD.start + 1, point.startTime);
+  endWords.set(view, body + HISTOGRAM_HEAD.time + 1, point.endTime);
+  setFixed64(view, body + HISTOGRAM_HEAD.count + 1, value.count);
+  let at = body + HISTOGRAM_HEAD.size;
   if (value.sum !== undefined) {
-    view.setFloat64(at + 1, value.sum, true);
-    at += 9;
+    view.setFloat64(body + HISTOGRAM_HEAD.sum + 1, value.sum, true);
+    at = body + HISTOGRAM_HEAD.sizeWithSum;
   }
   if (counts.length > 0) {
     at += 1 + varintSize(counts.length * 8);
     for (let b = 0; b < counts.length; b++, at += 8) setFixed64(view, at, counts[b]!);
   }
+  // min and max are the body's last fields, after the attributes.
   let end = layout.offset + layout.bodyEnd[i]!;
   if (value.max !== undefined) {
-    end -= 9;
+    end -= FIXED_FIELD;
     view.setFloat64(end + 1, value.max, true);
   }
   if (value.min !== undefined) {
-    end -= 9;
+    end -= FIXED_FIELD;
     view.setFloat64(end + 1, value.min, true);
   }
   return true;
@@ -383,19 +394,15 @@ export class OtlpProtobufEncoder {
       bodies.forEach((body, i) => (bodySizes[i] = body.length));
     } else {
       const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
-      const field = histogram ? 9 : 7;
+      const field = histogram ? HistogramPoint.attributes.number : NumberPoint.attributes.number;
       for (let i = 0; i < n; i++) {
         const point = metric.dataPoints[i]!;
         const bytes = (attributes[i] = this.#attributes.get(point.attributes, field));
-        bodySizes[i] = bytes.length + (histogram ? histogramBodySize(point.value as Histogram) : 27);
+        bodySizes[i] = bytes.length + (histogram ? histogramBodySize(point.value as Histogram) : NUMBER_POINT.size);
       }
     }
     for (let i = 0; i < n; i++) dataSize += 1 + varintSize(bodySizes[i]!) + bodySizes[i]!;
-    if (metric.dataPointType !== DataPointType.GAUGE) {
-      const temporality = protoTemporality(metric.aggregationTemporality);
-      if (temporality !== 0) dataSize += 2;
-      if (metric.dataPointType === DataPointType.SUM && metric.isMonotonic) dataSize += 2;
-    }
+    dataSize += metricDataTailSize(metric);
     const body = header.length + 1 + varintSize(dataSize) + dataSize;
     return { metric, header, attributes, bodies, bodySizes, dataSize, length: 1 + varintSize(body) + body };
   }
@@ -403,28 +410,20 @@ export class OtlpProtobufEncoder {
   #exponentialBody(point: DataPoint<number | Histogram | ExponentialHistogram>): Uint8Array {
     const value = point.value as ExponentialHistogram;
     const writer = new Writer();
-    writer.raw(this.#attributes.get(point.attributes, 1));
+    writer.raw(this.#attributes.get(point.attributes, ExpPoint.attributes.number));
     writeHistogramHead(writer, point, value);
     if (value.scale !== 0) {
-      writer.byte(0x30);
+      writer.byte(ExpPoint.scale.tag);
       writer.varint(((value.scale << 1) ^ (value.scale >> 31)) >>> 0);
     }
-    writer.byte(0x39);
-    writer.ensure(8);
-    setFixed64(writer.view, writer.pos, value.zeroCount);
-    writer.pos += 8;
-    writer.byte(0x42);
+    writer.byte(ExpPoint.zeroCount.tag);
+    writeFixed64(writer, value.zeroCount);
+    writer.byte(ExpPoint.positive.tag);
     writer.lengthDelimited(exponentialBuckets(value.positive));
-    writer.byte(0x4a);
+    writer.byte(ExpPoint.negative.tag);
     writer.lengthDelimited(exponentialBuckets(value.negative));
-    if (value.min !== undefined) {
-      writer.byte(0x61);
-      writer.double(value.min);
-    }
-    if (value.max !== undefined) {
-      writer.byte(0x69);
-      writer.double(value.max);
-    }
+    writeDoubleField(writer, ExpPoint.min.tag, value.min);
+    writeDoubleField(writer, ExpPoint.max.tag, value.max);
     return writer.finish();
   }
 
@@ -436,13 +435,13 @@ export class OtlpProtobufEncoder {
     const total = 1 + varintSize(body) + body;
     const old = this.#buffer;
     const writer = new Writer(total);
-    writer.byte(0x0a);
+    writer.byte(ExportMetricsServiceRequest.resourceMetrics.tag);
     writer.varint(body);
     writer.raw(resource);
     const scopes: ScopeLayout[] = [];
     for (let s = 0; s < plans.length; s++) {
       const plan = plans[s]!;
-      writer.byte(0x12);
+      writer.byte(ResourceMetricsFields.scopeMetrics.tag);
       writer.varint(scopeSizes[s]!);
       writer.raw(plan.header);
       const metrics: MetricLayout[] = [];
@@ -455,10 +454,10 @@ export class OtlpProtobufEncoder {
           metrics.push(entry);
         }
       }
-      writeStringField(writer, 0x1a, plan.schemaUrl);
+      writeStringField(writer, ScopeMetricsFields.schemaUrl.tag, plan.schemaUrl);
       scopes.push({ header: plan.header, schemaUrl: plan.schemaUrl, metrics });
     }
-    writeStringField(writer, 0x1a, resourceSchemaUrl);
+    writeStringField(writer, ResourceMetricsFields.schemaUrl.tag, resourceSchemaUrl);
     if (writer.pos !== total) throw new Error(`OTLP protobuf encoding wrote ${writer.pos} bytes where it planned ${total}: an encoder defect`);
     this.#setBuffer(writer.bytes);
     this.#length = total;
@@ -470,12 +469,8 @@ export class OtlpProtobufEncoder {
   #writeMetric(writer: Writer, prepared: PreparedMetric): MetricLayout {
     const { metric, header, attributes, bodies, bodySizes, dataSize } = prepared;
     const offset = writer.pos;
-    writer.byte(0x12);
-    writer.varint(metricBodySize(prepared));
-    writer.raw(header);
+    writeMetricHead(writer, metric, header, dataSize);
     const type = metric.dataPointType;
-    writer.byte(type === DataPointType.GAUGE ? 0x2a : type === DataPointType.SUM ? 0x3a : type === DataPointType.HISTOGRAM ? 0x4a : 0x52);
-    writer.varint(dataSize);
     const n = metric.dataPoints.length;
     const bodyStart = new Int32Array(n);
     const bodyEnd = new Int32Array(n);
@@ -487,7 +482,7 @@ export class OtlpProtobufEncoder {
     for (let i = 0; i < n; i++) {
       const point = metric.dataPoints[i]!;
       attributeObjects[i] = point.attributes;
-      writer.byte(0x0a);
+      writer.byte(MetricDataFields.dataPoints.tag);
       writer.varint(bodySizes[i]!);
       bodyStart[i] = writer.pos - offset;
       if (bodies !== undefined) {
@@ -498,34 +493,11 @@ export class OtlpProtobufEncoder {
         bounds![i] = value.buckets.boundaries;
         writeHistogramBody(writer, point as DataPoint<Histogram>, attributes[i]!);
       } else {
-        writer.byte(0x11);
-        writeTime(writer, point.startTime);
-        writer.byte(0x19);
-        writeTime(writer, point.endTime);
-        writer.ensure(9);
-        if (int) {
-          writer.byte(0x31);
-          setSfixed64(writer.view, writer.pos, point.value as number);
-          writer.pos += 8;
-        } else {
-          writer.byte(0x21);
-          writer.double(point.value as number);
-        }
-        writer.raw(attributes[i]!);
+        writeNumberPoint(writer, point.startTime, point.endTime, int, point.value as number, attributes[i]!);
       }
       bodyEnd[i] = writer.pos - offset;
     }
-    if (type !== DataPointType.GAUGE) {
-      const temporality = protoTemporality(metric.aggregationTemporality);
-      if (temporality !== 0) {
-        writer.byte(0x10);
-        writer.byte(temporality);
-      }
-      if (type === DataPointType.SUM && metric.isMonotonic) {
-        writer.byte(0x18);
-        writer.byte(1);
-      }
-    }
+    writeMetricDataTail(writer, metric);
     return {
       name: metric.descriptor.name,
       description: metric.descriptor.description,
@@ -551,69 +523,119 @@ function metricBodySize(prepared: PreparedMetric): number {
   return prepared.header.length + 1 + varintSize(prepared.dataSize) + prepared.dataSize;
 }
 
+/** The Metric field's tag and length, its header (name, description, unit), and the tag and
+ * length of its data (Gauge, Sum, Histogram or ExponentialHistogram) of `dataSize` bytes. */
+export function writeMetricHead(writer: Writer, metric: MetricData, header: Uint8Array, dataSize: number): void {
+  writer.byte(ScopeMetricsFields.metrics.tag);
+  writer.varint(header.length + 1 + varintSize(dataSize) + dataSize);
+  writer.raw(header);
+  const type = metric.dataPointType;
+  const data = type === DataPointType.GAUGE ? Metric.gauge : type === DataPointType.SUM ? Metric.sum : type === DataPointType.HISTOGRAM ? Metric.histogram : Metric.exponentialHistogram;
+  writer.byte(data.tag);
+  writer.varint(dataSize);
+}
+
+/** The fields of a metric's data after its points: temporality (all but gauges), monotonic (sums). */
+export function metricDataTailSize(metric: MetricData): number {
+  if (metric.dataPointType === DataPointType.GAUGE) return 0;
+  let size = protoTemporality(metric.aggregationTemporality) !== 0 ? 2 : 0;
+  if (metric.dataPointType === DataPointType.SUM && metric.isMonotonic) size += 2;
+  return size;
+}
+
+export function writeMetricDataTail(writer: Writer, metric: MetricData): void {
+  if (metric.dataPointType === DataPointType.GAUGE) return;
+  const temporality = protoTemporality(metric.aggregationTemporality);
+  if (temporality !== 0) {
+    writer.byte(MetricDataFields.aggregationTemporality.tag);
+    writer.byte(temporality);
+  }
+  if (metric.dataPointType === DataPointType.SUM && metric.isMonotonic) {
+    writer.byte(MetricDataFields.isMonotonic.tag);
+    writer.byte(1);
+  }
+}
+
 function writeTime(writer: Writer, time: HrTime): void {
   writer.ensure(8);
   setHrTime(writer.view, writer.pos, time);
   writer.pos += 8;
 }
 
-/** Fields 2 to 5 of a HistogramDataPoint and an ExponentialHistogramDataPoint alike: start and
- * end time, count, and the sum when there is one. */
-function writeHistogramHead(writer: Writer, point: DataPoint<unknown>, value: { count: number; sum?: number | undefined }): void {
-  writer.byte(0x11);
-  writeTime(writer, point.startTime);
-  writer.byte(0x19);
-  writeTime(writer, point.endTime);
-  writer.byte(0x21);
+function writeFixed64(writer: Writer, value: number): void {
   writer.ensure(8);
-  setFixed64(writer.view, writer.pos, value.count);
+  setFixed64(writer.view, writer.pos, value);
   writer.pos += 8;
-  if (value.sum !== undefined) {
-    writer.byte(0x29);
-    writer.double(value.sum);
-  }
 }
 
-function writeHistogramBody(writer: Writer, point: DataPoint<Histogram>, attributes: Uint8Array): void {
+function writeDoubleField(writer: Writer, tag: number, value: number | undefined): void {
+  if (value === undefined) return;
+  writer.byte(tag);
+  writer.double(value);
+}
+
+/** A NumberDataPoint's body, as NUMBER_POINT lays it out: NUMBER_POINT.size + attributes bytes. */
+export function writeNumberPoint(writer: Writer, startTime: HrTime, endTime: HrTime, int: boolean, value: number, attributes: Uint8Array): void {
+  writer.byte(NumberPoint.startTimeUnixNano.tag);
+  writeTime(writer, startTime);
+  writer.byte(NumberPoint.timeUnixNano.tag);
+  writeTime(writer, endTime);
+  if (int) {
+    writer.byte(NumberPoint.asInt.tag);
+    writer.ensure(8);
+    setSfixed64(writer.view, writer.pos, value);
+    writer.pos += 8;
+  } else {
+    writer.byte(NumberPoint.asDouble.tag);
+    writer.double(value);
+  }
+  writer.raw(attributes);
+}
+
+/** Fields 2 to 5 of a HistogramDataPoint and an ExponentialHistogramDataPoint alike (their
+ * numbers are the same, HISTOGRAM_HEAD): start and end time, count, and the sum when there is one. */
+function writeHistogramHead(writer: Writer, point: DataPoint<unknown>, value: { count: number; sum?: number | undefined }): void {
+  writer.byte(HistogramPoint.startTimeUnixNano.tag);
+  writeTime(writer, point.startTime);
+  writer.byte(HistogramPoint.timeUnixNano.tag);
+  writeTime(writer, point.endTime);
+  writer.byte(HistogramPoint.count.tag);
+  writeFixed64(writer, value.count);
+  writeDoubleField(writer, HistogramPoint.sum.tag, value.sum);
+}
+
+/** A HistogramDataPoint's body: histogramBodySize(value) + attributes bytes. */
+export function writeHistogramBody(writer: Writer, point: DataPoint<Histogram>, attributes: Uint8Array): void {
   const value = point.value;
   writeHistogramHead(writer, point, value);
   const { counts, boundaries } = value.buckets;
   if (counts.length > 0) {
-    writer.byte(0x32);
+    writer.byte(HistogramPoint.bucketCounts.tag);
     writer.varint(counts.length * 8);
     writer.ensure(counts.length * 8);
-    for (const count of counts) {
-      setFixed64(writer.view, writer.pos, count);
-      writer.pos += 8;
-    }
+    for (const count of counts) writeFixed64(writer, count);
   }
   if (boundaries.length > 0) {
-    writer.byte(0x3a);
+    writer.byte(HistogramPoint.explicitBounds.tag);
     writer.varint(boundaries.length * 8);
     for (const bound of boundaries) writer.double(bound);
   }
   writer.raw(attributes);
-  if (value.min !== undefined) {
-    writer.byte(0x59);
-    writer.double(value.min);
-  }
-  if (value.max !== undefined) {
-    writer.byte(0x61);
-    writer.double(value.max);
-  }
+  writeDoubleField(writer, HistogramPoint.min.tag, value.min);
+  writeDoubleField(writer, HistogramPoint.max.tag, value.max);
 }
 
 /** ExponentialHistogramDataPoint.Buckets: offset (sint32) and varint counts. */
 function exponentialBuckets(buckets: { offset: number; bucketCounts: number[] }): Uint8Array {
   const writer = new Writer();
   if (buckets.offset !== 0) {
-    writer.byte(0x08);
+    writer.byte(ExponentialBuckets.offset.tag);
     writer.varint(((buckets.offset << 1) ^ (buckets.offset >> 31)) >>> 0);
   }
   if (buckets.bucketCounts.length > 0) {
     const counts = new Writer();
     for (const count of buckets.bucketCounts) counts.varint(count);
-    writer.byte(0x12);
+    writer.byte(ExponentialBuckets.bucketCounts.tag);
     writer.lengthDelimited(counts.finish());
   }
   return writer.finish();

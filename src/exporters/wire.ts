@@ -34,6 +34,15 @@ export class Writer {
     this.view = new DataView(this.bytes.buffer);
   }
 
+  /** Writes into `bytes` from `pos` on (which must have room for what is written). */
+  static over(bytes: Uint8Array, pos: number): Writer {
+    const writer = new Writer(0);
+    writer.bytes = bytes;
+    writer.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    writer.pos = pos;
+    return writer;
+  }
+
   ensure(more: number): void {
     const needed = this.pos + more;
     if (needed <= this.bytes.length) return;
@@ -140,66 +149,5 @@ export function splitU64(value: number): [number, number] {
   return [low, high];
 }
 
-/** Writes an sfixed64 (otlp-transformer's conversion: a non-integer is truncated) at `pos`. */
-export function setSfixed64(view: DataView, pos: number, value: number): void {
-  let low: number;
-  let high: number;
-  if (value >= 0) {
-    low = value >>> 0;
-    high = (value / TWO_POW_32) >>> 0;
-  } else {
-    const abs = Math.abs(value);
-    low = (~(abs >>> 0) + 1) >>> 0;
-    high = ~((abs / TWO_POW_32) >>> 0) >>> 0;
-    if (low === 0) high = (high + 1) >>> 0;
-  }
-  view.setUint32(pos, low, true);
-  view.setUint32(pos + 4, high, true);
-}
-
-/** Writes a fixed64 count as otlp-transformer converts it (low and high words by >>> 0). */
-export function setFixed64(view: DataView, pos: number, value: number): void {
-  view.setUint32(pos, value >>> 0, true);
-  view.setUint32(pos + 4, (value / TWO_POW_32) >>> 0, true);
-}
-
-/** The fixed64 words of the last HrTime converted: a collection's points share a few times
- * (its end, each source's start), so most conversions are a compare. */
-export class TimeWords {
-  seconds = -1;
-  nanos = -1;
-  low = 0;
-  high = 0;
-
-  /** Writes `time` at `pos`, converting it only if it differs from the last one. */
-  set(view: DataView, pos: number, time: HrTime): void {
-    const seconds = time[0];
-    const nanos = time[1];
-    if (seconds !== this.seconds || nanos !== this.nanos) {
-      setHrTime(view, pos, time);
-      this.seconds = seconds;
-      this.nanos = nanos;
-      this.low = view.getUint32(pos, true);
-      this.high = view.getUint32(pos + 4, true);
-      return;
-    }
-    view.setUint32(pos, this.low, true);
-    view.setUint32(pos + 4, this.high, true);
-  }
-}
-
-/**
- * Writes an HrTime as fixed64 nanoseconds at `pos`. seconds * 1e9 is past 2^53 for any recent
- * date, so seconds are split at bit 16 and the two products (each exact) are added in 32-bit
- * halves with the carry.
- */
-export function setHrTime(view: DataView, pos: number, time: HrTime): void {
-  const seconds = time[0];
-  const nanos = time[1];
-  const lowPart = (seconds & 0xffff) * 1e9;
-  const highPart = ((seconds / 0x1_0000) >>> 0) * 1e9;
-  const low = (lowPart >>> 0) + (((highPart & 0xffff) * 0x1_0000) >>> 0) + nanos;
-  const carry = Math.floor(low / TWO_POW_32);
-  view.setUint32(pos, low >>> 0, true);
-  view.setUint32(pos + 4, (Math.floor(lowPart / TWO_POW_32) + ((highPart / 0x1_0000) >>> 0) + carry) >>> 0, true);
-}
+// The fixed-width writes are the fused frame's too (otel/series-frame.ts): written there once.
+export { TimeWords, setFixed64, setSfixed64, setUnixNanos as setHrTime } from '../otel/series-frame.js';

@@ -21,6 +21,7 @@ import type { StatsSource } from '../sources/source.js';
 import { INEXACT_HIGH_WORD as INEXACT, u64 } from '../stats/u64.js';
 import type { Emitter, TablePlan } from './plan.js';
 import { type Points, histogramCounts, newPoints, scale, writeHistogram, writeNumber } from './points.js';
+import type { WirePoints } from './series-frame.js';
 import { ATTR_KVM_VCPU_ID, ATTR_KVM_VCPU_INDEX } from './semconv.js';
 import { type SeriesStarts, counted, pointStart } from './series-rules.js';
 
@@ -56,6 +57,7 @@ export class VmGroup implements Emitter, SeriesStarts {
   members: Member[] = [];
   /** One data point per plan slot, updated in place (reuseDataPoints only). */
   readonly points: Points | undefined;
+  wire: WirePoints | undefined = undefined;
   /** Per value: the sum of every member's last value; counters of departed members stay in. */
   readonly #sums: Float64Array;
   /** Delta temporality only: per value, what the members counted since the previous export. */

@@ -14,6 +14,7 @@ import type { Member, VmGroup, VmGroups } from './aggregation.js';
 import { type MetricKind, type MetricMapping, type TableMapping, type UnitMode, vmAggregateMappings } from './mapping.js';
 import { type Points, type Point, millisToHrTime, newPoints } from './points.js';
 import type { StatSelection } from './selection.js';
+import type { WirePoints } from './series-frame.js';
 import type { SeriesStarts } from './series-rules.js';
 import { TableMappings, metricKey, sourceAttributes, tableIsRead } from './source-set.js';
 
@@ -21,6 +22,8 @@ import { TableMappings, metricKey, sourceAttributes, tableIsRead } from './sourc
 export interface MetricSlot {
   readonly descriptor: MetricDescriptor;
   readonly kind: MetricKind;
+  /** Its values are integers (ValueType.INT). */
+  readonly integer: boolean;
   /** This collection's points, `count` of them (reused arrays may hold more until trimmed). */
   points: Point[];
   count: number;
@@ -46,6 +49,9 @@ export interface SeriesPlan {
   readonly histogram: boolean;
   /** Buckets of a histogram; 1 otherwise. */
   readonly size: number;
+  /** A histogram's buckets in the buffer its table is read into (the fused path copies them
+   * as they are). */
+  readonly bytes: Uint8Array | undefined;
   /** Word of the histogram's sum companion; -1 without one. */
   readonly sumWord: number;
   /** A value that goes down was reset (cumulative and peak stats); instant values just change. */
@@ -56,6 +62,9 @@ export interface SeriesPlan {
   readonly boolean: boolean;
   /** Values need value * multiplier / divisor. */
   readonly scaled: boolean;
+  /** An integer counter or gauge exported as read (not a delta, not scaled): in a frame, its
+   * value's 8 bytes are the kernel's (below 2^53), and its start changes only on a reset. */
+  readonly asRead: boolean;
   readonly multiplier: number;
   readonly divisor: number;
 }
@@ -79,6 +88,9 @@ export interface Emitter {
   readonly attributes: Attributes;
   /** One data point per entry of plan.slots, updated in place (reuseDataPoints only). */
   readonly points: Points | undefined;
+  /** Paired with an exporter (series-frame.ts): where its points are in the frame, once laid
+   * out; its points are written there and not into `points`. */
+  wire: WirePoints | undefined;
 }
 
 /**
@@ -188,6 +200,7 @@ export class Planner {
       // A vCPU summed into its VM has no points of its own.
       points: pointsEnd !== undefined && group === undefined ? newPoints(plan, startTime, pointsEnd, attributes) : undefined,
       reportedInexact: false,
+      wire: undefined,
       group,
       stamp: 0,
       departed: false,
@@ -209,6 +222,7 @@ export class Planner {
     let plan = this.#plans.get(mapping);
     if (plan) return plan;
     const delta = this.#options.delta;
+    const scratch = this.#scratchFor(table.dataSize).bytes;
     let values = 0;
     const slots: MetricSlot[] = [];
     const series = this.#options.selection.select(mapping, table).map((metric): SeriesPlan => {
@@ -228,12 +242,14 @@ export class Planner {
         first,
         histogram,
         size: metric.stat.size,
+        bytes: histogram ? scratch.subarray(metric.stat.offset, metric.stat.offset + metric.stat.size * 8) : undefined,
         sumWord: metric.sumFrom ? metric.sumFrom.offset >>> 2 : -1,
         // Summed gauges just change: a VM's sum of them has no start to reset.
         resets: metric.stat.type !== 'instant' && !(aggregated && gauge),
         delta: delta && !gauge,
         boolean,
         scaled: !boolean && (metric.multiplier !== 1 || metric.divisor !== 1),
+        asRead: !histogram && !(delta && !gauge) && !boolean && metric.multiplier === 1 && metric.divisor === 1 && metric.integer,
         multiplier: metric.multiplier,
         divisor: metric.divisor,
       };
@@ -255,6 +271,7 @@ export class Planner {
           valueType: metric.integer ? ValueType.INT : ValueType.DOUBLE,
         },
         kind: metric.kind,
+        integer: metric.integer,
         points: [],
         count: 0,
         data: undefined,

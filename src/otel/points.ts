@@ -60,6 +60,11 @@ export function addPoint(slot: MetricSlot, point: Point): void {
  * rolls in place), else a new point appended to the metric.
  */
 export function writeNumber(emitter: Emitter, j: number, slot: MetricSlot, startTime: HrTime, endTime: HrTime, value: number): void {
+  const wire = emitter.wire;
+  if (wire !== undefined) {
+    wire.frame.number(wire.body[j]!, startTime, slot.integer, value);
+    return;
+  }
   const points = emitter.points;
   if (points === undefined) {
     addPoint(slot, { startTime, endTime, attributes: emitter.attributes, value });
@@ -71,11 +76,15 @@ export function writeNumber(emitter: Emitter, j: number, slot: MetricSlot, start
 }
 
 /** Where this collection's bucket counts of an emitter's histogram point j go: the reused
- * point's own array, else a new one for a new point. */
+ * point's own array, else a new one for a new point; for a point in a frame, a scratch array
+ * that writeHistogram writes from at once. */
 export function histogramCounts(emitter: Emitter, j: number, size: number): number[] {
+  if (emitter.wire !== undefined) return wireCounts.length >= size ? wireCounts : (wireCounts = new Array<number>(size).fill(0));
   const points = emitter.points;
   return points === undefined ? new Array<number>(size) : (points[j] as HistogramPoint).value.buckets.counts;
 }
+
+let wireCounts: number[] = [];
 
 /** This collection's point j of an emitter, a histogram, as writeNumber does: its counts filled
  * in the array that histogramCounts gave, its sum (where it has one) as read, scaled here. */
@@ -88,8 +97,15 @@ export function writeHistogram(
   counts: number[],
   count: number,
   sum: number | undefined,
+  /** The buckets as read, when they are exported as read (cumulative, each below 2^53). */
+  raw?: Uint8Array,
 ): void {
   if (sum !== undefined) sum = scale(series, sum);
+  const wire = emitter.wire;
+  if (wire !== undefined) {
+    wire.frame.histogram(wire.body[j]!, wire.buckets[j]!, startTime, count, sum, counts, series.size, raw);
+    return;
+  }
   const points = emitter.points;
   if (points === undefined) {
     const value: Histogram = { buckets: { boundaries: series.mapping.bounds as number[], counts }, count };

@@ -44,6 +44,7 @@ import type { UnitMode } from './mapping.js';
 import { type Emitter, type MetricSlot, Planner, type SeriesPlan, type SourceState, type TableState } from './plan.js';
 import { addPoint, histogramCounts, millisToHrTime, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
+import type { FrameLayout, FramePairing, WirePoints } from './series-frame.js';
 import { SCOPE_NAME } from './semconv.js';
 import { counted, pointStart } from './series-rules.js';
 import { type SourceSet, currentSources } from './source-set.js';
@@ -76,6 +77,15 @@ export interface KvmStatsProducerOptions {
   /** `none` (default): a series per vCPU. `vm`: one per VM, the vCPUs' values summed (see
    * aggregation.ts: gauges also as their maximum, booleans as the count of vCPUs set). */
   readonly vcpuAggregation?: VcpuAggregation;
+  /**
+   * The fused path: a KvmOtlpMetricExporter (over http/protobuf or gRPC) that exports this
+   * producer's collections. The producer then writes its series straight into the exporter's
+   * request bytes rather than into data points, and its collect() result carries its scope
+   * with no metrics, which only that exporter reads: give the producer to one reader, last in
+   * its metricProducers, whose exporter is this one. Data points are then reused
+   * (reuseDataPoints). Over http/json the producer builds data points as usual.
+   */
+  readonly pairedExporter?: FramePairing;
 }
 
 const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
@@ -116,6 +126,8 @@ export class KvmStatsProducer implements MetricProducer {
   #now: HrTime = [0, 0];
   #previous: HrTime = [0, 0];
   readonly #scope: ScopeMetrics = { scope: { name: SCOPE_NAME, version: SCOPE_VERSION }, metrics: [] };
+  /** The paired exporter's frame (pairedExporter); undefined on the plain path. */
+  readonly #fused: FrameLayout | undefined;
   /** Values above 2^53 seen so far (exported rounded). */
   inexactValues = 0;
 
@@ -123,7 +135,9 @@ export class KvmStatsProducer implements MetricProducer {
     this.#sources = options.sources;
     this.#temporality = options.temporality === AggregationTemporality.DELTA ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
     this.#resource = options.resource ?? emptyResource();
-    this.#reuse = options.reuseDataPoints ?? false;
+    this.#fused = options.pairedExporter?.pairProducer(this.#scope) as FrameLayout | undefined;
+    // Emitters not yet laid out in the frame write into their own reused points.
+    this.#reuse = (options.reuseDataPoints ?? false) || this.#fused !== undefined;
     const selection = new StatSelection(options);
     const aggregation = options.vcpuAggregation ?? 'none';
     if (!VCPU_AGGREGATIONS.includes(aggregation)) throw new RangeError(`vcpuAggregation must be ${VCPU_AGGREGATIONS.join(' or ')}, not ${JSON.stringify(aggregation)}`);
@@ -143,6 +157,11 @@ export class KvmStatsProducer implements MetricProducer {
     const errors: unknown[] = [];
     const deadline = options?.timeoutMillis !== undefined ? performance.now() + options.timeoutMillis : Infinity;
     this.#tick();
+    const fused = this.#fused;
+    if (fused !== undefined) {
+      fused.begin();
+      fused.frame.setEnd(this.#now);
+    }
     const reuse = this.#reuse;
     if (!reuse) for (const slot of this.#slots.values()) slot.count = 0;
     const total = this.#gather();
@@ -195,7 +214,10 @@ export class KvmStatsProducer implements MetricProducer {
       layout.length = emitted;
       this.#layoutChanged = true;
     }
-    if (this.#layoutChanged) this.#arrangeReusedPoints();
+    if (this.#layoutChanged) {
+      if (fused !== undefined) fused.arrange(this.#slots.values(), layout, this.#temporality);
+      else this.#arrangeReusedPoints();
+    }
     if (j < reads.length) {
       errors.push(new Error(`KVM stats collection ran out of time (timeoutMillis ${options?.timeoutMillis}): read ${read} of ${total} sources`));
     }
@@ -212,7 +234,8 @@ export class KvmStatsProducer implements MetricProducer {
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
-    this.#emit(state, state.scratch.words);
+    if (state.wire !== undefined) this.#emitToFrame(state, state.wire, state.scratch.words);
+    else this.#emit(state, state.scratch.words);
     if (this.#reuse && this.#layout[emitted] !== state) {
       this.#layout[emitted] = state;
       this.#layoutChanged = true;
@@ -294,6 +317,45 @@ export class KvmStatsProducer implements MetricProducer {
     state.lastCollectionMs = this.#nowMs;
   }
 
+  /**
+   * #emit for a table laid out in the paired exporter's frame. A series exported as read
+   * (SeriesPlan.asRead) that was not reset and is below 2^53 takes the short way: its value's
+   * words copied into the frame, beside this collection's time; its start is already there
+   * (cumulative: it changes only on a reset). Every other series takes #emit's way.
+   */
+  #emitToFrame(state: TableState, wire: WirePoints, words: Uint32Array): void {
+    const plan = state.plan.series;
+    const previousTime = this.#previousTimeOf(state);
+    const { previous } = state;
+    const frame = wire.frame;
+    const body = wire.body;
+    let inexact = false;
+    for (let m = 0; m < plan.length; m++) {
+      const series = plan[m]!;
+      if (series.asRead) {
+        const w = series.word;
+        const low = words[w]!;
+        const high = words[w + 1]!;
+        if (high < INEXACT_HIGH_WORD) {
+          if (!series.resets) {
+            frame.numberAsRead(body[m]!, low, high);
+            continue;
+          }
+          const value = low + high * TWO_POW_32;
+          if (value >= previous[series.first]!) {
+            previous[series.first] = value;
+            frame.numberAsRead(body[m]!, low, high);
+            continue;
+          }
+        }
+      }
+      if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
+    }
+    if (inexact) this.#reportInexact(state);
+    state.lastCollection = this.#collection;
+    state.lastCollectionMs = this.#nowMs;
+  }
+
   /** A counter or gauge; true if its value is above 2^53. */
   #emitNumber(state: TableState, m: number, series: SeriesPlan, words: Uint32Array, previousTime: HrTime | undefined): boolean {
     const w = series.word;
@@ -348,7 +410,8 @@ export class KvmStatsProducer implements MetricProducer {
       if (sum !== undefined) sum = previous[first + size]!;
     }
     const start = pointStart(state, m, delta, reset, previousTime);
-    writeHistogram(state, m, series, start, this.#now, counts, count, sum);
+    // Cumulative buckets below 2^53 go to a frame as the kernel's bytes.
+    writeHistogram(state, m, series, start, this.#now, counts, count, sum, delta || highs >>> 0 >= INEXACT_HIGH_WORD ? undefined : series.bytes);
     return highs >>> 0 >= INEXACT_HIGH_WORD;
   }
 
@@ -372,6 +435,8 @@ export class KvmStatsProducer implements MetricProducer {
 
   /** This collection's metrics. New objects, unless data points are reused. */
   #scopeMetrics(): ScopeMetrics {
+    // Paired: the metrics are in the exporter's frame.
+    if (this.#fused !== undefined) return this.#scope;
     const metrics: MetricData[] = [];
     for (const slot of this.#slots.values()) {
       if (slot.points.length !== slot.count) slot.points.length = slot.count;

@@ -1,0 +1,150 @@
+/**
+ * The fused path (a producer paired with its exporter's frame, src/exporters/otlp-fused.ts)
+ * beside what it replaces and the floor, per collection, on saved images laid out as this
+ * kernel's VM and vCPU stats fds (docs/metrics.md's descriptor tables: 16 VM stats, 47 vCPU
+ * stats with three log2 histograms of 32 buckets), VMs of 4 vCPUs, one file (fd) per image:
+ * - the koffi pread floor: one readInto of every fd;
+ * - collect() + OtlpProtobufEncoder: the plain producer (reused points) and the SDK's metrics
+ *   through one reader, then the request encoded (the agent's cycle before the fused path);
+ * - the fused cycle: src/bench/agent-cycle.ts's protobufCycle, what the agent does now.
+ * CPU time per pass (process.cpuUsage), the steps taking turns pass by pass, medians. Figures are
+ * on image fds, not KVM fds.
+ *
+ *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60]
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import {
+  KVM_STATS_BASE_POW10,
+  KVM_STATS_BASE_POW2,
+  KVM_STATS_TYPE_CUMULATIVE,
+  KVM_STATS_TYPE_INSTANT,
+  KVM_STATS_TYPE_LINEAR_HIST,
+  KVM_STATS_TYPE_LOG_HIST,
+  KVM_STATS_TYPE_PEAK,
+  KVM_STATS_UNIT_BOOLEAN,
+  KVM_STATS_UNIT_BYTES,
+  KVM_STATS_UNIT_CYCLES,
+  KVM_STATS_UNIT_NONE,
+  KVM_STATS_UNIT_SECONDS,
+} from '../src/abi/kvm.js';
+import { protobufCycle } from '../src/bench/agent-cycle.js';
+import { OtlpProtobufEncoder } from '../src/exporters/otlp-protobuf.js';
+import { KvmStatsProducer } from '../src/otel/producer.js';
+import { type StatsSource, closeSources, statsSource } from '../src/sources/source.js';
+import { StatsFile } from '../src/stats/stats-file.js';
+import { type DescSpec, buildImage, writeImage } from '../test/helpers/image.js';
+
+const { values } = parseArgs({
+  options: {
+    fds: { type: 'string', default: '2500,10000' },
+    passes: { type: 'string', default: '60' },
+  },
+});
+const passes = Number(values.passes);
+const VCPUS = 4;
+
+const TYPES: Record<string, number> = {
+  cumulative: KVM_STATS_TYPE_CUMULATIVE,
+  instant: KVM_STATS_TYPE_INSTANT,
+  peak: KVM_STATS_TYPE_PEAK,
+  'linear-histogram': KVM_STATS_TYPE_LINEAR_HIST,
+  'log2-histogram': KVM_STATS_TYPE_LOG_HIST,
+};
+const UNITS: Record<string, number> = {
+  none: KVM_STATS_UNIT_NONE,
+  bytes: KVM_STATS_UNIT_BYTES,
+  seconds: KVM_STATS_UNIT_SECONDS,
+  cycles: KVM_STATS_UNIT_CYCLES,
+  boolean: KVM_STATS_UNIT_BOOLEAN,
+};
+
+/** The descriptor table of one target from docs/metrics.md, with idle values. */
+function tableOf(markdown: string, heading: string): DescSpec[] {
+  const section = markdown.slice(markdown.indexOf(heading));
+  const rows = section.slice(section.indexOf('| stat | type |')).split('\n').slice(2);
+  const descs: DescSpec[] = [];
+  for (const row of rows) {
+    if (!row.startsWith('| ')) break;
+    const [name, type, unit, base, exponent, size, bucketSize] = row.split('|').slice(1).map((cell) => cell.trim());
+    const count = Number(size);
+    const values = Array.from({ length: count }, (_, i) => (type!.endsWith('histogram') ? (i < 12 ? 1000 + i : 0) : 123_456 + i));
+    descs.push({ name: name!, type: TYPES[type!]!, unit: UNITS[unit!]!, base: base === '2' ? KVM_STATS_BASE_POW2 : KVM_STATS_BASE_POW10, exponent: Number(exponent), size: count, bucketSize: bucketSize === '' ? 0 : Number(bucketSize), values });
+  }
+  if (descs.length === 0) throw new Error(`docs/metrics.md has no descriptor table under ${heading}`);
+  return descs;
+}
+
+const markdown = readFileSync(new URL('../docs/metrics.md', import.meta.url), 'utf8');
+const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats') }), 'vm');
+const vcpuDescs = tableOf(markdown, '## vCPU stats');
+const vcpuImages = Array.from({ length: VCPUS }, (_, vcpu) => writeImage(buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: vcpuDescs }), 'vcpu'));
+
+function fleet(fds: number): StatsSource[] {
+  const sources: StatsSource[] = [];
+  for (let vm = 0; vm < fds / (1 + VCPUS); vm++) {
+    const owner = { pid: 10_000 + vm, vmName: `vm-${vm}`, startTimeMs: 1_700_000_000_000 };
+    sources.push(statsSource(StatsFile.openImage(vmImage), owner, 'image'));
+    for (const path of vcpuImages) sources.push(statsSource(StatsFile.openImage(path), owner, 'image'));
+  }
+  return sources;
+}
+
+class Reader extends MetricReader {
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+/** The agent's cycle before the fused path: collect() with reused points, then the encoder. */
+function plainCycle(sources: StatsSource[]): { run(): Promise<number>; shutdown(): Promise<void> } {
+  const producer = new KvmStatsProducer({ sources, reuseDataPoints: true });
+  const reader = new Reader({ metricProducers: [producer] });
+  const provider = new MeterProvider({ readers: [reader] });
+  const cycles = provider.getMeter('kvm-stats-otel-bench').createCounter('bench.cycles');
+  const encoder = new OtlpProtobufEncoder();
+  return {
+    async run() {
+      cycles.add(1);
+      const { resourceMetrics } = await reader.collect();
+      const bytes = encoder.encode(resourceMetrics);
+      encoder.release(bytes);
+      return bytes.length;
+    },
+    shutdown: () => provider.shutdown(),
+  };
+}
+
+async function cpuOf(step: () => unknown): Promise<number> {
+  const before = process.cpuUsage();
+  await step();
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1000;
+}
+
+const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+
+for (const fds of values.fds!.split(',').map(Number)) {
+  const sources = fleet(fds);
+  try {
+    const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
+    const plain = plainCycle(sources);
+    const fused = protobufCycle({ sources });
+    const steps: [string, () => unknown][] = [
+      ['koffi pread floor', () => sources.forEach((source) => source.file.readInto(scratch))],
+      ['collect() + OtlpProtobufEncoder', () => plain.run()],
+      ['fused cycle (agent-cycle.ts)', () => fused.run()],
+    ];
+    const sizes = [await plain.run(), await fused.run()];
+    const times = steps.map(() => [] as number[]);
+    for (let pass = 0; pass < 10; pass++) for (const [, step] of steps) await step();
+    for (let pass = 0; pass < passes; pass++) for (let s = 0; s < steps.length; s++) times[s]!.push(await cpuOf(steps[s]![1]));
+    const floor = median(times[0]!);
+    console.log(`${fds} image fds (${passes} passes, CPU ms per collection, medians; requests ${sizes[0]} and ${sizes[1]} bytes)`);
+    steps.forEach(([name], s) => console.log(`  ${name.padEnd(34)} ${median(times[s]!).toFixed(1).padStart(7)} ms  ${(median(times[s]!) / floor).toFixed(2)}x floor`));
+    await plain.shutdown();
+    await fused.shutdown();
+  } finally {
+    closeSources(sources);
+  }
+}
