@@ -24,7 +24,7 @@ const { values } = parseArgs({
   options: {
     sizes: { type: 'string', default: '2500,10000' },
     vcpus: { type: 'string', default: '4' },
-    passes: { type: 'string', default: "5" },
+    passes: { type: 'string', default: '5' },
   },
 });
 const vcpus = Number(values.vcpus);

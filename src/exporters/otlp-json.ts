@@ -23,6 +23,7 @@ import {
   type MetricData,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { SlotText, digits } from './slot-text.js';
 
 const utf8 = new TextEncoder();
 
@@ -71,7 +72,32 @@ const P_COUNT = bytesOf(',"count":');
 const P_SUM = bytesOf(',"sum":');
 const P_MIN = bytesOf(',"min":');
 const P_MAX = bytesOf(',"max":');
-const P_HISTOGRAM_START = bytesOf(',"startTimeUnixNano":"');
+
+const P_CLOSE = bytesOf('}');
+const EMPTY = new Uint8Array(0);
+
+// Histogram shapes: which optional fields a point has, and its bucket count.
+const HAS_COUNT = 1;
+const HAS_SUM = 2;
+const HAS_MIN = 4;
+const HAS_MAX = 8;
+const SHAPE_BITS = 4;
+
+function histogramShape(value: Histogram): number {
+  return (
+    (value.count !== undefined ? HAS_COUNT : 0) |
+    (value.sum !== undefined ? HAS_SUM : 0) |
+    (value.min !== undefined ? HAS_MIN : 0) |
+    (value.max !== undefined ? HAS_MAX : 0) |
+    (value.buckets.counts.length << SHAPE_BITS)
+  );
+}
+
+function sameBounds(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
 
 /** The last time written as text, converted again only when it changes. */
 class TimeText {
@@ -105,68 +131,78 @@ class TimeText {
   }
 }
 
-/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
-function digits(bytes: Uint8Array, pos: number, value: number): number {
-  let length = 1;
-  for (let v = value; v >= 10; v = Math.floor(v / 10)) length++;
-  let v = value;
-  for (let i = pos + length - 1; i >= pos; i--) {
-    const next = Math.floor(v / 10);
-    bytes[i] = 0x30 + (v - next * 10);
-    v = next;
-  }
-  return pos + length;
-}
-
 /**
- * What the points of one source share: their attributes and start time, as the JSON that
- * precedes a number point's end time and as the pieces of a histogram point.
+ * One metric's text with its number slots, and what its constant bytes were made from: the
+ * metric's header, and per point its attributes object, start time and shape (histograms: the
+ * optional fields present, bucket count and bounds; numbers: whether there is a value).
  */
-interface SourceText {
-  readonly attributes: Attributes;
-  readonly start: HrTime;
-  readonly seconds: number;
-  readonly nanos: number;
-  /** `{"attributes":[...],"startTimeUnixNano":"…","timeUnixNano":"` */
-  readonly numberPrefix: Uint8Array;
-  /** `[...]`, the attributes' KeyValues */
-  readonly attributesJson: Uint8Array;
-  /** `,"startTimeUnixNano":"…","timeUnixNano":"` */
-  readonly startSuffix: Uint8Array;
+interface MetricLayout {
+  readonly text: SlotText;
+  readonly name: string;
+  readonly description: string;
+  readonly unit: string;
+  readonly valueType: ValueType;
+  readonly type: DataPointType;
+  readonly temporality: AggregationTemporality;
+  readonly monotonic: unknown;
+  /** False for exponential histograms and metrics of points without a value type: written anew every time. */
+  readonly patchable: boolean;
+  readonly points: number;
+  readonly attributes: Attributes[];
+  readonly startSeconds: Float64Array;
+  readonly startNanos: Float64Array;
+  readonly shapes: Int32Array;
+  readonly bounds: number[][];
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let pos = 0;
-  for (const part of parts) {
-    bytes.set(part, pos);
-    pos += part.length;
-  }
-  return bytes;
+/** Whether the metric's header and point count are the layout's. */
+function fits(layout: MetricLayout, metric: MetricData): boolean {
+  const { descriptor } = metric;
+  return (
+    layout.patchable &&
+    metric.dataPointType === layout.type &&
+    metric.dataPoints.length === layout.points &&
+    descriptor.name === layout.name &&
+    descriptor.description === layout.description &&
+    descriptor.unit === layout.unit &&
+    descriptor.valueType === layout.valueType &&
+    metric.aggregationTemporality === layout.temporality &&
+    (metric as { isMonotonic?: unknown }).isMonotonic === layout.monotonic
+  );
+}
+
+/** A metric whose header fits its layout: its points are patched if they fit too. */
+interface Candidate {
+  readonly layout: MetricLayout;
+  readonly metric: MetricData;
+  /** Its place: scope and metric. */
+  readonly s: number;
+  readonly m: number;
+  ok: boolean;
 }
 
 export class OtlpJsonEncoder {
   #bytes = new Uint8Array(1 << 16);
-  #pos = 0;
   #held = false;
   readonly #attributes = new WeakMap<Attributes, Uint8Array>();
   readonly #bounds = new WeakMap<number[], Uint8Array>();
-  /** Per metric (by its place in the request), each point's SourceText the last time: found
-   * again with a compare while the series stay the same. */
-  #pointSources: (SourceText | undefined)[][][] = [];
-  readonly #sourceTexts = new WeakMap<Attributes, SourceText>();
+  /** Per scope and metric (by place in the request), the last export's text and layout. */
+  #layouts: (MetricLayout | undefined)[][] = [];
   readonly #start = new TimeText();
   readonly #end = new TimeText();
+  /** Metrics written anew by the last encode(), and patched in place, for tests and the bench. */
+  readonly stats = { encoded: 0, patched: 0 };
 
   /** The ExportMetricsServiceRequest for one ResourceMetrics, as JSON in UTF-8. */
   encode(request: ResourceMetrics): Uint8Array {
-    if (this.#held) this.#bytes = new Uint8Array(this.#bytes.length);
-    this.#held = true;
-    this.#pos = 0;
     const { resource } = request;
     const resourceJson: Record<string, unknown> = { attributes: keyValues(resource.attributes), droppedAttributesCount: 0 };
     if (resource.schemaUrl) resourceJson.schemaUrl = resource.schemaUrl;
-    this.#text(`{"resourceMetrics":[${JSON.stringify({ resource: resourceJson, schemaUrl: resourceJson.schemaUrl }).slice(0, -1)},"scopeMetrics":[`);
+    // The request as pieces: text around the metrics, and each metric's layout.
+    const pieces: (Uint8Array | MetricLayout)[] = [utf8.encode(`{"resourceMetrics":[${JSON.stringify({ resource: resourceJson, schemaUrl: resourceJson.schemaUrl }).slice(0, -1)},"scopeMetrics":[`)];
+    const candidates: Candidate[] = [];
+    const fresh: [MetricLayout | undefined, MetricData, number, number][] = [];
+    const layouts: (MetricLayout | undefined)[][] = [];
     request.scopeMetrics.forEach((scopeMetrics, s) => {
       const { scope } = scopeMetrics;
       const scopeJson: Record<string, unknown> = { name: scope.name, version: scope.version };
@@ -175,18 +211,40 @@ export class OtlpJsonEncoder {
         scopeJson.attributes = keyValues(extra.attributes);
         scopeJson.droppedAttributesCount = extra.droppedAttributesCount ?? 0;
       }
-      this.#text(`${s > 0 ? ',' : ''}{"scope":${JSON.stringify(scopeJson)},"metrics":[`);
-      const cached = (this.#pointSources[s] ??= []);
+      pieces.push(utf8.encode(`${s > 0 ? ',' : ''}{"scope":${JSON.stringify(scopeJson)},"metrics":[`));
+      const old = this.#layouts[s] ?? [];
+      const scopeLayouts: (MetricLayout | undefined)[] = [];
       scopeMetrics.metrics.forEach((metric, m) => {
-        if (m > 0) this.#byte(0x2c);
-        this.#metric(metric, (cached[m] ??= []));
+        if (m > 0) pieces.push(COMMA);
+        const layout = old[m];
+        if (layout !== undefined && fits(layout, metric)) {
+          candidates.push({ layout, metric, s, m, ok: true });
+          scopeLayouts.push(layout);
+        } else {
+          fresh.push([layout, metric, s, m]);
+          scopeLayouts.push(undefined);
+        }
+        pieces.push(EMPTY);
       });
-      cached.length = scopeMetrics.metrics.length;
-      this.#text(scope.schemaUrl !== undefined ? `],"schemaUrl":${JSON.stringify(scope.schemaUrl)}}` : ']}');
+      layouts.push(scopeLayouts);
+      pieces.push(utf8.encode(scope.schemaUrl !== undefined ? `],"schemaUrl":${JSON.stringify(scope.schemaUrl)}}` : ']}'));
     });
-    this.#text(']}]}');
-    this.#pointSources.length = request.scopeMetrics.length;
-    return this.#bytes.subarray(0, this.#pos);
+    pieces.push(utf8.encode(']}]}'));
+    this.#patchAll(candidates);
+    let patched = 0;
+    for (const candidate of candidates) {
+      if (candidate.ok) patched++;
+      else fresh.push([candidate.layout, candidate.metric, candidate.s, candidate.m]);
+    }
+    for (const [old, metric, s, m] of fresh) layouts[s]![m] = this.#render(metric, old?.text);
+    this.#layouts = layouts;
+    this.stats.encoded = fresh.length;
+    this.stats.patched = patched;
+    // Each metric's text in its place.
+    let m = 0;
+    const ordered = layouts.flat();
+    for (let p = 0; p < pieces.length; p++) if (pieces[p] === EMPTY) pieces[p] = ordered[m++]!;
+    return this.#join(pieces);
   }
 
   /** The bytes of an encode() are no longer read: the next one may write over them. */
@@ -194,8 +252,100 @@ export class OtlpJsonEncoder {
     if (bytes.buffer === this.#bytes.buffer) this.#held = false;
   }
 
-  #metric(metric: MetricData, cache: (SourceText | undefined)[]): void {
+  /** The pieces, one after another, in the output buffer (a new one while the last is held). */
+  #join(pieces: (Uint8Array | MetricLayout)[]): Uint8Array {
+    let total = 0;
+    for (const piece of pieces) total += piece instanceof Uint8Array ? piece.length : piece.text.length;
+    if (this.#held || total > this.#bytes.length) {
+      let size = this.#bytes.length;
+      while (size < total) size *= 2;
+      this.#bytes = new Uint8Array(size);
+    }
+    this.#held = true;
+    const bytes = this.#bytes;
+    let pos = 0;
+    for (const piece of pieces) {
+      const part = piece instanceof Uint8Array ? piece : piece.text.view();
+      bytes.set(part, pos);
+      pos += part.length;
+    }
+    return bytes.subarray(0, total);
+  }
+
+  /**
+   * Rewrites the candidates' numbers in their texts, point i of every metric before point i + 1
+   * of any (a producer's point i of one metric and of the next belong to the same source and sit
+   * together in memory; see otlp-protobuf.ts). A candidate whose point no longer fits its layout
+   * gets ok = false, and is written anew.
+   */
+  #patchAll(candidates: Candidate[]): void {
+    let longest = 0;
+    for (const candidate of candidates) {
+      longest = Math.max(longest, candidate.layout.points);
+      candidate.layout.text.patch();
+    }
+    for (let i = 0; i < longest; i++) {
+      for (let c = 0; c < candidates.length; c++) {
+        const candidate = candidates[c]!;
+        const { layout } = candidate;
+        if (i >= layout.points || !candidate.ok) continue;
+        const point = candidate.metric.dataPoints[i]!;
+        const { attributes, startTime } = point;
+        if (attributes !== layout.attributes[i] || startTime[0] !== layout.startSeconds[i] || startTime[1] !== layout.startNanos[i]) {
+          candidate.ok = false;
+          continue;
+        }
+        if (layout.type === DataPointType.HISTOGRAM) {
+          const value = point.value as Histogram;
+          const boundaries = value.buckets.boundaries;
+          if (histogramShape(value) !== layout.shapes[i]) {
+            candidate.ok = false;
+            continue;
+          }
+          if (boundaries !== layout.bounds[i]) {
+            if (!sameBounds(boundaries, layout.bounds[i]!)) {
+              candidate.ok = false;
+              continue;
+            }
+            layout.bounds[i] = boundaries;
+          }
+          this.#histogramPoint(layout.text, point as DataPoint<Histogram>, i);
+        } else {
+          if ((point.value === undefined ? 0 : 1) !== layout.shapes[i]) {
+            candidate.ok = false;
+            continue;
+          }
+          this.#numberPoint(layout.text, point as DataPoint<number>, i, valueKeyOf(layout.valueType));
+        }
+      }
+    }
+    for (const candidate of candidates) if (candidate.ok && !candidate.layout.text.complete) candidate.ok = false;
+  }
+
+  /** A metric's text anew (in `text`, reused, if given), and its layout. */
+  #render(metric: MetricData, reuse: SlotText | undefined): MetricLayout {
+    const text = reuse ?? new SlotText();
+    text.build();
     const { descriptor } = metric;
+    const points = metric.dataPoints;
+    const n = points.length;
+    const layout: MetricLayout = {
+      text,
+      name: descriptor.name,
+      description: descriptor.description,
+      unit: descriptor.unit,
+      valueType: descriptor.valueType,
+      type: metric.dataPointType,
+      temporality: metric.aggregationTemporality,
+      monotonic: (metric as { isMonotonic?: unknown }).isMonotonic,
+      patchable: true,
+      points: n,
+      attributes: new Array<Attributes>(n),
+      startSeconds: new Float64Array(n),
+      startNanos: new Float64Array(n),
+      shapes: new Int32Array(n),
+      bounds: new Array<number[]>(n),
+    };
     const header = JSON.stringify({ name: descriptor.name, description: descriptor.description, unit: descriptor.unit }).slice(1, -1);
     const temporality = temporalityNumber(metric.aggregationTemporality);
     let data: Record<string, unknown> | undefined;
@@ -219,105 +369,89 @@ export class OtlpJsonEncoder {
         break;
     }
     if (data === undefined) {
-      this.#text(`{${header}}`);
-      return;
+      text.raw(utf8.encode(`{${header}}`));
+      return { ...layout, patchable: false };
     }
     const fields = JSON.stringify(data).slice(1, -1);
-    this.#text(`{${header}${header ? ',' : ''}"${key}":{${fields}${fields ? ',' : ''}"dataPoints":[`);
-    const points = metric.dataPoints;
-    if (metric.dataPointType === DataPointType.HISTOGRAM) {
-      for (let i = 0; i < points.length; i++) {
-        if (i > 0) this.#byte(0x2c);
-        const point = points[i] as DataPoint<Histogram>;
-        this.#histogramPoint(point, this.#sourceText(cache, i, point));
-      }
-    } else if (metric.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM) {
-      for (let i = 0; i < points.length; i++) {
-        if (i > 0) this.#byte(0x2c);
-        this.#exponentialPoint(points[i] as DataPoint<ExponentialHistogram>);
+    text.raw(utf8.encode(`{${header}${header ? ',' : ''}"${key}":{${fields}${fields ? ',' : ''}"dataPoints":[`));
+    let patchable = true;
+    if (metric.dataPointType === DataPointType.EXPONENTIAL_HISTOGRAM) {
+      patchable = false;
+      for (let i = 0; i < n; i++) {
+        if (i > 0) text.raw(COMMA);
+        text.raw(utf8.encode(exponentialPointJson(points[i] as DataPoint<ExponentialHistogram>)));
       }
     } else {
-      const valueKey = descriptor.valueType === ValueType.INT ? P_AS_INT : descriptor.valueType === ValueType.DOUBLE ? P_AS_DOUBLE : undefined;
-      for (let i = 0; i < points.length; i++) {
-        if (i > 0) this.#byte(0x2c);
-        const point = points[i] as DataPoint<number>;
-        this.#raw(this.#sourceText(cache, i, point).numberPrefix);
-        this.#raw(this.#end.of(point.endTime));
-        if (valueKey === undefined || point.value === undefined) {
-          this.#raw(P_CLOSE_TIME);
-          continue;
+      const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
+      const valueKey = valueKeyOf(descriptor.valueType);
+      if (!histogram && valueKey === undefined) patchable = false;
+      for (let i = 0; i < n; i++) {
+        const point = points[i]!;
+        layout.attributes[i] = point.attributes;
+        layout.startSeconds[i] = point.startTime[0];
+        layout.startNanos[i] = point.startTime[1];
+        if (histogram) {
+          const value = point.value as Histogram;
+          layout.shapes[i] = histogramShape(value);
+          layout.bounds[i] = value.buckets.boundaries;
+          this.#histogramPoint(text, point as DataPoint<Histogram>, i);
+        } else {
+          layout.shapes[i] = point.value === undefined ? 0 : 1;
+          this.#numberPoint(text, point as DataPoint<number>, i, valueKey);
         }
-        this.#raw(valueKey);
-        this.#number(point.value);
-        this.#byte(0x7d);
       }
     }
-    cache.length = points.length;
-    this.#text(']}}');
+    text.raw(P_METRIC_END);
+    return patchable ? layout : { ...layout, patchable };
   }
 
-  /** Point i's SourceText: the last one if its attributes and start are the same. */
-  #sourceText(cache: (SourceText | undefined)[], i: number, point: DataPoint<unknown>): SourceText {
-    const { attributes, startTime } = point;
-    const last = cache[i];
-    if (last !== undefined && last.attributes === attributes && last.start === startTime && last.seconds === startTime[0] && last.nanos === startTime[1]) return last;
-    let text = this.#sourceTexts.get(attributes);
-    if (text === undefined || text.start !== startTime || text.seconds !== startTime[0] || text.nanos !== startTime[1]) {
-      const attributesJson = this.#attributesOf(attributes);
-      const start = this.#start.of(startTime);
-      text = {
-        attributes,
-        start: startTime,
-        seconds: startTime[0],
-        nanos: startTime[1],
-        numberPrefix: concat(P_ATTRIBUTES, attributesJson, P_START, start, P_END),
-        attributesJson,
-        startSuffix: concat(P_HISTOGRAM_START, start, P_END),
-      };
-      this.#sourceTexts.set(attributes, text);
+  /** A number point, written or patched: its constant bytes (attributes, start time) only when written. */
+  #numberPoint(text: SlotText, point: DataPoint<number>, i: number, valueKey: Uint8Array | undefined): void {
+    if (!text.patching) {
+      if (i > 0) text.byte(0x2c);
+      text.raw(P_ATTRIBUTES);
+      text.raw(this.#attributesOf(point.attributes));
+      text.raw(P_START);
+      text.raw(this.#start.of(point.startTime));
+      text.raw(P_END);
     }
-    cache[i] = text;
-    return text;
+    text.copy(this.#end.of(point.endTime));
+    if (valueKey === undefined || point.value === undefined) {
+      text.raw(P_CLOSE_TIME);
+      return;
+    }
+    text.raw(valueKey);
+    number(text, point.value);
+    text.raw(P_CLOSE);
   }
 
-  #histogramPoint(point: DataPoint<Histogram>, source: SourceText): void {
+  #histogramPoint(text: SlotText, point: DataPoint<Histogram>, i: number): void {
     const value = point.value;
-    this.#raw(P_ATTRIBUTES);
-    this.#raw(source.attributesJson);
-    this.#raw(P_BUCKET_COUNTS);
+    const patching = text.patching;
+    if (!patching) {
+      if (i > 0) text.byte(0x2c);
+      text.raw(P_ATTRIBUTES);
+      text.raw(this.#attributesOf(point.attributes));
+      text.raw(P_BUCKET_COUNTS);
+    }
     const counts = value.buckets.counts;
     for (let b = 0; b < counts.length; b++) {
-      if (b > 0) this.#byte(0x2c);
-      this.#number(counts[b]);
+      if (b > 0) text.byte(0x2c);
+      number(text, counts[b]);
     }
-    this.#raw(P_BOUNDS);
-    this.#raw(this.#boundsOf(value.buckets.boundaries));
-    this.#optional(P_COUNT, value.count);
-    this.#optional(P_SUM, value.sum);
-    this.#optional(P_MIN, value.min);
-    this.#optional(P_MAX, value.max);
-    this.#raw(source.startSuffix);
-    this.#raw(this.#end.of(point.endTime));
-    this.#raw(P_CLOSE_TIME);
-  }
-
-  #exponentialPoint(point: DataPoint<ExponentialHistogram>): void {
-    const value = point.value;
-    this.#text(
-      JSON.stringify({
-        attributes: keyValues(point.attributes),
-        count: value.count,
-        min: value.min,
-        max: value.max,
-        sum: value.sum,
-        positive: { offset: value.positive.offset, bucketCounts: value.positive.bucketCounts },
-        negative: { offset: value.negative.offset, bucketCounts: value.negative.bucketCounts },
-        scale: value.scale,
-        zeroCount: value.zeroCount,
-        startTimeUnixNano: timeText(point.startTime),
-        timeUnixNano: timeText(point.endTime),
-      }),
-    );
+    text.raw(patching ? EMPTY : P_BOUNDS);
+    text.raw(patching ? EMPTY : this.#boundsOf(value.buckets.boundaries));
+    optional(text, P_COUNT, value.count);
+    optional(text, P_SUM, value.sum);
+    optional(text, P_MIN, value.min);
+    optional(text, P_MAX, value.max);
+    if (!patching) {
+      text.raw(P_START);
+      text.raw(this.#start.of(point.startTime));
+      text.raw(P_END);
+    }
+    text.copy(this.#end.of(point.endTime));
+    text.raw(P_CLOSE_TIME);
   }
 
   #attributesOf(attributes: Attributes): Uint8Array {
@@ -337,59 +471,41 @@ export class OtlpJsonEncoder {
     }
     return bytes;
   }
+}
 
-  /** `,"key":value` unless the value is undefined (JSON.stringify leaves such keys out). */
-  #optional(key: Uint8Array, value: number | undefined): void {
-    if (value === undefined) return;
-    this.#raw(key);
-    this.#number(value);
-  }
+const COMMA = bytesOf(',');
 
-  /** A number as JSON.stringify writes it: integers digit by digit, others through String. */
-  #number(value: unknown): void {
-    if (typeof value === 'number' && Number.isSafeInteger(value)) {
-      this.#ensure(17);
-      let pos = this.#pos;
-      if (value < 0) {
-        this.#bytes[pos++] = 0x2d;
-        this.#pos = digits(this.#bytes, pos, -value);
-      } else {
-        this.#pos = digits(this.#bytes, pos, value);
-      }
-      return;
-    }
-    this.#text(JSON.stringify(value) ?? 'null');
-  }
+function valueKeyOf(valueType: ValueType): Uint8Array | undefined {
+  return valueType === ValueType.INT ? P_AS_INT : valueType === ValueType.DOUBLE ? P_AS_DOUBLE : undefined;
+}
+const P_METRIC_END = bytesOf(']}}');
 
-  #ensure(more: number): void {
-    const needed = this.#pos + more;
-    if (needed <= this.#bytes.length) return;
-    let size = this.#bytes.length * 2;
-    while (size < needed) size *= 2;
-    const bytes = new Uint8Array(size);
-    bytes.set(this.#bytes.subarray(0, this.#pos));
-    this.#bytes = bytes;
-  }
+function exponentialPointJson(point: DataPoint<ExponentialHistogram>): string {
+  const value = point.value;
+  return JSON.stringify({
+    attributes: keyValues(point.attributes),
+    count: value.count,
+    min: value.min,
+    max: value.max,
+    sum: value.sum,
+    positive: { offset: value.positive.offset, bucketCounts: value.positive.bucketCounts },
+    negative: { offset: value.negative.offset, bucketCounts: value.negative.bucketCounts },
+    scale: value.scale,
+    zeroCount: value.zeroCount,
+    startTimeUnixNano: timeText(point.startTime),
+    timeUnixNano: timeText(point.endTime),
+  });
+}
 
-  #byte(value: number): void {
-    this.#ensure(1);
-    this.#bytes[this.#pos++] = value;
-  }
+/** `,"key":value` unless the value is undefined (JSON.stringify leaves such keys out). */
+function optional(text: SlotText, key: Uint8Array, value: number | undefined): void {
+  if (value === undefined) return;
+  text.raw(key);
+  number(text, value);
+}
 
-  #raw(data: Uint8Array): void {
-    const length = data.length;
-    this.#ensure(length);
-    const bytes = this.#bytes;
-    const pos = this.#pos;
-    if (length < 24) {
-      for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
-    } else {
-      bytes.set(data, pos);
-    }
-    this.#pos = pos + length;
-  }
-
-  #text(text: string): void {
-    this.#raw(utf8.encode(text));
-  }
+/** A number as JSON.stringify writes it, in a slot: integers digit by digit, others through JSON.stringify. */
+function number(text: SlotText, value: unknown): void {
+  if (typeof value === 'number' && Number.isSafeInteger(value)) text.integer(value);
+  else text.copy(utf8.encode(JSON.stringify(value) ?? 'null'));
 }

@@ -1,16 +1,20 @@
 /**
  * The OTLP JSON encoder against otlp-transformer's JsonMetricsSerializer: the same bytes (and so
  * the same document after JSON.parse) for generated ResourceMetrics, over sequences of
- * collections, and on a real producer's output mixed with ordinary SDK instruments.
+ * collections whose series stay (numbers rewritten in place) or change (series that come and go,
+ * new attributes objects, start times, histogram shapes and bounds), and on a real producer's
+ * output mixed with ordinary SDK instruments.
  */
 import { JsonMetricsSerializer } from '@opentelemetry/otlp-transformer';
-import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { ValueType } from '@opentelemetry/api';
+import { DataPointType, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { OtlpJsonEncoder } from '../../src/exporters/otlp-json.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { resourceMetrics } from '../helpers/metrics-arbitrary.js';
 import { collectMixed, mixedSetup } from '../helpers/mixed-collection.js';
+import { nextCollection, seriesChange } from '../helpers/series-changes.js';
 
 const decoder = new TextDecoder();
 
@@ -37,6 +41,48 @@ describe('OtlpJsonEncoder', () => {
         encoder.release(bytes);
       }),
       { numRuns: 500 },
+    );
+  });
+
+  it('writes what JsonMetricsSerializer writes over collections whose series stay or change', () => {
+    let patched = 0;
+    fc.assert(
+      fc.property(resourceMetrics, fc.array(seriesChange, { minLength: 1, maxLength: 8 }), fc.boolean(), (first, changes, inPlace) => {
+        const encoder = new OtlpJsonEncoder();
+        let request = first;
+        encoder.release(encoder.encode(request));
+        for (const change of changes) {
+          request = nextCollection(request, change, inPlace);
+          const bytes = encoder.encode(request);
+          expectSameJson(bytes, request);
+          encoder.release(bytes);
+          patched += encoder.stats.patched;
+        }
+      }),
+      { numRuns: 400 },
+    );
+    // The property ran through the patched path, not only through texts written anew.
+    expect(patched).toBeGreaterThan(100);
+  });
+
+  it('rewrites only the numbers of series that stayed, and writes anew a metric whose series changed', () => {
+    const encoder = new OtlpJsonEncoder();
+    fc.assert(
+      fc.property(resourceMetrics, fc.nat(), (first, seed) => {
+        const metrics = first.scopeMetrics.flatMap((scope) => scope.metrics);
+        // Every metric but exponential histograms (their buckets are written anew) and metrics of
+        // points without a value type.
+        const patchable = metrics.filter((metric) => metric.dataPointType !== DataPointType.EXPONENTIAL_HISTOGRAM && (metric.dataPointType === DataPointType.HISTOGRAM || metric.descriptor.valueType === ValueType.INT || metric.descriptor.valueType === ValueType.DOUBLE)).length;
+        encoder.release(encoder.encode(first));
+        const second = nextCollection(first, { kind: 'values', seed }, true);
+        encoder.release(encoder.encode(second));
+        expect(encoder.stats).toEqual({ patched: patchable, encoded: metrics.length - patchable });
+        const third = nextCollection(second, { kind: 'drop', at: 0, seed }, true);
+        const bytes = encoder.encode(third);
+        expectSameJson(bytes, third);
+        encoder.release(bytes);
+      }),
+      { numRuns: 200 },
     );
   });
 

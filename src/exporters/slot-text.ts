@@ -1,0 +1,184 @@
+/**
+ * Text with number slots, for the text outputs (OTLP JSON, Prometheus): the bytes of one metric
+ * as rendered once, with where each number is, so that the next export of the same series
+ * rewrites only the numbers, in place, and leaves every byte between them (names, labels,
+ * attributes, keys) where it is.
+ *
+ * One code path writes a metric both ways: while building, raw() appends constant bytes and the
+ * number writers append a number and note its slot; while patching, raw() does nothing and the
+ * number writers rewrite the next slot. So the slots are visited in the order they were made,
+ * and a caller patches a metric only when what decides its constant bytes and the sequence of
+ * its slots (attributes objects, shapes, bounds) is what it was built from.
+ *
+ * Numbers have no fixed width as text: a number whose text is longer or shorter than the last
+ * one's moves the rest of the metric's bytes (copyWithin), rare between two collections (a
+ * counter passing a power of ten).
+ */
+
+/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
+export function digits(bytes: Uint8Array, pos: number, value: number): number {
+  const end = pos + digitCount(value);
+  writeDigits(bytes, end, value);
+  return end;
+}
+
+function digitCount(value: number): number {
+  let length = 1;
+  for (let power = 10; power <= value; power *= 10) length++;
+  return length;
+}
+
+/** The digits of a non-negative safe integer, ending just before `end`. */
+function writeDigits(bytes: Uint8Array, end: number, value: number): void {
+  let at = end;
+  if (value < 0x8000_0000) {
+    let small = value | 0;
+    do {
+      const quotient = (small / 10) | 0;
+      bytes[--at] = 0x30 + (small - quotient * 10);
+      small = quotient;
+    } while (small > 0);
+    return;
+  }
+  let v = value;
+  do {
+    const quotient = Math.floor(v / 10);
+    bytes[--at] = 0x30 + (v - quotient * 10);
+    v = quotient;
+  } while (v > 0);
+}
+
+export class SlotText {
+  bytes: Uint8Array;
+  length = 0;
+  /** Each slot's start and width. */
+  #starts = new Int32Array(64);
+  #widths = new Int32Array(64);
+  #slots = 0;
+  /** Patching: the next slot, and how far the bytes from it on have moved so far. */
+  patching = false;
+  #next = 0;
+  #shift = 0;
+
+  constructor(size = 4096) {
+    this.bytes = new Uint8Array(size);
+  }
+
+  /** Starts building anew. */
+  build(): void {
+    this.patching = false;
+    this.length = 0;
+    this.#slots = 0;
+  }
+
+  /** Starts rewriting the numbers, slot by slot, in the order they were built. */
+  patch(): void {
+    this.patching = true;
+    this.#next = 0;
+    this.#shift = 0;
+  }
+
+  /** Whether a patch visited every slot (else the caller's sequence was not the built one's). */
+  get complete(): boolean {
+    return this.#next === this.#slots;
+  }
+
+  /** The text. */
+  view(): Uint8Array {
+    return this.bytes.subarray(0, this.length);
+  }
+
+  raw(data: Uint8Array): void {
+    if (this.patching) return;
+    const length = data.length;
+    this.#ensure(length);
+    const bytes = this.bytes;
+    const pos = this.length;
+    if (length < 24) {
+      for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
+    } else {
+      bytes.set(data, pos);
+    }
+    this.length = pos + length;
+  }
+
+  byte(value: number): void {
+    if (this.patching) return;
+    this.#ensure(1);
+    this.bytes[this.length++] = value;
+  }
+
+  /** A safe integer in decimal, in a slot. */
+  integer(value: number): void {
+    const negative = value < 0 ? 1 : 0;
+    const magnitude = negative ? -value : value;
+    const width = negative + digitCount(magnitude);
+    const pos = this.#slot(width);
+    const bytes = this.bytes;
+    if (negative) bytes[pos] = 0x2d;
+    writeDigits(bytes, pos + width, magnitude);
+  }
+
+  /** Bytes (a time's digits), in a slot. */
+  copy(data: Uint8Array): void {
+    const length = data.length;
+    const pos = this.#slot(length);
+    const bytes = this.bytes;
+    for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
+  }
+
+  /** ASCII text (a number as String or JSON.stringify writes it), in a slot. */
+  ascii(text: string): void {
+    const length = text.length;
+    const pos = this.#slot(length);
+    const bytes = this.bytes;
+    for (let i = 0; i < length; i++) bytes[pos + i] = text.charCodeAt(i);
+  }
+
+  /** Where the next slot's `width` bytes go: appended while building; while patching, the next
+   * slot, the bytes after it moved if its width changed. */
+  #slot(width: number): number {
+    if (!this.patching) {
+      this.#ensure(width);
+      const pos = this.length;
+      const k = this.#slots++;
+      if (k === this.#starts.length) this.#growSlots();
+      this.#starts[k] = pos;
+      this.#widths[k] = width;
+      this.length = pos + width;
+      return pos;
+    }
+    const k = this.#next++;
+    const pos = this.#starts[k]! + this.#shift;
+    this.#starts[k] = pos;
+    const old = this.#widths[k]!;
+    if (old !== width) {
+      const delta = width - old;
+      if (delta > 0) this.#ensure(delta);
+      this.bytes.copyWithin(pos + width, pos + old, this.length);
+      this.length += delta;
+      this.#shift += delta;
+      this.#widths[k] = width;
+    }
+    return pos;
+  }
+
+  #growSlots(): void {
+    const starts = new Int32Array(this.#starts.length * 2);
+    starts.set(this.#starts);
+    this.#starts = starts;
+    const widths = new Int32Array(this.#widths.length * 2);
+    widths.set(this.#widths);
+    this.#widths = widths;
+  }
+
+  #ensure(more: number): void {
+    const needed = this.length + more;
+    if (needed <= this.bytes.length) return;
+    let size = this.bytes.length * 2;
+    while (size < needed) size *= 2;
+    const bytes = new Uint8Array(size);
+    bytes.set(this.bytes.subarray(0, this.length));
+    this.bytes = bytes;
+  }
+}
