@@ -5,16 +5,19 @@
  * histogram buckets), but written as bytes, in chunks, at a fraction of the cost; label names
  * are valid where that one's are not (prometheus-labels.ts):
  *
- * - A series' labels are rendered once, per attributes object (the producer shares one per
- *   source across all its metrics and keeps it for the source's life; the SDK keeps one per
- *   series), and kept as UTF-8 bytes while that object lives. A scrape copies them.
- * - Only values are formatted per scrape, integers straight into the output bytes.
- * - The text comes out as a sequence of chunks of about `chunkBytes`, each a new buffer, so a
- *   consumer with backpressure (an HTTP response, a gzip stream) holds a few chunks, never
- *   the whole body.
+ * - Each metric's text is kept from one scrape to the next with where its numbers are
+ *   (slot-text.ts): a metric whose series are those of the last scrape (the same attributes
+ *   objects in the same places, histograms of the same shape and bounds, the same name, header
+ *   and scope labels) has only its values (and timestamps) formatted, in place; its names and
+ *   labels are not written again. A metric whose series changed is written anew, its series'
+ *   labels rendered once per attributes object (the producer shares one per source across all
+ *   its metrics and keeps it for the source's life; the SDK keeps one per series).
+ * - The text comes out as a sequence of chunks of at most `chunkBytes`: views of the kept texts,
+ *   valid until the next chunks() (the exporter gzips one scrape's before it collects again).
  *
- * Attributes objects must not change once their data points are serialized (the SDK and the
- * producer never change them): the rendered labels are those of the first time seen.
+ * Attributes objects and bounds arrays must not change once their data points are serialized
+ * (the SDK and the producer never change them): the rendered labels are those of the first time
+ * seen.
  *
  * `unitSuffixes` adds OpenTelemetry's Prometheus-compatibility unit suffixes to names (see
  * prometheus-units.ts) and writes the Prometheus unit in the UNIT line; off, the text is today's.
@@ -30,6 +33,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { prometheusUnit, withUnitSuffix } from '../otel/prometheus-units.js';
 import { prometheusLabels } from './prometheus-labels.js';
+import { SlotText } from './slot-text.js';
 
 export interface PrometheusTextOptions {
   /** Prepended to every metric name with an underscore. */
@@ -48,10 +52,6 @@ export interface PrometheusTextOptions {
 
 /** Bytes per chunk unless asked otherwise: large enough that per-chunk costs vanish. */
 export const DEFAULT_CHUNK_BYTES = 64 * 1024;
-/** The longest number a value or timestamp is written as ("-1.2345678901234567e-308"). */
-const MAX_NUMBER_BYTES = 32;
-/** Room for a line beyond its name and labels: '} ', a value, ' ' and a timestamp, '\n'. */
-const LINE_EXTRA = 2 * MAX_NUMBER_BYTES + 4;
 const NO_REGISTERED_METRICS = '# no registered metrics';
 const SCOPE_NAME_LABEL = 'otel.scope.name';
 const SCOPE_VERSION_LABEL = 'otel.scope.version';
@@ -61,8 +61,6 @@ const NEWLINE = 0x0a;
 const SPACE = 0x20;
 const CLOSE = 0x7d;
 const COMMA = 0x2c;
-const MINUS = 0x2d;
-const ZERO = 0x30;
 
 function escapeString(text: string): string {
   return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
@@ -122,14 +120,6 @@ function valueText(value: number): string {
 interface MetricText {
   /** The last scrape that wrote it. */
   scrape: number;
-  /** The attributes of the points of the last scrape, and their heads, by index: a series whose
-   * attributes object is where it was (the producer's always are) finds its labels with one
-   * comparison. */
-  readonly pointAttributes: Attributes[];
-  readonly pointHeads: Uint8Array[];
-  /** For histograms, `name_bucket{head,` by index: a bucket line is then this, its `le` and
-   * its value (one copy fewer on most lines of a scrape). */
-  readonly pointBuckets: (Uint8Array | undefined)[];
   readonly name: string;
   /** The additional labels hold an `le` (see #ownLeText). */
   readonly ownLe: boolean;
@@ -151,101 +141,75 @@ interface MetricText {
 /** The `le` label of each bucket of one boundaries array, with the line's closing: `le="0.5"} `. */
 interface BucketLabels {
   readonly alone: Uint8Array[];
-  /** Bytes of the longest, and one for the comma before it. */
-  readonly longest: number;
 }
 
-/** One sample without its timestamp and newline: `name{labels} value`, or `name value`. */
-function writeSample(chunk: Chunk, open: Uint8Array, bare: Uint8Array, head: Uint8Array, value: number): void {
+// Histogram shapes: count and sum written or not, and the bucket count.
+const HAS_COUNT = 1;
+const HAS_SUM = 2;
+const SHAPE_BITS = 2;
+
+function histogramShape(value: Histogram): number {
+  return (value.count != null ? HAS_COUNT : 0) | (value.sum != null ? HAS_SUM : 0) | (value.buckets.counts.length << SHAPE_BITS);
+}
+
+function sameBounds(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
+  return true;
+}
+
+/**
+ * One metric's text (header and samples) with its number slots, and what its constant bytes were
+ * made from: the name, header and additional labels (its MetricText), and per point the
+ * attributes object and, for histograms, the shape and bounds.
+ */
+interface MetricLayout {
+  readonly text: SlotText;
+  readonly header: string;
+  readonly metricText: MetricText | undefined;
+  readonly type: DataPointType;
+  /** False where a metric is written anew every time: unknown point types, an `le` of the resource's. */
+  readonly patchable: boolean;
+  readonly points: number;
+  readonly attributes: Attributes[];
+  readonly shapes: Int32Array;
+  readonly bounds: (readonly number[])[];
+}
+
+/** A metric whose header and point count fit its layout: patched if its points fit too. */
+interface Candidate {
+  readonly layout: MetricLayout;
+  readonly metric: MetricData;
+  readonly index: number;
+  ok: boolean;
+}
+
+/** A value as `${value}` writes it, '+Inf' and '-Inf' for the infinities, in a slot. */
+function sample(text: SlotText, value: number): void {
+  if (Number.isSafeInteger(value)) text.integer(value);
+  else if (typeof value === 'number') text.ascii(valueText(value));
+  else text.copy(encoder.encode(`${value}`));
+}
+
+/** ' ' and a data point's end time in ms, the time in a slot. */
+function timestamp(text: SlotText, time: HrTime): void {
+  text.byte(SPACE);
+  text.ascii(String(milliseconds(time)));
+}
+
+/** The start of a sample line: `name{labels} ` or `name `. */
+function lineHead(text: SlotText, open: Uint8Array, bare: Uint8Array, head: Uint8Array): void {
   if (head.length > 0) {
-    chunk.put(open);
-    chunk.put(head);
-    chunk.byte(CLOSE);
-    chunk.byte(SPACE);
+    text.raw(open);
+    text.raw(head);
+    text.byte(CLOSE);
+    text.byte(SPACE);
   } else {
-    chunk.put(bare);
-  }
-  chunk.number(value);
-}
-
-/** Where the text is written: the current chunk and its fill. */
-class Chunk {
-  bytes: Buffer;
-  length = 0;
-
-  constructor(readonly size: number) {
-    this.bytes = Buffer.allocUnsafe(size);
-  }
-
-  /** Room for `needed` more bytes; returns the full chunk to hand out, if it had to be replaced. */
-  reserve(needed: number): Buffer | undefined {
-    if (this.length + needed <= this.bytes.length) return undefined;
-    const full = this.length > 0 ? this.bytes.subarray(0, this.length) : undefined;
-    this.bytes = Buffer.allocUnsafe(Math.max(this.size, needed));
-    this.length = 0;
-    return full;
-  }
-
-  put(source: Uint8Array): void {
-    this.bytes.set(source, this.length);
-    this.length += source.length;
-  }
-
-  byte(value: number): void {
-    this.bytes[this.length++] = value;
-  }
-
-  ascii(text: string): void {
-    this.length += this.bytes.write(text, this.length, 'latin1');
-  }
-
-  /** ' ' and a data point's end time in ms. */
-  timestamp(time: HrTime): void {
-    this.byte(SPACE);
-    this.ascii(String(milliseconds(time)));
-  }
-
-  /** A value as `${value}` writes it, '+Inf' and '-Inf' for the infinities. */
-  number(value: number): void {
-    if (Number.isSafeInteger(value)) {
-      let n = value;
-      if (n < 0) {
-        this.byte(MINUS);
-        n = -n;
-      }
-      this.digits(n);
-    } else if (value === Infinity) {
-      this.ascii('+Inf');
-    } else if (value === -Infinity) {
-      this.ascii('-Inf');
-    } else {
-      this.ascii(`${value}`);
-    }
-  }
-
-  /** A non-negative safe integer in decimal. */
-  digits(n: number): void {
-    let width = 1;
-    for (let power = 10; power <= n; power *= 10) width++;
-    const bytes = this.bytes;
-    let at = this.length + width;
-    this.length = at;
-    if (n < 0x8000_0000) {
-      let small = n | 0;
-      do {
-        const quotient = (small / 10) | 0;
-        bytes[--at] = ZERO + (small - quotient * 10);
-        small = quotient;
-      } while (small > 0);
-      return;
-    }
-    do {
-      const quotient = Math.floor(n / 10);
-      bytes[--at] = ZERO + (n - quotient * 10);
-      n = quotient;
-    } while (n > 0);
+    text.raw(bare);
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 export class PrometheusTextSerializer {
   readonly #prefix: string | undefined;
@@ -258,7 +222,11 @@ export class PrometheusTextSerializer {
   readonly #heads = new Map<string, WeakMap<Attributes, Uint8Array>>();
   readonly #buckets = new Map<string, WeakMap<readonly number[], BucketLabels>>();
   readonly #texts = new Map<string, MetricText>();
+  /** The last scrape's metric texts, in the order written. */
+  #layouts: MetricLayout[] = [];
   #scrapes = 0;
+  /** Metrics written anew by the last scrape, and patched in place, for tests and the bench. */
+  readonly stats = { encoded: 0, patched: 0 };
 
   constructor(options: PrometheusTextOptions = {}) {
     this.#prefix = options.prefix ? `${options.prefix}_` : undefined;
@@ -275,62 +243,207 @@ export class PrometheusTextSerializer {
   }
 
   /**
-   * The text in chunks of about `chunkBytes` (a longer line gets a chunk of its own size),
-   * each a new buffer the consumer may keep. Data points are read as the chunks are taken:
-   * `metrics` must stay as it is until the last one.
+   * The text in chunks of at most `chunkBytes`, views of the serializer's own texts: valid until
+   * the next chunks() (copy what must outlive it). Data points are read when the first chunk is
+   * taken.
    */
   *chunks(metrics: ResourceMetrics, chunkBytes = DEFAULT_CHUNK_BYTES): Generator<Buffer, void, undefined> {
-    const chunk = new Chunk(chunkBytes);
+    const texts = this.#render(metrics);
+    for (const text of texts) {
+      for (let at = 0; at < text.length; at += chunkBytes) {
+        const end = Math.min(text.length, at + chunkBytes);
+        yield Buffer.from(text.buffer, text.byteOffset + at, end - at);
+      }
+    }
+  }
+
+  /** The scrape's texts in order: target_info, every metric's (patched or written anew). */
+  #render(metrics: ResourceMetrics): Uint8Array[] {
     const scrape = ++this.#scrapes;
+    const out: Uint8Array[] = [];
     if (!this.#withoutTargetInfo) {
       const labels = renderLabels(metrics.resource.attributes);
-      const text = encoder.encode(`# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${labels ? `{${labels}}` : ''} 1\n`);
-      const full = chunk.reserve(text.length);
-      if (full) yield full;
-      chunk.put(text);
+      out.push(encoder.encode(`# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info${labels ? `{${labels}}` : ''} 1\n`));
     }
     const constants = this.#constantLabels(metrics.resource.attributes);
-    let written = false;
+    const old = this.#layouts;
+    const layouts: (MetricLayout | undefined)[] = [];
+    const candidates: Candidate[] = [];
+    const fresh: [MetricData, string, string, MetricText, number][] = [];
     for (const scopeMetrics of metrics.scopeMetrics) {
       for (const metric of scopeMetrics.metrics) {
         const name = this.#name(metric);
         if (name === undefined) continue;
-        written = true;
-        const header = encoder.encode(this.#header(name, metric));
-        let full = chunk.reserve(header.length);
-        if (full) yield full;
-        chunk.put(header);
-        const text = this.#metricText(name, scopeMetrics.scope, constants, scrape);
-        const points = metric.dataPoints;
-        const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
-        if (!histogram && metric.dataPointType !== DataPointType.SUM && metric.dataPointType !== DataPointType.GAUGE) {
-          diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
-          continue;
-        }
-        // Plain loops write what fits in the chunk; the generator only hands chunks out.
-        let next = 0;
-        while (next < points.length) {
-          next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], next);
-          if (next === points.length) break;
-          full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, points[next] as DataPoint<number>));
-          if (full) yield full;
-        }
-        // Series that went keep no attributes alive.
-        if (text.pointAttributes.length > points.length) {
-          text.pointAttributes.length = points.length;
-          text.pointHeads.length = points.length;
-          text.pointBuckets.length = points.length;
+        const header = this.#header(name, metric);
+        const metricText = this.#metricText(name, scopeMetrics.scope, constants, scrape);
+        const index = layouts.length;
+        const layout = old[index];
+        layouts.push(undefined);
+        if (
+          layout !== undefined &&
+          layout.patchable &&
+          layout.metricText === metricText &&
+          layout.header === header &&
+          layout.type === metric.dataPointType &&
+          layout.points === metric.dataPoints.length
+        ) {
+          candidates.push({ layout, metric, index, ok: true });
+        } else {
+          fresh.push([metric, name, header, metricText, index]);
         }
       }
     }
-    if (!written) {
-      const full = chunk.reserve(NO_REGISTERED_METRICS.length);
-      if (full) yield full;
-      chunk.ascii(NO_REGISTERED_METRICS);
+    this.#patchAll(candidates);
+    let patched = 0;
+    for (const candidate of candidates) {
+      if (candidate.ok) {
+        layouts[candidate.index] = candidate.layout;
+        patched++;
+      } else {
+        const { metric, layout, index } = candidate;
+        fresh.push([metric, layout.metricText!.name, layout.header, layout.metricText!, index]);
+      }
     }
+    for (const [metric, name, header, metricText, index] of fresh) layouts[index] = this.#write(metric, name, header, metricText, old[index]?.text);
+    this.#layouts = layouts as MetricLayout[];
+    this.stats.encoded = fresh.length;
+    this.stats.patched = patched;
+    for (const layout of this.#layouts) out.push(layout.text.view());
+    if (layouts.length === 0) out.push(encoder.encode(NO_REGISTERED_METRICS));
     // What metrics no longer exist need not be kept.
     for (const [key, text] of this.#texts) if (text.scrape !== scrape) this.#texts.delete(key);
-    if (chunk.length > 0) yield chunk.bytes.subarray(0, chunk.length);
+    return out;
+  }
+
+  /**
+   * Rewrites the candidates' values in their texts, point i of every metric before point i + 1
+   * of any (see otlp-protobuf.ts: a producer's points of one source sit together in memory). A
+   * candidate whose point no longer fits its layout gets ok = false, and is written anew.
+   */
+  #patchAll(candidates: Candidate[]): void {
+    let longest = 0;
+    for (const candidate of candidates) {
+      longest = Math.max(longest, candidate.layout.points);
+      candidate.layout.text.patch();
+    }
+    for (let i = 0; i < longest; i++) {
+      for (let c = 0; c < candidates.length; c++) {
+        const candidate = candidates[c]!;
+        const { layout } = candidate;
+        if (i >= layout.points || !candidate.ok) continue;
+        const point = candidate.metric.dataPoints[i]!;
+        if (point.attributes !== layout.attributes[i]) {
+          candidate.ok = false;
+          continue;
+        }
+        if (layout.type === DataPointType.HISTOGRAM) {
+          const value = point.value as Histogram;
+          const boundaries = value.buckets.boundaries;
+          if (histogramShape(value) !== layout.shapes[i]) {
+            candidate.ok = false;
+            continue;
+          }
+          if (boundaries !== layout.bounds[i]) {
+            if (!sameBounds(boundaries, layout.bounds[i]!)) {
+              candidate.ok = false;
+              continue;
+            }
+            layout.bounds[i] = boundaries;
+          }
+          this.#histogram(layout.text, layout.metricText!, point as DataPoint<Histogram>, EMPTY);
+        } else {
+          this.#number(layout.text, layout.metricText!, point as DataPoint<number>, EMPTY);
+        }
+      }
+    }
+    for (const candidate of candidates) if (candidate.ok && !candidate.layout.text.complete) candidate.ok = false;
+  }
+
+  /** A metric's text anew (in `reuse`, if given), and its layout. */
+  #write(metric: MetricData, name: string, header: string, metricText: MetricText, reuse: SlotText | undefined): MetricLayout {
+    const text = reuse ?? new SlotText();
+    text.build();
+    text.raw(encoder.encode(header));
+    const points = metric.dataPoints;
+    const n = points.length;
+    const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
+    const layout: MetricLayout = {
+      text,
+      header,
+      metricText,
+      type: metric.dataPointType,
+      patchable: !(histogram && metricText.ownLe),
+      points: n,
+      attributes: new Array<Attributes>(n),
+      shapes: new Int32Array(n),
+      bounds: new Array<number[]>(n),
+    };
+    if (!histogram && metric.dataPointType !== DataPointType.SUM && metric.dataPointType !== DataPointType.GAUGE) {
+      diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
+      return { ...layout, patchable: false };
+    }
+    for (let i = 0; i < n; i++) {
+      const point = points[i]!;
+      layout.attributes[i] = point.attributes;
+      if (histogram && metricText.ownLe) {
+        text.raw(this.#ownLeText(metricText, point as DataPoint<Histogram>));
+      } else if (histogram) {
+        const value = point.value as Histogram;
+        layout.shapes[i] = histogramShape(value);
+        layout.bounds[i] = value.buckets.boundaries;
+        this.#histogram(text, metricText, point as DataPoint<Histogram>, this.#head(metricText, point.attributes));
+      } else {
+        this.#number(text, metricText, point as DataPoint<number>, this.#head(metricText, point.attributes));
+      }
+    }
+    return layout;
+  }
+
+  /** A sample line, written or patched (its labels `head` are written only when written). */
+  #number(text: SlotText, metricText: MetricText, point: DataPoint<number>, head: Uint8Array): void {
+    lineHead(text, metricText.open, metricText.bare, head);
+    sample(text, point.value);
+    if (this.#appendTimestamp) timestamp(text, point.endTime);
+    text.byte(NEWLINE);
+  }
+
+  /** A histogram's lines, written or patched (its labels `head` are written only when written). */
+  #histogram(text: SlotText, metricText: MetricText, point: DataPoint<Histogram>, head: Uint8Array): void {
+    const stamp = this.#appendTimestamp;
+    const histogram = point.value;
+    const { boundaries, counts } = histogram.buckets;
+    const count = histogram.count;
+    if (count != null) {
+      lineHead(text, metricText.countOpen, metricText.countBare, head);
+      sample(text, count);
+      if (stamp) timestamp(text, point.endTime);
+      text.byte(NEWLINE);
+    }
+    const sum = histogram.sum;
+    if (sum != null) {
+      lineHead(text, metricText.sumOpen, metricText.sumBare, head);
+      sample(text, sum);
+      if (stamp) timestamp(text, point.endTime);
+      text.byte(NEWLINE);
+    }
+    const patching = text.patching;
+    const les = patching ? undefined : this.#bucketLabels(metricText, boundaries, counts.length).alone;
+    let cumulative = 0;
+    const written = bucketsWritten(boundaries, counts.length);
+    for (let b = 0; b < written; b++) {
+      cumulative += counts[b]!;
+      if (!patching) {
+        text.raw(metricText.bucketOpen);
+        if (head.length > 0) {
+          text.raw(head);
+          text.byte(COMMA);
+        }
+        text.raw(les![b]!);
+      }
+      sample(text, cumulative);
+      if (stamp) timestamp(text, point.endTime);
+      text.byte(NEWLINE);
+    }
   }
 
   /** The Prometheus name of a metric, or undefined (and a diag error) when it has none. */
@@ -385,9 +498,6 @@ export class PrometheusTextSerializer {
     if (!heads) this.#heads.set(additional, (heads = new WeakMap()));
     text = {
       scrape,
-      pointAttributes: [],
-      pointHeads: [],
-      pointBuckets: [],
       name,
       ownLe: additionalLabels !== undefined && Object.hasOwn(additionalLabels, 'le'),
       open: encoder.encode(`${name}{`),
@@ -405,30 +515,6 @@ export class PrometheusTextSerializer {
     return text;
   }
 
-  /** The head of points[i] of a metric. */
-  #pointHead(text: MetricText, i: number, attributes: Attributes): Uint8Array {
-    if (text.pointAttributes[i] === attributes) return text.pointHeads[i]!;
-    const head = this.#head(text, attributes);
-    text.pointAttributes[i] = attributes;
-    text.pointHeads[i] = head;
-    text.pointBuckets[i] = undefined;
-    return head;
-  }
-
-  /** The bucket line prefix of points[i] of a histogram, after #pointHead. */
-  #pointBucket(text: MetricText, i: number, head: Uint8Array): Uint8Array {
-    let prefix = text.pointBuckets[i];
-    if (prefix === undefined) {
-      const open = text.bucketOpen;
-      prefix = new Uint8Array(open.length + head.length + (head.length > 0 ? 1 : 0));
-      prefix.set(open);
-      prefix.set(head, open.length);
-      if (head.length > 0) prefix[prefix.length - 1] = COMMA;
-      text.pointBuckets[i] = prefix;
-    }
-    return prefix;
-  }
-
   /** `attributes,additional` of a series, rendered once per attributes object. */
   #head(text: MetricText, attributes: Attributes): Uint8Array {
     let head = text.heads.get(attributes);
@@ -439,77 +525,6 @@ export class PrometheusTextSerializer {
       text.heads.set(attributes, head);
     }
     return head;
-  }
-
-  #numberRoom(text: MetricText, point: DataPoint<number>): number {
-    return text.open.length + this.#head(text, point.attributes).length + LINE_EXTRA;
-  }
-
-  /** Samples of points[from...] while they fit in the chunk; returns the first not written. */
-  #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], from: number): number {
-    const limit = chunk.bytes.length;
-    const stamp = this.#appendTimestamp;
-    for (let i = from; i < points.length; i++) {
-      const point = points[i]!;
-      const head = this.#pointHead(text, i, point.attributes);
-      if (chunk.length + text.open.length + head.length + LINE_EXTRA > limit) return i;
-      writeSample(chunk, text.open, text.bare, head, point.value);
-      if (stamp) chunk.timestamp(point.endTime);
-      chunk.byte(NEWLINE);
-    }
-    return points.length;
-  }
-
-  #histogramRoom(text: MetricText, point: DataPoint<Histogram>): number {
-    if (text.ownLe) return this.#ownLeText(text, point).length;
-    const head = this.#head(text, point.attributes);
-    const labels = this.#bucketLabels(text, point.value.buckets.boundaries, point.value.buckets.counts.length);
-    return (2 + point.value.buckets.counts.length) * (text.bucketOpen.length + head.length + labels.longest + LINE_EXTRA);
-  }
-
-  /** Histogram points[from...] while they fit in the chunk, each whole; returns the first not written. */
-  #histograms(chunk: Chunk, text: MetricText, points: readonly DataPoint<Histogram>[], from: number): number {
-    const limit = chunk.bytes.length;
-    const stamp = this.#appendTimestamp;
-    for (let i = from; i < points.length; i++) {
-      const point = points[i]!;
-      if (text.ownLe) {
-        const whole = this.#ownLeText(text, point);
-        if (chunk.length + whole.length > limit) return i;
-        chunk.put(whole);
-        continue;
-      }
-      const histogram = point.value;
-      const { boundaries, counts } = histogram.buckets;
-      const head = this.#pointHead(text, i, point.attributes);
-      const labels = this.#bucketLabels(text, boundaries, counts.length);
-      if (chunk.length + (2 + counts.length) * (text.bucketOpen.length + head.length + labels.longest + LINE_EXTRA) > limit) return i;
-      const count = histogram.count;
-      if (count != null) {
-        writeSample(chunk, text.countOpen, text.countBare, head, count);
-        if (stamp) chunk.timestamp(point.endTime);
-        chunk.byte(NEWLINE);
-      }
-      const sum = histogram.sum;
-      if (sum != null) {
-        writeSample(chunk, text.sumOpen, text.sumBare, head, sum);
-        if (stamp) chunk.timestamp(point.endTime);
-        chunk.byte(NEWLINE);
-      }
-      const prefix = this.#pointBucket(text, i, head);
-      const les = labels.alone;
-      let cumulative = 0;
-      const written = bucketsWritten(boundaries, counts.length);
-      for (let b = 0; b < written; b++) {
-        cumulative += counts[b]!;
-        chunk.put(prefix);
-        chunk.put(les[b]!);
-        chunk.number(cumulative);
-        if (stamp) chunk.timestamp(point.endTime);
-        chunk.byte(NEWLINE);
-      }
-    }
-    return points.length;
   }
 
   /** A histogram point where the additional labels (a resource attribute) have an `le` of their
@@ -549,7 +564,7 @@ export class PrometheusTextSerializer {
         const le = leOf(boundaries[i]);
         alone.push(encoder.encode(`le="${le}"} `));
       }
-      labels = { alone, longest: Math.max(...alone.map((le) => le.length)) + 1 };
+      labels = { alone };
       byBounds.set(boundaries, labels);
     }
     return labels;

@@ -39,7 +39,7 @@ function newValues(metric: MetricData, point: Point, seed: number): unknown {
   const histogram = value as Histogram;
   const counts = histogram.buckets.counts;
   for (let b = 0; b < counts.length; b++) counts[b] = Math.abs(pick(INTEGERS, seed + b));
-  histogram.count = Math.abs(pick(INTEGERS, seed + 3));
+  if (histogram.count != null) histogram.count = Math.abs(pick(INTEGERS, seed + 3));
   if (histogram.sum !== undefined) histogram.sum = pick(DOUBLES, seed + 5);
   if (histogram.min !== undefined) histogram.min = pick(DOUBLES, seed + 6);
   if (histogram.max !== undefined) histogram.max = pick(DOUBLES, seed + 7);
