@@ -506,6 +506,7 @@ function optional(text: SlotText, key: Uint8Array, value: number | undefined): v
 
 /** A number as JSON.stringify writes it, in a slot: integers digit by digit, others through JSON.stringify. */
 function number(text: SlotText, value: unknown): void {
-  if (typeof value === 'number' && Number.isSafeInteger(value)) text.integer(value);
-  else text.copy(utf8.encode(JSON.stringify(value) ?? 'null'));
+  if (typeof value !== 'number') text.copy(utf8.encode(JSON.stringify(value) ?? 'null'));
+  else if (Number.isSafeInteger(value)) text.integer(value);
+  else if (!text.same(value)) text.ascii(JSON.stringify(value) ?? 'null', value);
 }

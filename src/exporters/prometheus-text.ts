@@ -187,8 +187,8 @@ interface Candidate {
 /** A value as `${value}` writes it, '+Inf' and '-Inf' for the infinities, in a slot. */
 function sample(text: SlotText, value: number): void {
   if (Number.isSafeInteger(value)) text.integer(value);
-  else if (typeof value === 'number') text.ascii(valueText(value));
-  else text.copy(encoder.encode(`${value}`));
+  else if (typeof value !== 'number') text.copy(encoder.encode(`${value}`));
+  else if (!text.same(value)) text.ascii(valueText(value), value);
 }
 
 /** ' ' and a data point's end time in ms, the time in a slot. */

@@ -10,9 +10,11 @@
  * and a caller patches a metric only when what decides its constant bytes and the sequence of
  * its slots (attributes objects, shapes, bounds) is what it was built from.
  *
- * Numbers have no fixed width as text: a number whose text is longer or shorter than the last
- * one's moves the rest of the metric's bytes (copyWithin), rare between two collections (a
- * counter passing a power of ten).
+ * A slot keeps the number it holds: a number that is what it was (most of an idle host's
+ * counters and histogram buckets between two collections) is not written again. Numbers have no
+ * fixed width as text: a number whose text is longer or shorter than the last one's moves the
+ * rest of the metric's bytes (copyWithin), rare between two collections (a counter passing a
+ * power of ten).
  */
 
 /** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
@@ -54,6 +56,8 @@ export class SlotText {
   /** Each slot's start and width. */
   #starts = new Int32Array(64);
   #widths = new Int32Array(64);
+  /** Each slot's number, where its text is a function of it (NaN otherwise: never the same). */
+  #values = new Float64Array(64);
   #slots = 0;
   /** Patching: the next slot, and how far the bytes from it on have moved so far. */
   patching = false;
@@ -108,12 +112,23 @@ export class SlotText {
     this.bytes[this.length++] = value;
   }
 
-  /** A safe integer in decimal, in a slot. */
+  /** Patching: whether the next slot holds `value` already, and if so, skips it. */
+  same(value: number): boolean {
+    if (!this.patching) return false;
+    const k = this.#next;
+    if (this.#values[k] !== value) return false;
+    this.#next = k + 1;
+    this.#starts[k] = this.#starts[k]! + this.#shift;
+    return true;
+  }
+
+  /** A safe integer in decimal, in a slot (not written again while it is the same). */
   integer(value: number): void {
+    if (this.same(value)) return;
     const negative = value < 0 ? 1 : 0;
     const magnitude = negative ? -value : value;
     const width = negative + digitCount(magnitude);
-    const pos = this.#slot(width);
+    const pos = this.#slot(width, value);
     const bytes = this.bytes;
     if (negative) bytes[pos] = 0x2d;
     writeDigits(bytes, pos + width, magnitude);
@@ -122,22 +137,23 @@ export class SlotText {
   /** Bytes (a time's digits), in a slot. */
   copy(data: Uint8Array): void {
     const length = data.length;
-    const pos = this.#slot(length);
+    const pos = this.#slot(length, NaN);
     const bytes = this.bytes;
     for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
   }
 
-  /** ASCII text (a number as String or JSON.stringify writes it), in a slot. */
-  ascii(text: string): void {
+  /** ASCII text (a number as String or JSON.stringify writes it), in a slot; `value`, the number
+   * it is the text of, if any (see same()). */
+  ascii(text: string, value = NaN): void {
     const length = text.length;
-    const pos = this.#slot(length);
+    const pos = this.#slot(length, value);
     const bytes = this.bytes;
     for (let i = 0; i < length; i++) bytes[pos + i] = text.charCodeAt(i);
   }
 
   /** Where the next slot's `width` bytes go: appended while building; while patching, the next
    * slot, the bytes after it moved if its width changed. */
-  #slot(width: number): number {
+  #slot(width: number, value: number): number {
     if (!this.patching) {
       this.#ensure(width);
       const pos = this.length;
@@ -145,12 +161,14 @@ export class SlotText {
       if (k === this.#starts.length) this.#growSlots();
       this.#starts[k] = pos;
       this.#widths[k] = width;
+      this.#values[k] = value;
       this.length = pos + width;
       return pos;
     }
     const k = this.#next++;
     const pos = this.#starts[k]! + this.#shift;
     this.#starts[k] = pos;
+    this.#values[k] = value;
     const old = this.#widths[k]!;
     if (old !== width) {
       const delta = width - old;
@@ -170,6 +188,9 @@ export class SlotText {
     const widths = new Int32Array(this.#widths.length * 2);
     widths.set(this.#widths);
     this.#widths = widths;
+    const values = new Float64Array(this.#values.length * 2);
+    values.set(this.#values);
+    this.#values = values;
   }
 
   #ensure(more: number): void {
