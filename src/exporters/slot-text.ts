@@ -14,7 +14,9 @@
  * counters and histogram buckets between two collections) is not written again. Numbers have no
  * fixed width as text: a number whose text is longer or shorter than the last one's moves the
  * rest of the metric's bytes (copyWithin), rare between two collections (a counter passing a
- * power of ten).
+ * power of ten). Where moves would copy more than a few times the text's own length (numbers
+ * of every width, changing), the patch gives up, and the caller writes the metric anew: a patch
+ * never costs much more than a rendering.
  */
 
 /** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
@@ -50,6 +52,12 @@ function writeDigits(bytes: Uint8Array, end: number, value: number): void {
   } while (v > 0);
 }
 
+/** How many times its own length a patch may move a text's bytes before it gives up: moving is a
+ * memmove, several times cheaper per byte than writing the text anew. */
+const MOVE_BUDGET = 4;
+/** Moves of a small text cost nothing worth a rendering, whatever their number. */
+const MOVE_FLOOR = 1 << 16;
+
 export class SlotText {
   bytes: Uint8Array;
   length = 0;
@@ -63,6 +71,9 @@ export class SlotText {
   patching = false;
   #next = 0;
   #shift = 0;
+  /** Bytes moved by this patch, and whether it gave up (see the file's comment). */
+  #moved = 0;
+  #spoiled = false;
 
   constructor(size = 4096) {
     this.bytes = new Uint8Array(size);
@@ -80,11 +91,14 @@ export class SlotText {
     this.patching = true;
     this.#next = 0;
     this.#shift = 0;
+    this.#moved = 0;
+    this.#spoiled = false;
   }
 
-  /** Whether a patch visited every slot (else the caller's sequence was not the built one's). */
+  /** Whether a patch visited every slot (else the caller's sequence was not the built one's) and
+   * did not give up: else the text is to be written anew. */
   get complete(): boolean {
-    return this.#next === this.#slots;
+    return this.#next === this.#slots && !this.#spoiled;
   }
 
   /** The text. */
@@ -166,11 +180,21 @@ export class SlotText {
       return pos;
     }
     const k = this.#next++;
+    // Given up: the text is written anew after; numbers go to its start meanwhile.
+    if (this.#spoiled) {
+      if (width > this.bytes.length) this.bytes = new Uint8Array(width);
+      return 0;
+    }
     const pos = this.#starts[k]! + this.#shift;
     this.#starts[k] = pos;
     this.#values[k] = value;
     const old = this.#widths[k]!;
     if (old !== width) {
+      this.#moved += this.length - pos - old;
+      if (this.#moved > MOVE_BUDGET * this.length && this.#moved > MOVE_FLOOR) {
+        this.#spoiled = true;
+        return 0;
+      }
       const delta = width - old;
       if (delta > 0) this.#ensure(delta);
       this.bytes.copyWithin(pos + width, pos + old, this.length);

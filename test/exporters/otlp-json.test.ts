@@ -7,7 +7,7 @@
  */
 import { JsonMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import { ValueType } from '@opentelemetry/api';
-import { DataPointType, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { AggregationTemporality, DataPointType, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { OtlpJsonEncoder } from '../../src/exporters/otlp-json.js';
@@ -84,6 +84,40 @@ describe('OtlpJsonEncoder', () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it('moves the text after a number whose width changed, and writes a metric anew where every width changed', () => {
+    const points = Array.from({ length: 300 }, (_, i) => ({ startTime: [1, 2] as [number, number], endTime: [3, 4] as [number, number], attributes: { i }, value: 9 }));
+    const request = (values: (i: number) => number): ResourceMetrics => ({
+      resource: { attributes: {} } as ResourceMetrics['resource'],
+      scopeMetrics: [
+        {
+          scope: { name: 's' },
+          metrics: [
+            {
+              descriptor: { name: 'c', description: '', unit: '', valueType: ValueType.INT },
+              aggregationTemporality: AggregationTemporality.CUMULATIVE,
+              dataPointType: DataPointType.SUM,
+              isMonotonic: true,
+              dataPoints: points.map((point, i) => Object.assign(point, { value: values(i), endTime: [3, 4 + values(i)] })),
+            },
+          ],
+        },
+      ],
+    });
+    const encoder = new OtlpJsonEncoder();
+    for (const [values, stats] of [
+      [() => 9, { encoded: 1, patched: 0 }],
+      [(i: number) => (i % 50 === 0 ? 10 : 9), { encoded: 0, patched: 1 }],
+      [(i: number) => (i % 50 === 0 ? 9 : 10), { encoded: 1, patched: 0 }],
+      [(i: number) => (i % 50 === 0 ? -1 : 10), { encoded: 0, patched: 1 }],
+    ] as const) {
+      const metrics = request(values);
+      const bytes = encoder.encode(metrics);
+      expectSameJson(bytes, metrics);
+      encoder.release(bytes);
+      expect(encoder.stats).toEqual(stats);
+    }
   });
 
   it('leaves bytes that are still held as they were', () => {
