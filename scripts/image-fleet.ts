@@ -56,8 +56,12 @@ export function kernelLayout(): KernelLayout {
   return { kernel, vm: section('## VM stats'), vcpu: section('## vCPU stats') };
 }
 
-/** Plausible values, so that encoded numbers have a running host's lengths (a seeded PRNG). */
-export function valuesFor(descs: DescSpec[], seed: number): DescSpec[] {
+/**
+ * Plausible values, so that encoded numbers have a running host's lengths (a seeded PRNG); at
+ * `step` n, what a busy guest leaves n collections later: every counter and histogram bucket
+ * that moves has grown by its own rate n times, instants moved.
+ */
+export function valuesFor(descs: DescSpec[], seed: number, step = 0): DescSpec[] {
   let state = seed >>> 0 || 1;
   const next = (): number => {
     state ^= state << 13;
@@ -68,11 +72,13 @@ export function valuesFor(descs: DescSpec[], seed: number): DescSpec[] {
   return descs.map((desc) => {
     const size = desc.size ?? 1;
     if (desc.type === abi.KVM_STATS_TYPE_LOG_HIST || desc.type === abi.KVM_STATS_TYPE_LINEAR_HIST) {
-      return { ...desc, values: Array.from({ length: size }, (_, i) => (i < size / 2 ? Math.floor(next() * 10 ** (6 - i / 4)) : 0)) };
+      return { ...desc, values: Array.from({ length: size }, (_, i) => (i < size / 2 ? Math.floor(next() * 10 ** (6 - i / 4)) + step * Math.floor(next() * 10) : 0)) };
     }
-    if (desc.unit === abi.KVM_STATS_UNIT_BOOLEAN) return { ...desc, values: [next() < 0.5 ? 0 : 1] };
-    const digits = desc.type === abi.KVM_STATS_TYPE_CUMULATIVE ? 10 : 4;
-    return { ...desc, values: [Math.floor(next() * 10 ** (1 + next() * (digits - 1)))] };
+    if (desc.unit === abi.KVM_STATS_UNIT_BOOLEAN) return { ...desc, values: [(next() < 0.5 ? 0 : 1) ^ (step & 1)] };
+    const cumulative = desc.type === abi.KVM_STATS_TYPE_CUMULATIVE;
+    const value = Math.floor(next() * 10 ** (1 + next() * ((cumulative ? 10 : 4) - 1)));
+    const rate = Math.floor(next() * 1000);
+    return { ...desc, values: [cumulative ? value + step * rate : value + (step % 3) * (rate % 10)] };
   });
 }
 
@@ -82,18 +88,29 @@ export interface FleetVm {
   readonly paths: string[];
 }
 
+export interface ImageFleet {
+  readonly dir: string;
+  readonly paths: string[];
+  readonly vms: FleetVm[];
+  /** Rewrites every image's values in place (the same files, so open fds read them) as at `step`. */
+  step(step: number): void;
+}
+
 /** N VMs' images (a VM file and `vcpus` vCPU files each) in a fresh folder. */
-export function imageFleet(vms: number, vcpus: number, layout: KernelLayout): { dir: string; paths: string[]; vms: FleetVm[] } {
+export function imageFleet(vms: number, vcpus: number, layout: KernelLayout): ImageFleet {
   const dir = mkdtempSync(join(tmpdir(), 'kvm-stats-image-fleet-'));
   const paths: string[] = [];
   const fleet: FleetVm[] = [];
+  const writers: ((step: number) => void)[] = [];
   for (let vm = 0; vm < vms; vm++) {
     // A distinct creating thread per VM, as the kernel's ids say: "kvm-TID", "kvm-TID/vcpu-N".
     const tid = 100_000 + vm;
     const own: string[] = [];
     const write = (name: string, id: string, descs: DescSpec[], seed: number): void => {
       const path = join(dir, name);
-      writeFileSync(path, buildImage({ id, descs: valuesFor(descs, seed) }));
+      const writer = (step: number): void => writeFileSync(path, buildImage({ id, descs: valuesFor(descs, seed, step) }));
+      writer(0);
+      writers.push(writer);
       own.push(path);
     };
     write(`kvm-${tid}.vm.kvmstats`, `kvm-${tid}`, layout.vm, tid);
@@ -101,5 +118,5 @@ export function imageFleet(vms: number, vcpus: number, layout: KernelLayout): { 
     paths.push(...own);
     fleet.push({ tid, paths: own });
   }
-  return { dir, paths, vms: fleet };
+  return { dir, paths, vms: fleet, step: (step) => writers.forEach((writer) => writer(step)) };
 }

@@ -35,6 +35,7 @@ const SETTINGS: [string, ZlibOptions][] = [
   ...Array.from({ length: 9 }, (_, i): [string, ZlibOptions] => [`level ${i + 1}`, { level: i + 1 }]),
   ['level 1, memLevel 9', { level: 1, memLevel: 9 }],
   ['level 2, memLevel 9', { level: 2, memLevel: 9 }],
+  ['level 3, memLevel 9', { level: 3, memLevel: 9 }],
   ['level 1, Z_RLE', { level: 1, strategy: zlib.Z_RLE }],
   ['level 1, Z_HUFFMAN_ONLY', { level: 1, strategy: zlib.Z_HUFFMAN_ONLY }],
 ];

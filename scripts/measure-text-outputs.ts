@@ -6,11 +6,15 @@
  * pass (process.cpuUsage: zlib's thread included, a loaded machine's waits not), medians, each
  * stage beside the floor of the same passes. Numbers for a report, not test assertions.
  *
+ * `--changing` rewrites every image before each pass (outside the timing) as a busy host's
+ * values move between two collections (image-fleet.ts, valuesFor's step): every counter and
+ * bucket that moves has moved. Without it the values stay, as an idle host's mostly do.
+ *
  * `--base DIR` measures a second copy of src/ too (say, the previous commit's:
  * `git archive HEAD~1 src | tar -x -C .base`), its encoders over the same collections, pass by
  * pass in turn with this one's, so that a machine's load falls on both alike.
  *
- *   node --import tsx scripts/measure-text-outputs.ts [--sizes 2500,10000] [--vcpus 4] [--passes 15] [--base DIR]
+ *   node --import tsx scripts/measure-text-outputs.ts [--sizes 2500,10000] [--vcpus 4] [--passes 15] [--changing] [--base DIR]
  */
 import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -31,6 +35,7 @@ const { values } = parseArgs({
     vcpus: { type: 'string', default: '4' },
     passes: { type: 'string', default: '15' },
     base: { type: 'string' },
+    changing: { type: 'boolean', default: false },
   },
 });
 const vcpus = Number(values.vcpus);
@@ -80,7 +85,7 @@ const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.
 const builds = [await encoders(resolve('src'), 'this')];
 if (values.base) builds.push(await encoders(resolve(values.base), `base (${values.base})`));
 const layout = kernelLayout();
-console.log(`image fds laid out as ${layout.kernel}'s; ${vcpus} vCPUs per VM; CPU ms per pass, medians of ${passes} passes\n`);
+console.log(`image fds laid out as ${layout.kernel}'s; ${vcpus} vCPUs per VM; values ${values.changing ? 'moving before every pass' : 'staying'}; CPU ms per pass, medians of ${passes} passes\n`);
 console.log('| fds | build | floor | collect | collect + JSON | collect + Prometheus text | collect + text + gzip | JSON / floor | text / floor | gzip / floor | JSON bytes | text bytes | gzip bytes |');
 console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const fds of sizes) {
@@ -122,9 +127,21 @@ for (const fds of sizes) {
     const steps = builds.map(stepsOf);
     const times = { common: common.map(() => [] as number[]), builds: steps.map((list) => list.map(() => [] as number[])) };
     for (let pass = 0; pass < 3; pass++) for (const step of [...common, ...steps.flat()]) await step();
+    let step = 0;
+    const move = (): void => {
+      if (values.changing) fleet.step(++step);
+    };
     for (let pass = 0; pass < passes; pass++) {
-      for (let s = 0; s < common.length; s++) times.common[s]!.push(await cpuOf(common[s]!));
-      for (let b = 0; b < steps.length; b++) for (let s = 0; s < steps[b]!.length; s++) times.builds[b]![s]!.push(await cpuOf(steps[b]![s]!));
+      for (let s = 0; s < common.length; s++) {
+        move();
+        times.common[s]!.push(await cpuOf(common[s]!));
+      }
+      for (let b = 0; b < steps.length; b++) {
+        for (let s = 0; s < steps[b]!.length; s++) {
+          move();
+          times.builds[b]![s]!.push(await cpuOf(steps[b]![s]!));
+        }
+      }
     }
     const [floorMs, collectMs] = times.common.map(median) as [number, number];
     builds.forEach((build, b) => {
