@@ -2,12 +2,18 @@
  * A fleet of saved stats images laid out as the kernel of docs/metrics.md lays out its stats fds
  * (its descriptor tables: the same stats, types, units, sizes and order), one file per fd, with
  * plausible values from a seeded PRNG: what the measurement scripts read on a machine without
- * /dev/kvm. Figures taken on it are on image fds, not KVM fds.
+ * /dev/kvm. Figures taken on it are on image fds, not KVM fds. Also what the text measurements
+ * share: the fleet's sources, and a body gzipped as the Prometheus endpoint gzips it.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { type ZlibOptions, createGzip } from 'node:zlib';
 import * as abi from '../src/abi/kvm.js';
+import { type StatsSource, statsSource } from '../src/sources/source.js';
+import { StatsFile } from '../src/stats/stats-file.js';
 import { type DescSpec, buildImage } from '../test/helpers/image.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -119,4 +125,27 @@ export function imageFleet(vms: number, vcpus: number, layout: KernelLayout): Im
     fleet.push({ tid, paths: own });
   }
   return { dir, paths, vms: fleet, step: (step) => writers.forEach((writer) => writer(step)) };
+}
+
+/** The fleet's images opened as stats sources, each VM's with an owner of its own (pid, name, UUID). */
+export function fleetSources(fleet: ImageFleet): StatsSource[] {
+  const sources: StatsSource[] = [];
+  for (const vm of fleet.vms) {
+    const owner = { pid: vm.tid, vmName: `vm-${vm.tid}`, vmUuid: `00000000-0000-4000-8000-${String(vm.tid).padStart(12, '0')}`, startTimeMs: 1_700_000_000_000 };
+    for (const path of vm.paths) sources.push(statsSource(StatsFile.openImage(path), owner, 'image'));
+  }
+  return sources;
+}
+
+/** The bytes of `chunks` streamed through createGzip, as PrometheusTextExporter compresses a scrape. */
+export async function gzippedBytes(chunks: Iterable<Buffer>, options: ZlibOptions): Promise<number> {
+  let bytes = 0;
+  const sink = new Writable({
+    write(piece: Buffer, _encoding, done) {
+      bytes += piece.length;
+      done();
+    },
+  });
+  await pipeline(Readable.from(chunks, { objectMode: false }), createGzip(options), sink);
+  return bytes;
 }

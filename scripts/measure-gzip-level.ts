@@ -10,15 +10,12 @@
  *   node --import tsx scripts/measure-gzip-level.ts [--sizes 2500,10000] [--vcpus 4] [--passes 5]
  */
 import { rmSync } from 'node:fs';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import { type ZlibOptions, constants as zlib, createGzip } from 'node:zlib';
+import { type ZlibOptions, constants as zlib } from 'node:zlib';
 import { PrometheusTextSerializer } from '../src/exporters/prometheus-text.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { type StatsSource, closeSources, statsSource } from '../src/sources/source.js';
-import { StatsFile } from '../src/stats/stats-file.js';
-import { imageFleet, kernelLayout } from './image-fleet.js';
+import { type StatsSource, closeSources } from '../src/sources/source.js';
+import { fleetSources, gzippedBytes, imageFleet, kernelLayout } from './image-fleet.js';
 
 const { values } = parseArgs({
   options: {
@@ -40,30 +37,16 @@ const SETTINGS: [string, ZlibOptions][] = [
   ['level 1, Z_HUFFMAN_ONLY', { level: 1, strategy: zlib.Z_HUFFMAN_ONLY }],
 ];
 
-async function gzipOf(chunks: readonly Buffer[], options: ZlibOptions): Promise<number> {
-  let bytes = 0;
-  const sink = new Writable({
-    write(piece: Buffer, _encoding, done) {
-      bytes += piece.length;
-      done();
-    },
-  });
-  await pipeline(Readable.from(chunks, { objectMode: false }), createGzip(options), sink);
-  return bytes;
-}
 
 const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
 const layout = kernelLayout();
 const rows: string[] = [];
 for (const fds of sizes) {
   const fleet = imageFleet(fds / (1 + vcpus), vcpus, layout);
-  const sources: StatsSource[] = [];
+  let sources: StatsSource[] = [];
   let body: Buffer[];
   try {
-    for (const vm of fleet.vms) {
-      const owner = { pid: vm.tid, vmName: `vm-${vm.tid}`, vmUuid: `00000000-0000-4000-8000-${String(vm.tid).padStart(12, '0')}`, startTimeMs: 1_700_000_000_000 };
-      for (const path of vm.paths) sources.push(statsSource(StatsFile.openImage(path), owner, 'image'));
-    }
+    sources = fleetSources(fleet);
     const { resourceMetrics } = await new KvmStatsProducer({ sources, reuseDataPoints: true }).collect();
     // Copies: the body outlives the serializer's next scrape.
     body = [...new PrometheusTextSerializer().chunks(resourceMetrics)].map((chunk) => Buffer.from(chunk));
@@ -73,13 +56,13 @@ for (const fds of sizes) {
   }
   const textBytes = body.reduce((sum, chunk) => sum + chunk.length, 0);
   // Pass by pass, every setting in turn, so that a machine's load falls on all alike.
-  for (const [, options] of SETTINGS) await gzipOf(body, options);
+  for (const [, options] of SETTINGS) await gzippedBytes(body, options);
   const cpu = SETTINGS.map(() => [] as number[]);
   const bytes = SETTINGS.map(() => 0);
   for (let pass = 0; pass < passes; pass++) {
     for (let s = 0; s < SETTINGS.length; s++) {
       const before = process.cpuUsage();
-      bytes[s] = await gzipOf(body, SETTINGS[s]![1]);
+      bytes[s] = await gzippedBytes(body, SETTINGS[s]![1]);
       const used = process.cpuUsage(before);
       cpu[s]!.push((used.user + used.system) / 1000);
     }

@@ -18,16 +18,13 @@
  */
 import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import { type ZlibOptions, createGzip } from 'node:zlib';
+import type { ZlibOptions } from 'node:zlib';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { pread } from '../src/native/libc.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
-import { type StatsSource, closeSources, statsSource } from '../src/sources/source.js';
-import { StatsFile } from '../src/stats/stats-file.js';
-import { imageFleet, kernelLayout } from './image-fleet.js';
+import { type StatsSource, closeSources } from '../src/sources/source.js';
+import { fleetSources, gzippedBytes, imageFleet, kernelLayout } from './image-fleet.js';
 
 const { values } = parseArgs({
   options: {
@@ -60,17 +57,6 @@ async function encoders(dir: string, name: string): Promise<Encoders> {
   return { name, json: new json.OtlpJsonEncoder(), prometheus: new text.PrometheusTextSerializer(), gzip };
 }
 
-async function gzipOf(chunks: Iterable<Buffer>, options: ZlibOptions): Promise<number> {
-  let bytes = 0;
-  const sink = new Writable({
-    write(piece: Buffer, _encoding, done) {
-      bytes += piece.length;
-      done();
-    },
-  });
-  await pipeline(Readable.from(chunks, { objectMode: false }), createGzip(options), sink);
-  return bytes;
-}
 
 /** CPU time of one pass, in ms. */
 async function cpuOf(step: () => unknown): Promise<number> {
@@ -91,12 +77,9 @@ console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---
 for (const fds of sizes) {
   const vms = fds / (1 + vcpus);
   const fleet = imageFleet(vms, vcpus, layout);
-  const sources: StatsSource[] = [];
+  let sources: StatsSource[] = [];
   try {
-    for (const vm of fleet.vms) {
-      const owner = { pid: vm.tid, vmName: `vm-${vm.tid}`, vmUuid: `00000000-0000-4000-8000-${String(vm.tid).padStart(12, '0')}`, startTimeMs: 1_700_000_000_000 };
-      for (const path of vm.paths) sources.push(statsSource(StatsFile.openImage(path), owner, 'image'));
-    }
+    sources = fleetSources(fleet);
     const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
     const floor = (): void => {
       for (const { file } of sources) pread(file.fd, scratch, file.table.dataSize, file.header.dataOffset);
@@ -120,7 +103,7 @@ for (const fds of sizes) {
         bytes[b]!.text = n;
       },
       async () => {
-        bytes[b]!.gzip = await gzipOf(build.prometheus.chunks(await collect()), build.gzip);
+        bytes[b]!.gzip = await gzippedBytes(build.prometheus.chunks(await collect()), build.gzip);
       },
     ];
     const common = [floor, collect];

@@ -23,7 +23,7 @@ import {
   type MetricData,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { SlotText, digits } from './slot-text.js';
+import { SlotText, boundsHold, digits, patchPointwise } from './slot-text.js';
 
 const utf8 = new TextEncoder();
 
@@ -91,12 +91,6 @@ function histogramShape(value: Histogram): number {
     (value.max !== undefined ? HAS_MAX : 0) |
     (value.buckets.counts.length << SHAPE_BITS)
   );
-}
-
-function sameBounds(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
-  return true;
 }
 
 /** The last time written as text, converted again only when it changes. */
@@ -230,7 +224,7 @@ export class OtlpJsonEncoder {
       pieces.push(utf8.encode(scope.schemaUrl !== undefined ? `],"schemaUrl":${JSON.stringify(scope.schemaUrl)}}` : ']}'));
     });
     pieces.push(utf8.encode(']}]}'));
-    this.#patchAll(candidates);
+    patchPointwise(candidates, this.#patchPoint);
     let patched = 0;
     for (const candidate of candidates) {
       if (candidate.ok) patched++;
@@ -272,55 +266,22 @@ export class OtlpJsonEncoder {
     return bytes.subarray(0, total);
   }
 
-  /**
-   * Rewrites the candidates' numbers in their texts, point i of every metric before point i + 1
-   * of any (a producer's point i of one metric and of the next belong to the same source and sit
-   * together in memory; see otlp-protobuf.ts). A candidate whose point no longer fits its layout
-   * gets ok = false, and is written anew.
-   */
-  #patchAll(candidates: Candidate[]): void {
-    let longest = 0;
-    for (const candidate of candidates) {
-      longest = Math.max(longest, candidate.layout.points);
-      candidate.layout.text.patch();
+  /** The numbers of point i of a candidate rewritten, if the point still fits its text. */
+  readonly #patchPoint = (candidate: Candidate, i: number): boolean => {
+    const { layout } = candidate;
+    const point = candidate.metric.dataPoints[i]!;
+    const { attributes, startTime } = point;
+    if (attributes !== layout.attributes[i] || startTime[0] !== layout.startSeconds[i] || startTime[1] !== layout.startNanos[i]) return false;
+    if (layout.type === DataPointType.HISTOGRAM) {
+      const value = point.value as Histogram;
+      if (histogramShape(value) !== layout.shapes[i] || !boundsHold(layout.bounds, i, value.buckets.boundaries)) return false;
+      this.#histogramPoint(layout.text, point as DataPoint<Histogram>, i);
+    } else {
+      if ((point.value === undefined ? 0 : 1) !== layout.shapes[i]) return false;
+      this.#numberPoint(layout.text, point as DataPoint<number>, i, valueKeyOf(layout.valueType));
     }
-    for (let i = 0; i < longest; i++) {
-      for (let c = 0; c < candidates.length; c++) {
-        const candidate = candidates[c]!;
-        const { layout } = candidate;
-        if (i >= layout.points || !candidate.ok) continue;
-        const point = candidate.metric.dataPoints[i]!;
-        const { attributes, startTime } = point;
-        if (attributes !== layout.attributes[i] || startTime[0] !== layout.startSeconds[i] || startTime[1] !== layout.startNanos[i]) {
-          candidate.ok = false;
-          continue;
-        }
-        if (layout.type === DataPointType.HISTOGRAM) {
-          const value = point.value as Histogram;
-          const boundaries = value.buckets.boundaries;
-          if (histogramShape(value) !== layout.shapes[i]) {
-            candidate.ok = false;
-            continue;
-          }
-          if (boundaries !== layout.bounds[i]) {
-            if (!sameBounds(boundaries, layout.bounds[i]!)) {
-              candidate.ok = false;
-              continue;
-            }
-            layout.bounds[i] = boundaries;
-          }
-          this.#histogramPoint(layout.text, point as DataPoint<Histogram>, i);
-        } else {
-          if ((point.value === undefined ? 0 : 1) !== layout.shapes[i]) {
-            candidate.ok = false;
-            continue;
-          }
-          this.#numberPoint(layout.text, point as DataPoint<number>, i, valueKeyOf(layout.valueType));
-        }
-      }
-    }
-    for (const candidate of candidates) if (candidate.ok && !candidate.layout.text.complete) candidate.ok = false;
-  }
+    return true;
+  };
 
   /** A metric's text anew (in `text`, reused, if given), and its layout. */
   #render(metric: MetricData, reuse: SlotText | undefined): MetricLayout {

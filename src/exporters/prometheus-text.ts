@@ -33,7 +33,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { prometheusUnit, withUnitSuffix } from '../otel/prometheus-units.js';
 import { prometheusLabels } from './prometheus-labels.js';
-import { SlotText } from './slot-text.js';
+import { SlotText, boundsHold, patchPointwise } from './slot-text.js';
 
 export interface PrometheusTextOptions {
   /** Prepended to every metric name with an underscore. */
@@ -150,12 +150,6 @@ const SHAPE_BITS = 2;
 
 function histogramShape(value: Histogram): number {
   return (value.count != null ? HAS_COUNT : 0) | (value.sum != null ? HAS_SUM : 0) | (value.buckets.counts.length << SHAPE_BITS);
-}
-
-function sameBounds(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return false;
-  return true;
 }
 
 /**
@@ -293,7 +287,7 @@ export class PrometheusTextSerializer {
         }
       }
     }
-    this.#patchAll(candidates);
+    patchPointwise(candidates, this.#patchPoint);
     let patched = 0;
     for (const candidate of candidates) {
       if (candidate.ok) {
@@ -315,49 +309,20 @@ export class PrometheusTextSerializer {
     return out;
   }
 
-  /**
-   * Rewrites the candidates' values in their texts, point i of every metric before point i + 1
-   * of any (see otlp-protobuf.ts: a producer's points of one source sit together in memory). A
-   * candidate whose point no longer fits its layout gets ok = false, and is written anew.
-   */
-  #patchAll(candidates: Candidate[]): void {
-    let longest = 0;
-    for (const candidate of candidates) {
-      longest = Math.max(longest, candidate.layout.points);
-      candidate.layout.text.patch();
+  /** The values of point i of a candidate rewritten, if the point still fits its text. */
+  readonly #patchPoint = (candidate: Candidate, i: number): boolean => {
+    const { layout } = candidate;
+    const point = candidate.metric.dataPoints[i]!;
+    if (point.attributes !== layout.attributes[i]) return false;
+    if (layout.type === DataPointType.HISTOGRAM) {
+      const value = point.value as Histogram;
+      if (histogramShape(value) !== layout.shapes[i] || !boundsHold(layout.bounds, i, value.buckets.boundaries)) return false;
+      this.#histogram(layout.text, layout.metricText!, point as DataPoint<Histogram>, EMPTY);
+    } else {
+      this.#number(layout.text, layout.metricText!, point as DataPoint<number>, EMPTY);
     }
-    for (let i = 0; i < longest; i++) {
-      for (let c = 0; c < candidates.length; c++) {
-        const candidate = candidates[c]!;
-        const { layout } = candidate;
-        if (i >= layout.points || !candidate.ok) continue;
-        const point = candidate.metric.dataPoints[i]!;
-        if (point.attributes !== layout.attributes[i]) {
-          candidate.ok = false;
-          continue;
-        }
-        if (layout.type === DataPointType.HISTOGRAM) {
-          const value = point.value as Histogram;
-          const boundaries = value.buckets.boundaries;
-          if (histogramShape(value) !== layout.shapes[i]) {
-            candidate.ok = false;
-            continue;
-          }
-          if (boundaries !== layout.bounds[i]) {
-            if (!sameBounds(boundaries, layout.bounds[i]!)) {
-              candidate.ok = false;
-              continue;
-            }
-            layout.bounds[i] = boundaries;
-          }
-          this.#histogram(layout.text, layout.metricText!, point as DataPoint<Histogram>, EMPTY);
-        } else {
-          this.#number(layout.text, layout.metricText!, point as DataPoint<number>, EMPTY);
-        }
-      }
-    }
-    for (const candidate of candidates) if (candidate.ok && !candidate.layout.text.complete) candidate.ok = false;
-  }
+    return true;
+  };
 
   /** A metric's text anew (in `reuse`, if given), and its layout. */
   #write(metric: MetricData, name: string, header: string, metricText: MetricText, reuse: SlotText | undefined): MetricLayout {

@@ -52,6 +52,46 @@ function writeDigits(bytes: Uint8Array, end: number, value: number): void {
   } while (v > 0);
 }
 
+/** A metric's text to patch, and whether its points still fit it. */
+export interface PatchCandidate {
+  readonly layout: { readonly text: SlotText; readonly points: number };
+  ok: boolean;
+}
+
+/**
+ * Patches every candidate's text, point i of every metric before point i + 1 of any (a
+ * producer's point i of one metric and of the next belong to the same source and sit together in
+ * memory; see otlp-protobuf.ts). `patchPoint` checks that point i still fits the text (else
+ * returns false: the candidate gets ok = false, to be written anew) and rewrites its numbers.
+ */
+export function patchPointwise<C extends PatchCandidate>(candidates: readonly C[], patchPoint: (candidate: C, i: number) => boolean): void {
+  let longest = 0;
+  for (const candidate of candidates) {
+    longest = Math.max(longest, candidate.layout.points);
+    candidate.layout.text.patch();
+  }
+  for (let i = 0; i < longest; i++) {
+    for (let c = 0; c < candidates.length; c++) {
+      const candidate = candidates[c]!;
+      if (i < candidate.layout.points && candidate.ok && !patchPoint(candidate, i)) candidate.ok = false;
+    }
+  }
+  for (const candidate of candidates) if (candidate.ok && !candidate.layout.text.complete) candidate.ok = false;
+}
+
+/**
+ * Whether a histogram point's bounds are those its text was made with (`stored[i]`): the same
+ * array, or an equal one, which is then kept in its place (so the next check is one comparison).
+ */
+export function boundsHold(stored: (readonly number[])[], i: number, boundaries: readonly number[]): boolean {
+  const old = stored[i]!;
+  if (boundaries === old) return true;
+  if (boundaries.length !== old.length) return false;
+  for (let b = 0; b < old.length; b++) if (!Object.is(boundaries[b], old[b])) return false;
+  stored[i] = boundaries;
+  return true;
+}
+
 /** How many times its own length a patch may move a text's bytes before it gives up: moving is a
  * memmove, several times cheaper per byte than writing the text anew. */
 const MOVE_BUDGET = 4;
