@@ -12,11 +12,10 @@
  *
  * A slot keeps the number it holds: a number that is what it was (most of an idle host's
  * counters and histogram buckets between two collections) is not written again. Numbers have no
- * fixed width as text: a number whose text is longer or shorter than the last one's moves the
- * rest of the metric's bytes (copyWithin), rare between two collections (a counter passing a
- * power of ten). Where moves would copy more than a few times the text's own length (numbers
- * of every width, changing), the patch gives up, and the caller writes the metric anew: a patch
- * never costs much more than a rendering.
+ * fixed width as text: from the first number whose text is longer or shorter than the last
+ * one's, the patch writes the text forward into a second buffer, copying the constant bytes
+ * between slots whole, so that a patch copies the text once at most, however many widths change
+ * (a busy host's counters passing powers of ten).
  */
 
 /** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
@@ -76,7 +75,7 @@ export function patchPointwise<C extends PatchCandidate>(candidates: readonly C[
       if (i < candidate.layout.points && candidate.ok && !patchPoint(candidate, i)) candidate.ok = false;
     }
   }
-  for (const candidate of candidates) if (candidate.ok && !candidate.layout.text.complete) candidate.ok = false;
+  for (const candidate of candidates) if (!candidate.layout.text.finish()) candidate.ok = false;
 }
 
 /**
@@ -92,12 +91,6 @@ export function boundsHold(stored: (readonly number[])[], i: number, boundaries:
   return true;
 }
 
-/** How many times its own length a patch may move a text's bytes before it gives up: moving is a
- * memmove, several times cheaper per byte than writing the text anew. */
-const MOVE_BUDGET = 4;
-/** Moves of a small text cost nothing worth a rendering, whatever their number. */
-const MOVE_FLOOR = 1 << 16;
-
 export class SlotText {
   bytes: Uint8Array;
   length = 0;
@@ -107,16 +100,21 @@ export class SlotText {
   /** Each slot's number, where its text is a function of it (NaN otherwise: never the same). */
   #values = new Float64Array(64);
   #slots = 0;
-  /** Patching: the next slot, and how far the bytes from it on have moved so far. */
+  /** Patching: the next slot. */
   patching = false;
   #next = 0;
-  #shift = 0;
-  /** Bytes moved by this patch, and whether it gave up (see the file's comment). */
-  #moved = 0;
-  #spoiled = false;
+  /** Patching forward (a width changed): the text is being written into #spare, which holds it up
+   * to #to; bytes from #from on are still to be copied there. */
+  #forward = false;
+  #spare: Uint8Array = new Uint8Array(0);
+  #from = 0;
+  #to = 0;
+  /** Where the slot being written is: `bytes` or, patching forward, the spare. */
+  #target: Uint8Array;
 
   constructor(size = 4096) {
     this.bytes = new Uint8Array(size);
+    this.#target = this.bytes;
   }
 
   /** Starts building anew. */
@@ -130,15 +128,25 @@ export class SlotText {
   patch(): void {
     this.patching = true;
     this.#next = 0;
-    this.#shift = 0;
-    this.#moved = 0;
-    this.#spoiled = false;
+    this.#forward = false;
   }
 
-  /** Whether a patch visited every slot (else the caller's sequence was not the built one's) and
-   * did not give up: else the text is to be written anew. */
-  get complete(): boolean {
-    return this.#next === this.#slots && !this.#spoiled;
+  /** Ends a patch: the rest of a text written forward is copied, and it becomes the text.
+   * Returns whether the patch visited every slot (else the caller's sequence was not the built
+   * one's, and the text is to be written anew). */
+  finish(): boolean {
+    if (this.#forward) {
+      const rest = this.length - this.#from;
+      this.#ensureSpare(this.#to + rest);
+      this.#spare.set(this.bytes.subarray(this.#from, this.length), this.#to);
+      const bytes = this.bytes;
+      this.bytes = this.#spare;
+      this.#spare = bytes;
+      this.length = this.#to + rest;
+      this.#forward = false;
+    }
+    this.patching = false;
+    return this.#next === this.#slots;
   }
 
   /** The text. */
@@ -172,7 +180,8 @@ export class SlotText {
     const k = this.#next;
     if (this.#values[k] !== value) return false;
     this.#next = k + 1;
-    this.#starts[k] = this.#starts[k]! + this.#shift;
+    // Written forward, it is copied with the bytes around it.
+    if (this.#forward) this.#starts[k] = this.#starts[k]! - this.#from + this.#to;
     return true;
   }
 
@@ -183,7 +192,7 @@ export class SlotText {
     const magnitude = negative ? -value : value;
     const width = negative + digitCount(magnitude);
     const pos = this.#slot(width, value);
-    const bytes = this.bytes;
+    const bytes = this.#target;
     if (negative) bytes[pos] = 0x2d;
     writeDigits(bytes, pos + width, magnitude);
   }
@@ -192,7 +201,7 @@ export class SlotText {
   copy(data: Uint8Array): void {
     const length = data.length;
     const pos = this.#slot(length, NaN);
-    const bytes = this.bytes;
+    const bytes = this.#target;
     for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
   }
 
@@ -201,12 +210,14 @@ export class SlotText {
   ascii(text: string, value = NaN): void {
     const length = text.length;
     const pos = this.#slot(length, value);
-    const bytes = this.bytes;
+    const bytes = this.#target;
     for (let i = 0; i < length; i++) bytes[pos + i] = text.charCodeAt(i);
   }
 
-  /** Where the next slot's `width` bytes go: appended while building; while patching, the next
-   * slot, the bytes after it moved if its width changed. */
+  /** Where the next slot's `width` bytes go (in #target): appended while building; while
+   * patching, the slot's place, in `bytes` while its width and every one before it stayed (a
+   * number of the same width written forward is written in `bytes` too, and copied with the bytes
+   * around it), else in the spare, the text before it copied there first. */
   #slot(width: number, value: number): number {
     if (!this.patching) {
       this.#ensure(width);
@@ -217,32 +228,43 @@ export class SlotText {
       this.#widths[k] = width;
       this.#values[k] = value;
       this.length = pos + width;
+      this.#target = this.bytes;
       return pos;
     }
     const k = this.#next++;
-    // Given up: the text is written anew after; numbers go to its start meanwhile.
-    if (this.#spoiled) {
-      if (width > this.bytes.length) this.bytes = new Uint8Array(width);
-      return 0;
-    }
-    const pos = this.#starts[k]! + this.#shift;
-    this.#starts[k] = pos;
-    this.#values[k] = value;
+    const at = this.#starts[k]!;
     const old = this.#widths[k]!;
-    if (old !== width) {
-      this.#moved += this.length - pos - old;
-      if (this.#moved > MOVE_BUDGET * this.length && this.#moved > MOVE_FLOOR) {
-        this.#spoiled = true;
-        return 0;
-      }
-      const delta = width - old;
-      if (delta > 0) this.#ensure(delta);
-      this.bytes.copyWithin(pos + width, pos + old, this.length);
-      this.length += delta;
-      this.#shift += delta;
-      this.#widths[k] = width;
+    this.#values[k] = value;
+    if (old === width) {
+      if (this.#forward) this.#starts[k] = at - this.#from + this.#to;
+      this.#target = this.bytes;
+      return at;
     }
+    if (!this.#forward) {
+      this.#forward = true;
+      this.#from = 0;
+      this.#to = 0;
+    }
+    const gap = at - this.#from;
+    this.#ensureSpare(this.#to + gap + width);
+    const spare = this.#spare;
+    spare.set(this.bytes.subarray(this.#from, at), this.#to);
+    const pos = this.#to + gap;
+    this.#starts[k] = pos;
+    this.#widths[k] = width;
+    this.#to = pos + width;
+    this.#from = at + old;
+    this.#target = spare;
     return pos;
+  }
+
+  #ensureSpare(needed: number): void {
+    if (needed <= this.#spare.length) return;
+    let size = Math.max(this.#spare.length * 2, this.bytes.length, 4096);
+    while (size < needed) size *= 2;
+    const spare = new Uint8Array(size);
+    spare.set(this.#spare.subarray(0, this.#to));
+    this.#spare = spare;
   }
 
   #growSlots(): void {
