@@ -14,6 +14,9 @@
  *   its metrics and keeps it for the source's life; the SDK keeps one per series).
  * - The text comes out as a sequence of chunks of at most `chunkBytes`: views of the kept texts,
  *   valid until the next chunks() (the exporter gzips one scrape's before it collects again).
+ * - The price is memory: the whole text is kept between scrapes (about 26 KB per stats fd of a
+ *   real kernel's layout, 66 MB at 2,500 fds, measured on image fds), and a second buffer of a
+ *   metric's size once a value of it changed width.
  *
  * Attributes objects and bounds arrays must not change once their data points are serialized
  * (the SDK and the producer never change them): the rendered labels are those of the first time
