@@ -11,12 +11,13 @@
 import { cpus, loadavg, release } from 'node:os';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { constants as zlib, createGzip } from 'node:zlib';
+import { createGzip } from 'node:zlib';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { OtlpJsonEncoder } from '../exporters/otlp-json.js';
 import { OtlpProtobufEncoder } from '../exporters/otlp-protobuf.js';
+import { PROMETHEUS_GZIP } from '../exporters/prometheus-exporter.js';
 import { PrometheusTextSerializer } from '../exporters/prometheus-text.js';
 import { NativeError } from '../native/errors.js';
 import { pread } from '../native/libc.js';
@@ -314,7 +315,7 @@ class Subject {
         done();
       },
     });
-    await pipeline(Readable.from(this.#prometheus.chunks(await this.collect()), { objectMode: false }), createGzip({ level: zlib.Z_BEST_SPEED }), sink);
+    await pipeline(Readable.from(this.#prometheus.chunks(await this.collect()), { objectMode: false }), createGzip(PROMETHEUS_GZIP), sink);
     return bytes;
   };
 

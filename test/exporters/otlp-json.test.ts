@@ -1,7 +1,8 @@
 /**
  * The OTLP JSON encoder against otlp-transformer's JsonMetricsSerializer: the same bytes (and so
  * the same document after JSON.parse) for generated ResourceMetrics, over sequences of
- * collections, and on a real producer's output mixed with ordinary SDK instruments.
+ * collections (whose series stay, or change: come and go, new attributes objects, start times,
+ * histogram shapes and bounds), and on a real producer's output mixed with ordinary SDK instruments.
  */
 import { JsonMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -11,6 +12,7 @@ import { OtlpJsonEncoder } from '../../src/exporters/otlp-json.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { resourceMetrics } from '../helpers/metrics-arbitrary.js';
 import { collectMixed, mixedSetup } from '../helpers/mixed-collection.js';
+import { nextCollection, seriesChange } from '../helpers/series-changes.js';
 
 const decoder = new TextDecoder();
 
@@ -37,6 +39,23 @@ describe('OtlpJsonEncoder', () => {
         encoder.release(bytes);
       }),
       { numRuns: 500 },
+    );
+  });
+
+  it('writes what JsonMetricsSerializer writes over collections whose series stay or change', () => {
+    fc.assert(
+      fc.property(resourceMetrics, fc.array(seriesChange, { minLength: 1, maxLength: 8 }), fc.boolean(), (first, changes, inPlace) => {
+        const encoder = new OtlpJsonEncoder();
+        let request = first;
+        encoder.release(encoder.encode(request));
+        for (const change of changes) {
+          request = nextCollection(request, change, inPlace);
+          const bytes = encoder.encode(request);
+          expectSameJson(bytes, request);
+          encoder.release(bytes);
+        }
+      }),
+      { numRuns: 400 },
     );
   });
 

@@ -1,7 +1,8 @@
 /**
  * The Prometheus text serializer (src/exporters/prometheus-text.ts): its text is the official
  * PrometheusSerializer's for the same ResourceMetrics, generated ones of every shape, again after
- * values change, in chunks of any size. (Serving it, unit suffixes and real producer output:
+ * values change, over collections whose series stay or change (series that come and go, new
+ * attributes objects, histograms of another shape or bounds), in chunks of any size. (Serving it, unit suffixes and real producer output:
  * test/exporters/prometheus-exporter.test.ts.)
  */
 import { type Attributes, type AttributeValue, ValueType } from '@opentelemetry/api';
@@ -18,6 +19,7 @@ import {
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PrometheusTextSerializer, type PrometheusTextOptions } from '../../src/exporters/prometheus-text.js';
+import { nextCollection, seriesChange } from '../helpers/series-changes.js';
 
 function official(options: PrometheusTextOptions): PrometheusSerializer {
   return new PrometheusSerializer(options.prefix, options.appendTimestamp, options.withResourceConstantLabels, options.withoutTargetInfo, options.withoutScopeInfo);
@@ -162,6 +164,22 @@ describe('PrometheusTextSerializer', () => {
         const chunks = [...ours.chunks(metrics, chunkBytes)];
         expect(chunks.filter((chunk) => chunk.length === 0)).toEqual([]);
         expect(Buffer.concat(chunks).toString('utf8')).toBe(theirs.serialize(metrics));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it("writes the official serializer's text over collections whose series stay or change", () => {
+    fc.assert(
+      fc.property(resourceMetrics, options, fc.array(seriesChange, { minLength: 1, maxLength: 8 }), fc.boolean(), (first, opts, changes, inPlace) => {
+        const ours = new PrometheusTextSerializer(opts);
+        const theirs = official(opts);
+        let metrics = first;
+        expect(ours.serialize(metrics)).toBe(theirs.serialize(metrics));
+        for (const change of changes) {
+          metrics = nextCollection(metrics, change, inPlace);
+          expect(ours.serialize(metrics)).toBe(theirs.serialize(metrics));
+        }
       }),
       { numRuns: 400 },
     );
