@@ -114,6 +114,12 @@ export interface TableState extends Emitter, Member, SeriesStarts {
   /** The values of the previous collection, decoded, for resets and deltas; zeros before the
    * first (so the first delta covers everything since the start). */
   readonly previous: Float64Array;
+  /** Paired with an exporter: the words of the previous read as they were (undefined before
+   * it). A series whose words are the same again has its point in the frame already, all but
+   * its time. */
+  lastWords: Uint32Array | undefined;
+  /** No value of the previous read was above 2^53 (each such read is counted, see producer). */
+  lastExact: boolean;
   /** The collection that last read the source (0: none yet), and its time in ms. */
   lastCollection: number;
   lastCollectionMs: number;
@@ -195,6 +201,8 @@ export class Planner {
       scratch: this.#scratchFor(file.table.dataSize),
       resetStarts: undefined,
       previous: new Float64Array(plan.values),
+      lastWords: undefined,
+      lastExact: false,
       lastCollection: 0,
       lastCollectionMs: 0,
       // A vCPU summed into its VM has no points of its own.

@@ -96,6 +96,15 @@ const INEXACT_HIGH_WORD = INEXACT;
 
 const NO_GROUPS: readonly VmGroup[] = [];
 
+/** Whether a series' words (a histogram's buckets and sum) are the same in `words` and `last`. */
+function sameWords(words: Uint32Array, last: Uint32Array, series: SeriesPlan): boolean {
+  const w = series.word;
+  if (!series.histogram) return words[w] === last[w] && words[w + 1] === last[w + 1];
+  for (let i = w, end = w + 2 * series.size; i < end; i++) if (words[i] !== last[i]) return false;
+  const sumWord = series.sumWord;
+  return sumWord < 0 || (words[sumWord] === last[sumWord] && words[sumWord + 1] === last[sumWord + 1]);
+}
+
 export class KvmStatsProducer implements MetricProducer {
   readonly #sources: SourceSet;
   readonly #temporality: AggregationTemporality;
@@ -234,8 +243,11 @@ export class KvmStatsProducer implements MetricProducer {
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
-    if (state.wire !== undefined) this.#emitToFrame(state, state.wire, state.scratch.words);
-    else this.#emit(state, state.scratch.words);
+    const words = state.scratch.words;
+    if (state.wire !== undefined) this.#emitToFrame(state, state.wire, words);
+    else this.#emit(state, words);
+    // Paired: this read's words, for the next collection to tell which series changed.
+    if (this.#fused !== undefined) (state.lastWords ??= new Uint32Array(words.length)).set(words);
     if (this.#reuse && this.#layout[emitted] !== state) {
       this.#layout[emitted] = state;
       this.#layoutChanged = true;
@@ -313,6 +325,7 @@ export class KvmStatsProducer implements MetricProducer {
       if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
     if (inexact) this.#reportInexact(state);
+    state.lastExact = !inexact;
     state.lastCollection = this.#collection;
     state.lastCollectionMs = this.#nowMs;
   }
@@ -329,9 +342,17 @@ export class KvmStatsProducer implements MetricProducer {
     const { previous } = state;
     const frame = wire.frame;
     const body = wire.body;
+    // The words of the previous read, whose points the frame holds (it was laid out from them,
+    // or written from them since); only when none of them was inexact, each such read being counted.
+    const last = state.lastExact ? state.lastWords! : undefined;
     let inexact = false;
     for (let m = 0; m < plan.length; m++) {
       const series = plan[m]!;
+      if (last !== undefined && !series.delta && sameWords(words, last, series)) {
+        // Not a delta and the same words: the same value, no reset, so the same start.
+        frame.timeOnly(body[m]!);
+        continue;
+      }
       if (series.asRead) {
         const w = series.word;
         const low = words[w]!;
@@ -352,6 +373,7 @@ export class KvmStatsProducer implements MetricProducer {
       if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
     if (inexact) this.#reportInexact(state);
+    state.lastExact = !inexact;
     state.lastCollection = this.#collection;
     state.lastCollectionMs = this.#nowMs;
   }

@@ -146,6 +146,14 @@ export class SeriesFrame {
     else this.view.setFloat64(body + this.slots.value, value, true);
   }
 
+  /** A point whose value is the same as in the previous collection: only its time is new. */
+  timeOnly(body: number): void {
+    const view = this.view;
+    const time = body + this.slots.time;
+    view.setUint32(time, this.#endLow, true);
+    view.setUint32(time + 4, this.#endHigh, true);
+  }
+
   /** A point exported as read: this collection's time, and its value's words as the kernel has
    * them (an sfixed64 below 2^53 has the same bytes); its start is already in place. */
   numberAsRead(body: number, low: number, high: number): void {
