@@ -79,6 +79,8 @@ export interface TablePlan {
   /** The metric of each data point an emitter of this plan has, in order: per series its slot,
    * then its maxSlot where it has one. */
   readonly slots: readonly MetricSlot[];
+  /** Some series is exported as a delta. */
+  readonly deltas: boolean;
 }
 
 /** Whatever owns data points for a plan: a source, or a VM's summed vCPUs. */
@@ -118,6 +120,8 @@ export interface TableState extends Emitter, Member, SeriesStarts {
    * it). A series whose words are the same again has its point in the frame already, all but
    * its time. */
   lastWords: Uint32Array | undefined;
+  /** The same bytes as lastWords. */
+  lastBytes: Uint8Array | undefined;
   /** No value of the previous read was above 2^53 (each such read is counted, see producer). */
   lastExact: boolean;
   /** The collection that last read the source (0: none yet), and its time in ms. */
@@ -202,6 +206,7 @@ export class Planner {
       resetStarts: undefined,
       previous: new Float64Array(plan.values),
       lastWords: undefined,
+      lastBytes: undefined,
       lastExact: false,
       lastCollection: 0,
       lastCollectionMs: 0,
@@ -262,7 +267,7 @@ export class Planner {
         divisor: metric.divisor,
       };
     });
-    plan = { id: ++this.#planIds, series, values, slots };
+    plan = { id: ++this.#planIds, series, values, slots, deltas: series.some((s) => s.delta) };
     this.#plans.set(mapping, plan);
     return plan;
   }

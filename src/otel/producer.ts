@@ -243,11 +243,26 @@ export class KvmStatsProducer implements MetricProducer {
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
-    const words = state.scratch.words;
-    if (state.wire !== undefined) this.#emitToFrame(state, state.wire, words);
-    else this.#emit(state, words);
-    // Paired: this read's words, for the next collection to tell which series changed.
-    if (this.#fused !== undefined) (state.lastWords ??= new Uint32Array(words.length)).set(words);
+    const { words, bytes } = state.scratch;
+    const wire = state.wire;
+    if (wire === undefined) {
+      const inexact = this.#emit(state, words);
+      // Paired: this read's words, for the next collection to tell which series changed.
+      if (this.#fused !== undefined) {
+        state.lastExact = !inexact;
+        if (state.lastBytes === undefined) state.lastWords = new Uint32Array((state.lastBytes = new Uint8Array(bytes.length)).buffer);
+        state.lastBytes.set(bytes);
+      }
+    } else if (state.lastExact && !state.plan.deltas && Buffer.compare(bytes, state.lastBytes!) === 0) {
+      // The whole block as at the previous read (an idle vCPU): every point is in the frame
+      // already, all but its time (no value changed, so none was reset).
+      wire.frame.timesOnly(wire.body);
+      state.lastCollection = this.#collection;
+      state.lastCollectionMs = this.#nowMs;
+    } else {
+      this.#emitToFrame(state, wire, words);
+      state.lastBytes!.set(bytes);
+    }
     if (this.#reuse && this.#layout[emitted] !== state) {
       this.#layout[emitted] = state;
       this.#layoutChanged = true;
@@ -315,8 +330,8 @@ export class KvmStatsProducer implements MetricProducer {
     return millisToHrTime(read.lastCollectionMs);
   }
 
-  /** Turns one table's freshly read words into data points. */
-  #emit(state: TableState, words: Uint32Array): void {
+  /** Turns one table's freshly read words into data points. True if a value is above 2^53. */
+  #emit(state: TableState, words: Uint32Array): boolean {
     const plan = state.plan.series;
     const previousTime = this.#previousTimeOf(state);
     let inexact = false;
@@ -325,9 +340,9 @@ export class KvmStatsProducer implements MetricProducer {
       if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
     if (inexact) this.#reportInexact(state);
-    state.lastExact = !inexact;
     state.lastCollection = this.#collection;
     state.lastCollectionMs = this.#nowMs;
+    return inexact;
   }
 
   /**

@@ -154,6 +154,19 @@ export class SeriesFrame {
     view.setUint32(time + 4, this.#endHigh, true);
   }
 
+  /** Every point of an emitter whose values are all the same as in the previous collection. */
+  timesOnly(body: Int32Array): void {
+    const view = this.view;
+    const time = this.slots.time;
+    const low = this.#endLow;
+    const high = this.#endHigh;
+    for (let j = 0; j < body.length; j++) {
+      const at = body[j]! + time;
+      view.setUint32(at, low, true);
+      view.setUint32(at + 4, high, true);
+    }
+  }
+
   /** A point exported as read: this collection's time, and its value's words as the kernel has
    * them (an sfixed64 below 2^53 has the same bytes); its start is already in place. */
   numberAsRead(body: number, low: number, high: number): void {
