@@ -65,6 +65,9 @@ export interface SeriesPlan {
   /** An integer counter or gauge exported as read (not a delta, not scaled): in a frame, its
    * value's 8 bytes are the kernel's (below 2^53), and its start changes only on a reset. */
   readonly asRead: boolean;
+  /** Not a delta, and its previous values kept (resets, histograms): a read of the same values
+   * as the previous one gives the same point but for its time. */
+  readonly compared: boolean;
   readonly multiplier: number;
   readonly divisor: number;
 }
@@ -79,8 +82,6 @@ export interface TablePlan {
   /** The metric of each data point an emitter of this plan has, in order: per series its slot,
    * then its maxSlot where it has one. */
   readonly slots: readonly MetricSlot[];
-  /** Some series is exported as a delta. */
-  readonly deltas: boolean;
 }
 
 /** Whatever owns data points for a plan: a source, or a VM's summed vCPUs. */
@@ -116,13 +117,9 @@ export interface TableState extends Emitter, Member, SeriesStarts {
   /** The values of the previous collection, decoded, for resets and deltas; zeros before the
    * first (so the first delta covers everything since the start). */
   readonly previous: Float64Array;
-  /** Paired with an exporter: the words of the previous read as they were (undefined before
-   * it). A series whose words are the same again has its point in the frame already, all but
-   * its time. */
-  lastWords: Uint32Array | undefined;
-  /** The same bytes as lastWords. */
-  lastBytes: Uint8Array | undefined;
-  /** No value of the previous read was above 2^53 (each such read is counted, see producer). */
+  /** Paired with an exporter: no value of the previous read was above 2^53 (each such read is
+   * counted), so a series of the same value as in `previous` has its point in the frame
+   * already, all but its time. */
   lastExact: boolean;
   /** The collection that last read the source (0: none yet), and its time in ms. */
   lastCollection: number;
@@ -205,8 +202,6 @@ export class Planner {
       scratch: this.#scratchFor(file.table.dataSize),
       resetStarts: undefined,
       previous: new Float64Array(plan.values),
-      lastWords: undefined,
-      lastBytes: undefined,
       lastExact: false,
       lastCollection: 0,
       lastCollectionMs: 0,
@@ -247,6 +242,8 @@ export class Planner {
       slots.push(slot!, ...(maxSlot ? [maxSlot] : []));
       const gauge = metric.kind === 'gauge';
       const boolean = aggregated && metric.stat.unit === 'boolean';
+      // Summed gauges just change: a VM's sum of them has no start to reset.
+      const resets = metric.stat.type !== 'instant' && !(aggregated && gauge);
       return {
         mapping: metric,
         slot: slot!,
@@ -257,17 +254,17 @@ export class Planner {
         size: metric.stat.size,
         bytes: histogram ? scratch.subarray(metric.stat.offset, metric.stat.offset + metric.stat.size * 8) : undefined,
         sumWord: metric.sumFrom ? metric.sumFrom.offset >>> 2 : -1,
-        // Summed gauges just change: a VM's sum of them has no start to reset.
-        resets: metric.stat.type !== 'instant' && !(aggregated && gauge),
+        resets,
         delta: delta && !gauge,
         boolean,
         scaled: !boolean && (metric.multiplier !== 1 || metric.divisor !== 1),
         asRead: !histogram && !(delta && !gauge) && !boolean && metric.multiplier === 1 && metric.divisor === 1 && metric.integer,
+        compared: !(delta && !gauge) && (histogram || resets),
         multiplier: metric.multiplier,
         divisor: metric.divisor,
       };
     });
-    plan = { id: ++this.#planIds, series, values, slots, deltas: series.some((s) => s.delta) };
+    plan = { id: ++this.#planIds, series, values, slots };
     this.#plans.set(mapping, plan);
     return plan;
   }

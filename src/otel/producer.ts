@@ -96,13 +96,14 @@ const INEXACT_HIGH_WORD = INEXACT;
 
 const NO_GROUPS: readonly VmGroup[] = [];
 
-/** Whether a series' words (a histogram's buckets and sum) are the same in `words` and `last`. */
-function sameWords(words: Uint32Array, last: Uint32Array, series: SeriesPlan): boolean {
-  const w = series.word;
-  if (!series.histogram) return words[w] === last[w] && words[w + 1] === last[w + 1];
-  for (let i = w, end = w + 2 * series.size; i < end; i++) if (words[i] !== last[i]) return false;
-  const sumWord = series.sumWord;
-  return sumWord < 0 || (words[sumWord] === last[sumWord] && words[sumWord + 1] === last[sumWord + 1]);
+/** Whether a series' values (a histogram's buckets and sum) are the same in `words` as in
+ * `previous` (the previous read's, where the series keeps them: resets, histograms). */
+function sameAsPrevious(words: Uint32Array, previous: Float64Array, series: SeriesPlan): boolean {
+  let i = series.word;
+  let k = series.first;
+  if (!series.histogram) return words[i]! + words[i + 1]! * TWO_POW_32 === previous[k];
+  for (const end = k + series.size; k < end; k++, i += 2) if (words[i]! + words[i + 1]! * TWO_POW_32 !== previous[k]) return false;
+  return series.sumWord < 0 || words[series.sumWord]! + words[series.sumWord + 1]! * TWO_POW_32 === previous[k];
 }
 
 export class KvmStatsProducer implements MetricProducer {
@@ -243,25 +244,13 @@ export class KvmStatsProducer implements MetricProducer {
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
-    const { words, bytes } = state.scratch;
-    const wire = state.wire;
-    if (wire === undefined) {
-      const inexact = this.#emit(state, words);
-      // Paired: this read's words, for the next collection to tell which series changed.
-      if (this.#fused !== undefined) {
-        state.lastExact = !inexact;
-        if (state.lastBytes === undefined) state.lastWords = new Uint32Array((state.lastBytes = new Uint8Array(bytes.length)).buffer);
-        state.lastBytes.set(bytes);
-      }
-    } else if (state.lastExact && !state.plan.deltas && Buffer.compare(bytes, state.lastBytes!) === 0) {
-      // The whole block as at the previous read (an idle vCPU): every point is in the frame
-      // already, all but its time (no value changed, so none was reset).
-      wire.frame.timesOnly(wire.body);
-      state.lastCollection = this.#collection;
-      state.lastCollectionMs = this.#nowMs;
+    const words = state.scratch.words;
+    if (state.wire !== undefined) {
+      this.#emitToFrame(state, state.wire, words);
     } else {
-      this.#emitToFrame(state, wire, words);
-      state.lastBytes!.set(bytes);
+      const inexact = this.#emit(state, words);
+      // Paired: whether the next collection may compare with this read's values.
+      if (this.#fused !== undefined) state.lastExact = !inexact;
     }
     if (this.#reuse && this.#layout[emitted] !== state) {
       this.#layout[emitted] = state;
@@ -357,14 +346,15 @@ export class KvmStatsProducer implements MetricProducer {
     const { previous } = state;
     const frame = wire.frame;
     const body = wire.body;
-    // The words of the previous read, whose points the frame holds (it was laid out from them,
-    // or written from them since); only when none of them was inexact, each such read being counted.
-    const last = state.lastExact ? state.lastWords! : undefined;
+    // The frame holds the points of the previous read (laid out from them, or written from them
+    // since), whose values `previous` keeps; compared only when none was above 2^53, as each
+    // read of such a value is counted.
+    const compare = state.lastExact;
     let inexact = false;
     for (let m = 0; m < plan.length; m++) {
       const series = plan[m]!;
-      if (last !== undefined && !series.delta && sameWords(words, last, series)) {
-        // Not a delta and the same words: the same value, no reset, so the same start.
+      if (compare && series.compared && sameAsPrevious(words, previous, series)) {
+        // The same value, so no reset and the same start: only the time is new.
         frame.timeOnly(body[m]!);
         continue;
       }

@@ -135,8 +135,7 @@ export class SeriesFrame {
   #times(body: number, startTime: HrTime): void {
     const view = this.view;
     this.#start.set(view, body + this.slots.start, startTime);
-    view.setUint32(body + this.slots.time, this.#endLow, true);
-    view.setUint32(body + this.slots.time + 4, this.#endHigh, true);
+    this.timeOnly(body);
   }
 
   /** A counter's or gauge's point: its start, this collection's time, its value. */
@@ -154,26 +153,11 @@ export class SeriesFrame {
     view.setUint32(time + 4, this.#endHigh, true);
   }
 
-  /** Every point of an emitter whose values are all the same as in the previous collection. */
-  timesOnly(body: Int32Array): void {
-    const view = this.view;
-    const time = this.slots.time;
-    const low = this.#endLow;
-    const high = this.#endHigh;
-    for (let j = 0; j < body.length; j++) {
-      const at = body[j]! + time;
-      view.setUint32(at, low, true);
-      view.setUint32(at + 4, high, true);
-    }
-  }
-
   /** A point exported as read: this collection's time, and its value's words as the kernel has
    * them (an sfixed64 below 2^53 has the same bytes); its start is already in place. */
   numberAsRead(body: number, low: number, high: number): void {
+    this.timeOnly(body);
     const view = this.view;
-    const time = body + this.slots.time;
-    view.setUint32(time, this.#endLow, true);
-    view.setUint32(time + 4, this.#endHigh, true);
     const value = body + this.slots.value;
     view.setUint32(value, low, true);
     view.setUint32(value + 4, high, true);
