@@ -8,11 +8,13 @@
  *   through one reader, then the request encoded (the agent's cycle before the fused path);
  * - the fused cycle: src/bench/agent-cycle.ts's protobufCycle, what the agent does now.
  * CPU time per pass (process.cpuUsage), the steps taking turns pass by pass, medians. Figures are
- * on image fds, not KVM fds.
+ * on image fds, not KVM fds. Images hold the same values at every read (idle vCPUs) unless
+ * `--busy`: then before each pass (untimed) every stat and histogram bucket of the images
+ * moves on, as on vCPUs that run all the time, so that no series is the same as it was.
  *
- *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60]
+ *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60] [--busy]
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import {
@@ -40,6 +42,7 @@ const { values } = parseArgs({
   options: {
     fds: { type: 'string', default: '2500,10000' },
     passes: { type: 'string', default: '60' },
+    busy: { type: 'boolean', default: false },
   },
 });
 const passes = Number(values.passes);
@@ -60,8 +63,8 @@ const UNITS: Record<string, number> = {
   boolean: KVM_STATS_UNIT_BOOLEAN,
 };
 
-/** The descriptor table of one target from docs/metrics.md, with idle values. */
-function tableOf(markdown: string, heading: string): DescSpec[] {
+/** The descriptor table of one target from docs/metrics.md, with idle values moved on by `tick`. */
+function tableOf(markdown: string, heading: string, tick = 0): DescSpec[] {
   const section = markdown.slice(markdown.indexOf(heading));
   const rows = section.slice(section.indexOf('| stat | type |')).split('\n').slice(2);
   const descs: DescSpec[] = [];
@@ -69,7 +72,7 @@ function tableOf(markdown: string, heading: string): DescSpec[] {
     if (!row.startsWith('| ')) break;
     const [name, type, unit, base, exponent, size, bucketSize] = row.split('|').slice(1).map((cell) => cell.trim());
     const count = Number(size);
-    const values = Array.from({ length: count }, (_, i) => (type!.endsWith('histogram') ? (i < 12 ? 1000 + i : 0) : 123_456 + i));
+    const values = Array.from({ length: count }, (_, i) => (type!.endsWith('histogram') ? (i < 12 ? 1000 + i + tick : 0) : 123_456 + i + tick));
     descs.push({ name: name!, type: TYPES[type!]!, unit: UNITS[unit!]!, base: base === '2' ? KVM_STATS_BASE_POW2 : KVM_STATS_BASE_POW10, exponent: Number(exponent), size: count, bucketSize: bucketSize === '' ? 0 : Number(bucketSize), values });
   }
   if (descs.length === 0) throw new Error(`docs/metrics.md has no descriptor table under ${heading}`);
@@ -80,6 +83,18 @@ const markdown = readFileSync(new URL('../docs/metrics.md', import.meta.url), 'u
 const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats') }), 'vm');
 const vcpuDescs = tableOf(markdown, '## vCPU stats');
 const vcpuImages = Array.from({ length: VCPUS }, (_, vcpu) => writeImage(buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: vcpuDescs }), 'vcpu'));
+
+/** --busy: every value of every image moved on, in place (the fds read the new bytes). */
+function moveOn(tick: number): void {
+  const images: [string, Buffer][] = [[vmImage, buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats', tick) })]];
+  vcpuImages.forEach((path, vcpu) => images.push([path, buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: tableOf(markdown, '## vCPU stats', tick) })]));
+  for (const [path, image] of images) {
+    const fd = openSync(path, 'r+');
+    writeSync(fd, image, 0, image.length, 0);
+    closeSync(fd);
+  }
+}
+let tick = 0;
 
 function fleet(fds: number): StatsSource[] {
   const sources: StatsSource[] = [];
@@ -138,9 +153,14 @@ for (const fds of values.fds!.split(',').map(Number)) {
     const sizes = [await plain.run(), await fused.run()];
     const times = steps.map(() => [] as number[]);
     for (let pass = 0; pass < 10; pass++) for (const [, step] of steps) await step();
-    for (let pass = 0; pass < passes; pass++) for (let s = 0; s < steps.length; s++) times[s]!.push(await cpuOf(steps[s]![1]));
+    for (let pass = 0; pass < passes; pass++) {
+      for (let s = 0; s < steps.length; s++) {
+        if (values.busy) moveOn(++tick);
+        times[s]!.push(await cpuOf(steps[s]![1]));
+      }
+    }
     const floor = median(times[0]!);
-    console.log(`${fds} image fds (${passes} passes, CPU ms per collection, medians; requests ${sizes[0]} and ${sizes[1]} bytes)`);
+    console.log(`${fds} image fds${values.busy ? ', busy' : ''} (${passes} passes, CPU ms per collection, medians; requests ${sizes[0]} and ${sizes[1]} bytes)`);
     steps.forEach(([name], s) => console.log(`  ${name.padEnd(34)} ${median(times[s]!).toFixed(1).padStart(7)} ms  ${(median(times[s]!) / floor).toFixed(2)}x floor`));
     await plain.shutdown();
     await fused.shutdown();

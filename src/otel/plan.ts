@@ -65,6 +65,9 @@ export interface SeriesPlan {
   /** An integer counter or gauge exported as read (not a delta, not scaled): in a frame, its
    * value's 8 bytes are the kernel's (below 2^53), and its start changes only on a reset. */
   readonly asRead: boolean;
+  /** Not a delta, and its previous values kept (resets, histograms): a read of the same values
+   * as the previous one gives the same point but for its time. */
+  readonly compared: boolean;
   readonly multiplier: number;
   readonly divisor: number;
 }
@@ -114,6 +117,10 @@ export interface TableState extends Emitter, Member, SeriesStarts {
   /** The values of the previous collection, decoded, for resets and deltas; zeros before the
    * first (so the first delta covers everything since the start). */
   readonly previous: Float64Array;
+  /** Paired with an exporter: no value of the previous read was above 2^53 (each such read is
+   * counted), so a series of the same value as in `previous` has its point in the frame
+   * already, all but its time. */
+  lastExact: boolean;
   /** The collection that last read the source (0: none yet), and its time in ms. */
   lastCollection: number;
   lastCollectionMs: number;
@@ -195,6 +202,7 @@ export class Planner {
       scratch: this.#scratchFor(file.table.dataSize),
       resetStarts: undefined,
       previous: new Float64Array(plan.values),
+      lastExact: false,
       lastCollection: 0,
       lastCollectionMs: 0,
       // A vCPU summed into its VM has no points of its own.
@@ -234,6 +242,8 @@ export class Planner {
       slots.push(slot!, ...(maxSlot ? [maxSlot] : []));
       const gauge = metric.kind === 'gauge';
       const boolean = aggregated && metric.stat.unit === 'boolean';
+      // Summed gauges just change: a VM's sum of them has no start to reset.
+      const resets = metric.stat.type !== 'instant' && !(aggregated && gauge);
       return {
         mapping: metric,
         slot: slot!,
@@ -244,12 +254,12 @@ export class Planner {
         size: metric.stat.size,
         bytes: histogram ? scratch.subarray(metric.stat.offset, metric.stat.offset + metric.stat.size * 8) : undefined,
         sumWord: metric.sumFrom ? metric.sumFrom.offset >>> 2 : -1,
-        // Summed gauges just change: a VM's sum of them has no start to reset.
-        resets: metric.stat.type !== 'instant' && !(aggregated && gauge),
+        resets,
         delta: delta && !gauge,
         boolean,
         scaled: !boolean && (metric.multiplier !== 1 || metric.divisor !== 1),
         asRead: !histogram && !(delta && !gauge) && !boolean && metric.multiplier === 1 && metric.divisor === 1 && metric.integer,
+        compared: !(delta && !gauge) && (histogram || resets),
         multiplier: metric.multiplier,
         divisor: metric.divisor,
       };

@@ -96,6 +96,16 @@ const INEXACT_HIGH_WORD = INEXACT;
 
 const NO_GROUPS: readonly VmGroup[] = [];
 
+/** Whether a series' values (a histogram's buckets and sum) are the same in `words` as in
+ * `previous` (the previous read's, where the series keeps them: resets, histograms). */
+function sameAsPrevious(words: Uint32Array, previous: Float64Array, series: SeriesPlan): boolean {
+  let i = series.word;
+  let k = series.first;
+  if (!series.histogram) return words[i]! + words[i + 1]! * TWO_POW_32 === previous[k];
+  for (const end = k + series.size; k < end; k++, i += 2) if (words[i]! + words[i + 1]! * TWO_POW_32 !== previous[k]) return false;
+  return series.sumWord < 0 || words[series.sumWord]! + words[series.sumWord + 1]! * TWO_POW_32 === previous[k];
+}
+
 export class KvmStatsProducer implements MetricProducer {
   readonly #sources: SourceSet;
   readonly #temporality: AggregationTemporality;
@@ -234,8 +244,14 @@ export class KvmStatsProducer implements MetricProducer {
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
-    if (state.wire !== undefined) this.#emitToFrame(state, state.wire, state.scratch.words);
-    else this.#emit(state, state.scratch.words);
+    const words = state.scratch.words;
+    if (state.wire !== undefined) {
+      this.#emitToFrame(state, state.wire, words);
+    } else {
+      const inexact = this.#emit(state, words);
+      // Paired: whether the next collection may compare with this read's values.
+      if (this.#fused !== undefined) state.lastExact = !inexact;
+    }
     if (this.#reuse && this.#layout[emitted] !== state) {
       this.#layout[emitted] = state;
       this.#layoutChanged = true;
@@ -303,8 +319,8 @@ export class KvmStatsProducer implements MetricProducer {
     return millisToHrTime(read.lastCollectionMs);
   }
 
-  /** Turns one table's freshly read words into data points. */
-  #emit(state: TableState, words: Uint32Array): void {
+  /** Turns one table's freshly read words into data points. True if a value is above 2^53. */
+  #emit(state: TableState, words: Uint32Array): boolean {
     const plan = state.plan.series;
     const previousTime = this.#previousTimeOf(state);
     let inexact = false;
@@ -315,6 +331,7 @@ export class KvmStatsProducer implements MetricProducer {
     if (inexact) this.#reportInexact(state);
     state.lastCollection = this.#collection;
     state.lastCollectionMs = this.#nowMs;
+    return inexact;
   }
 
   /**
@@ -329,9 +346,18 @@ export class KvmStatsProducer implements MetricProducer {
     const { previous } = state;
     const frame = wire.frame;
     const body = wire.body;
+    // The frame holds the points of the previous read (laid out from them, or written from them
+    // since), whose values `previous` keeps; compared only when none was above 2^53, as each
+    // read of such a value is counted.
+    const compare = state.lastExact;
     let inexact = false;
     for (let m = 0; m < plan.length; m++) {
       const series = plan[m]!;
+      if (compare && series.compared && sameAsPrevious(words, previous, series)) {
+        // The same value, so no reset and the same start: only the time is new.
+        frame.timeOnly(body[m]!);
+        continue;
+      }
       if (series.asRead) {
         const w = series.word;
         const low = words[w]!;
@@ -352,6 +378,7 @@ export class KvmStatsProducer implements MetricProducer {
       if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
     if (inexact) this.#reportInexact(state);
+    state.lastExact = !inexact;
     state.lastCollection = this.#collection;
     state.lastCollectionMs = this.#nowMs;
   }

@@ -135,8 +135,7 @@ export class SeriesFrame {
   #times(body: number, startTime: HrTime): void {
     const view = this.view;
     this.#start.set(view, body + this.slots.start, startTime);
-    view.setUint32(body + this.slots.time, this.#endLow, true);
-    view.setUint32(body + this.slots.time + 4, this.#endHigh, true);
+    this.timeOnly(body);
   }
 
   /** A counter's or gauge's point: its start, this collection's time, its value. */
@@ -146,13 +145,19 @@ export class SeriesFrame {
     else this.view.setFloat64(body + this.slots.value, value, true);
   }
 
-  /** A point exported as read: this collection's time, and its value's words as the kernel has
-   * them (an sfixed64 below 2^53 has the same bytes); its start is already in place. */
-  numberAsRead(body: number, low: number, high: number): void {
+  /** A point whose value is the same as in the previous collection: only its time is new. */
+  timeOnly(body: number): void {
     const view = this.view;
     const time = body + this.slots.time;
     view.setUint32(time, this.#endLow, true);
     view.setUint32(time + 4, this.#endHigh, true);
+  }
+
+  /** A point exported as read: this collection's time, and its value's words as the kernel has
+   * them (an sfixed64 below 2^53 has the same bytes); its start is already in place. */
+  numberAsRead(body: number, low: number, high: number): void {
+    this.timeOnly(body);
+    const view = this.view;
     const value = body + this.slots.value;
     view.setUint32(value, low, true);
     view.setUint32(value + 4, high, true);
