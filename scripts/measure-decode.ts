@@ -13,25 +13,11 @@
  *
  * Steps: floor, cumulative, delta, vm (summed per VM), new (new data points); default all.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AggregationTemporality } from '@opentelemetry/sdk-metrics';
-import {
-  KVM_STATS_BASE_POW10,
-  KVM_STATS_BASE_POW2,
-  KVM_STATS_TYPE_CUMULATIVE,
-  KVM_STATS_TYPE_INSTANT,
-  KVM_STATS_TYPE_LINEAR_HIST,
-  KVM_STATS_TYPE_LOG_HIST,
-  KVM_STATS_TYPE_PEAK,
-  KVM_STATS_UNIT_BOOLEAN,
-  KVM_STATS_UNIT_BYTES,
-  KVM_STATS_UNIT_CYCLES,
-  KVM_STATS_UNIT_NONE,
-  KVM_STATS_UNIT_SECONDS,
-} from '../src/abi/kvm.js';
-import { type DescSpec, buildImage, writeImage } from '../test/helpers/image.js';
+import { buildImage, writeImage } from '../test/helpers/image.js';
+import { cpuOf, median, tableOf } from './metrics-tables.js';
 
 type Api = typeof import('../src/index.js');
 
@@ -46,50 +32,8 @@ const { values } = parseArgs({
 const vms = Number(values.vms);
 const passes = Number(values.passes);
 
-const TYPES: Record<string, number> = {
-  cumulative: KVM_STATS_TYPE_CUMULATIVE,
-  instant: KVM_STATS_TYPE_INSTANT,
-  peak: KVM_STATS_TYPE_PEAK,
-  'linear-histogram': KVM_STATS_TYPE_LINEAR_HIST,
-  'log2-histogram': KVM_STATS_TYPE_LOG_HIST,
-};
-const UNITS: Record<string, number> = {
-  none: KVM_STATS_UNIT_NONE,
-  bytes: KVM_STATS_UNIT_BYTES,
-  seconds: KVM_STATS_UNIT_SECONDS,
-  cycles: KVM_STATS_UNIT_CYCLES,
-  boolean: KVM_STATS_UNIT_BOOLEAN,
-};
-
-/** The descriptor table of one target from docs/metrics.md (`| stat | type | unit | base | exp | size | bucket size | ...`). */
-function tableOf(markdown: string, heading: string): DescSpec[] {
-  const section = markdown.slice(markdown.indexOf(heading));
-  const rows = section.slice(section.indexOf('| stat | type |')).split('\n').slice(2);
-  const descs: DescSpec[] = [];
-  for (const row of rows) {
-    if (!row.startsWith('| ')) break;
-    const [name, type, unit, base, exponent, size, bucketSize] = row.split('|').slice(1).map((cell) => cell.trim());
-    const count = Number(size);
-    // Idle values: counters and buckets of a few thousand, as a guest that ran a while leaves them.
-    const values = Array.from({ length: count }, (_, i) => (type!.endsWith('histogram') ? (i < 12 ? 1000 + i : 0) : 123_456 + i));
-    descs.push({
-      name: name!,
-      type: TYPES[type!]!,
-      unit: UNITS[unit!]!,
-      base: base === '2' ? KVM_STATS_BASE_POW2 : KVM_STATS_BASE_POW10,
-      exponent: Number(exponent),
-      size: count,
-      bucketSize: bucketSize === '' ? 0 : Number(bucketSize),
-      values,
-    });
-  }
-  if (descs.length === 0) throw new Error(`docs/metrics.md has no descriptor table under ${heading}`);
-  return descs;
-}
-
-const markdown = readFileSync(new URL('../docs/metrics.md', import.meta.url), 'utf8');
-const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats') }), 'vm');
-const vcpuDescs = tableOf(markdown, '## vCPU stats');
+const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf('## VM stats') }), 'vm');
+const vcpuDescs = tableOf('## vCPU stats');
 const vcpuImages = Array.from({ length: 4 }, (_, vcpu) => writeImage(buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: vcpuDescs }), 'vcpu'));
 
 /** One build, with files of its own: 500 VMs of 4 vCPUs by default, as the bench's fleet. */
@@ -138,16 +82,6 @@ function stepOf(build: Build, make: ((build: Build) => () => unknown) | Options)
     if (errors.length > 0) throw new Error(String(errors[0]));
   };
 }
-
-/** CPU time of one pass, in ms. */
-async function cpuOf(step: () => unknown): Promise<number> {
-  const before = process.cpuUsage();
-  await step();
-  const used = process.cpuUsage(before);
-  return (used.user + used.system) / 1000;
-}
-
-const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
 
 try {
   for (const [key, [name, make]] of Object.entries(STEPS)) {

@@ -14,29 +14,16 @@
  *
  *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60] [--busy]
  */
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
-import {
-  KVM_STATS_BASE_POW10,
-  KVM_STATS_BASE_POW2,
-  KVM_STATS_TYPE_CUMULATIVE,
-  KVM_STATS_TYPE_INSTANT,
-  KVM_STATS_TYPE_LINEAR_HIST,
-  KVM_STATS_TYPE_LOG_HIST,
-  KVM_STATS_TYPE_PEAK,
-  KVM_STATS_UNIT_BOOLEAN,
-  KVM_STATS_UNIT_BYTES,
-  KVM_STATS_UNIT_CYCLES,
-  KVM_STATS_UNIT_NONE,
-  KVM_STATS_UNIT_SECONDS,
-} from '../src/abi/kvm.js';
 import { protobufCycle } from '../src/bench/agent-cycle.js';
 import { OtlpProtobufEncoder } from '../src/exporters/otlp-protobuf.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { type StatsSource, closeSources, statsSource } from '../src/sources/source.js';
 import { StatsFile } from '../src/stats/stats-file.js';
-import { type DescSpec, buildImage, writeImage } from '../test/helpers/image.js';
+import { buildImage, writeImage } from '../test/helpers/image.js';
+import { cpuOf, median, tableOf } from './metrics-tables.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,46 +35,14 @@ const { values } = parseArgs({
 const passes = Number(values.passes);
 const VCPUS = 4;
 
-const TYPES: Record<string, number> = {
-  cumulative: KVM_STATS_TYPE_CUMULATIVE,
-  instant: KVM_STATS_TYPE_INSTANT,
-  peak: KVM_STATS_TYPE_PEAK,
-  'linear-histogram': KVM_STATS_TYPE_LINEAR_HIST,
-  'log2-histogram': KVM_STATS_TYPE_LOG_HIST,
-};
-const UNITS: Record<string, number> = {
-  none: KVM_STATS_UNIT_NONE,
-  bytes: KVM_STATS_UNIT_BYTES,
-  seconds: KVM_STATS_UNIT_SECONDS,
-  cycles: KVM_STATS_UNIT_CYCLES,
-  boolean: KVM_STATS_UNIT_BOOLEAN,
-};
-
-/** The descriptor table of one target from docs/metrics.md, with idle values moved on by `tick`. */
-function tableOf(markdown: string, heading: string, tick = 0): DescSpec[] {
-  const section = markdown.slice(markdown.indexOf(heading));
-  const rows = section.slice(section.indexOf('| stat | type |')).split('\n').slice(2);
-  const descs: DescSpec[] = [];
-  for (const row of rows) {
-    if (!row.startsWith('| ')) break;
-    const [name, type, unit, base, exponent, size, bucketSize] = row.split('|').slice(1).map((cell) => cell.trim());
-    const count = Number(size);
-    const values = Array.from({ length: count }, (_, i) => (type!.endsWith('histogram') ? (i < 12 ? 1000 + i + tick : 0) : 123_456 + i + tick));
-    descs.push({ name: name!, type: TYPES[type!]!, unit: UNITS[unit!]!, base: base === '2' ? KVM_STATS_BASE_POW2 : KVM_STATS_BASE_POW10, exponent: Number(exponent), size: count, bucketSize: bucketSize === '' ? 0 : Number(bucketSize), values });
-  }
-  if (descs.length === 0) throw new Error(`docs/metrics.md has no descriptor table under ${heading}`);
-  return descs;
-}
-
-const markdown = readFileSync(new URL('../docs/metrics.md', import.meta.url), 'utf8');
-const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats') }), 'vm');
-const vcpuDescs = tableOf(markdown, '## vCPU stats');
+const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf('## VM stats') }), 'vm');
+const vcpuDescs = tableOf('## vCPU stats');
 const vcpuImages = Array.from({ length: VCPUS }, (_, vcpu) => writeImage(buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: vcpuDescs }), 'vcpu'));
 
 /** --busy: every value of every image moved on, in place (the fds read the new bytes). */
 function moveOn(tick: number): void {
-  const images: [string, Buffer][] = [[vmImage, buildImage({ id: 'kvm-1000', descs: tableOf(markdown, '## VM stats', tick) })]];
-  vcpuImages.forEach((path, vcpu) => images.push([path, buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: tableOf(markdown, '## vCPU stats', tick) })]));
+  const images: [string, Buffer][] = [[vmImage, buildImage({ id: 'kvm-1000', descs: tableOf('## VM stats', tick) })]];
+  vcpuImages.forEach((path, vcpu) => images.push([path, buildImage({ id: `kvm-2000/vcpu-${vcpu}`, descs: tableOf('## vCPU stats', tick) })]));
   for (const [path, image] of images) {
     const fd = openSync(path, 'r+');
     writeSync(fd, image, 0, image.length, 0);
@@ -129,15 +84,6 @@ function plainCycle(sources: StatsSource[]): { run(): Promise<number>; shutdown(
     shutdown: () => provider.shutdown(),
   };
 }
-
-async function cpuOf(step: () => unknown): Promise<number> {
-  const before = process.cpuUsage();
-  await step();
-  const used = process.cpuUsage(before);
-  return (used.user + used.system) / 1000;
-}
-
-const median = (list: number[]) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
 
 for (const fds of values.fds!.split(',').map(Number)) {
   const sources = fleet(fds);
