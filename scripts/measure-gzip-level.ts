@@ -16,6 +16,7 @@ import { PrometheusTextSerializer } from '../src/exporters/prometheus-text.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { type StatsSource, closeSources } from '../src/sources/source.js';
 import { fleetSources, gzippedBytes, imageFleet, kernelLayout } from './image-fleet.js';
+import { cpuOf, median } from './metrics-tables.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,7 +39,6 @@ const SETTINGS: [string, ZlibOptions][] = [
 ];
 
 
-const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
 const layout = kernelLayout();
 const rows: string[] = [];
 for (const fds of sizes) {
@@ -61,10 +61,7 @@ for (const fds of sizes) {
   const bytes = SETTINGS.map(() => 0);
   for (let pass = 0; pass < passes; pass++) {
     for (let s = 0; s < SETTINGS.length; s++) {
-      const before = process.cpuUsage();
-      bytes[s] = await gzippedBytes(body, SETTINGS[s]![1]);
-      const used = process.cpuUsage(before);
-      cpu[s]!.push((used.user + used.system) / 1000);
+      cpu[s]!.push(await cpuOf(async () => (bytes[s] = await gzippedBytes(body, SETTINGS[s]![1]))));
     }
   }
   const n = (count: number): string => count.toLocaleString('en-US');

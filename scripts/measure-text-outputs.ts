@@ -25,6 +25,7 @@ import { pread } from '../src/native/libc.js';
 import { KvmStatsProducer } from '../src/otel/producer.js';
 import { type StatsSource, closeSources } from '../src/sources/source.js';
 import { fleetSources, gzippedBytes, imageFleet, kernelLayout } from './image-fleet.js';
+import { cpuOf, median } from './metrics-tables.js';
 
 const { values } = parseArgs({
   options: {
@@ -53,20 +54,10 @@ async function encoders(dir: string, name: string): Promise<Encoders> {
   const text = await import(resolve(dir, 'exporters/prometheus-text.ts'));
   const exporter = await import(resolve(dir, 'exporters/prometheus-exporter.ts'));
   // Before the level was decided from measurement, the exporter used level 1 (Z_BEST_SPEED).
-  const gzip: ZlibOptions = exporter.PROMETHEUS_GZIP ?? { level: 1 };
+  const gzip: ZlibOptions = { level: exporter.PROMETHEUS_GZIP_LEVEL ?? 1 };
   return { name, json: new json.OtlpJsonEncoder(), prometheus: new text.PrometheusTextSerializer(), gzip };
 }
 
-
-/** CPU time of one pass, in ms. */
-async function cpuOf(step: () => unknown): Promise<number> {
-  const before = process.cpuUsage();
-  await step();
-  const used = process.cpuUsage(before);
-  return (used.user + used.system) / 1000;
-}
-
-const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
 
 const builds = [await encoders(resolve('src'), 'this')];
 if (values.base) builds.push(await encoders(resolve(values.base), `base (${values.base})`));

@@ -17,7 +17,7 @@ import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { OtlpJsonEncoder } from '../exporters/otlp-json.js';
 import { OtlpProtobufEncoder } from '../exporters/otlp-protobuf.js';
-import { PROMETHEUS_GZIP } from '../exporters/prometheus-exporter.js';
+import { PROMETHEUS_GZIP_LEVEL } from '../exporters/prometheus-exporter.js';
 import { PrometheusTextSerializer } from '../exporters/prometheus-text.js';
 import { NativeError } from '../native/errors.js';
 import { pread } from '../native/libc.js';
@@ -315,7 +315,7 @@ class Subject {
         done();
       },
     });
-    await pipeline(Readable.from(this.#prometheus.chunks(await this.collect()), { objectMode: false }), createGzip(PROMETHEUS_GZIP), sink);
+    await pipeline(Readable.from(this.#prometheus.chunks(await this.collect()), { objectMode: false }), createGzip({ level: PROMETHEUS_GZIP_LEVEL }), sink);
     return bytes;
   };
 
