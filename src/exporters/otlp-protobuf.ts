@@ -50,7 +50,9 @@ import {
   ResourceMetrics as ResourceMetricsFields,
   ScopeMetrics as ScopeMetricsFields,
 } from './otlp-schema.js';
-import { TimeWords, Writer, setFixed64, setHrTime, setSfixed64, varintSize } from './wire.js';
+// The fixed-width writes are the fused frame's too: written once, in otel/series-frame.ts.
+import { TimeWords, setFixed64, setSfixed64, setUnixNanos } from '../otel/series-frame.js';
+import { Writer, varintSize } from './wire.js';
 
 // Histogram shapes: which optional fields a point has, and its bucket count.
 const HAS_SUM = 1;
@@ -558,7 +560,7 @@ export function writeMetricDataTail(writer: Writer, metric: MetricData): void {
 
 function writeTime(writer: Writer, time: HrTime): void {
   writer.ensure(8);
-  setHrTime(writer.view, writer.pos, time);
+  setUnixNanos(writer.view, writer.pos, time);
   writer.pos += 8;
 }
 

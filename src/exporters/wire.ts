@@ -3,7 +3,6 @@
  * writes for the same JavaScript value (the same integer conversions, the same varints for
  * negative numbers, TextEncoder's UTF-8), so that encodings can be compared byte for byte.
  */
-import type { HrTime } from '@opentelemetry/api';
 import { TWO_POW_32 as POW_32 } from '../stats/u64.js';
 
 // Bound to this module's own const (stats/u64.ts says why).
@@ -148,6 +147,3 @@ export function splitU64(value: number): [number, number] {
   if (low === 0) high = (high + 1) >>> 0;
   return [low, high];
 }
-
-// The fixed-width writes are the fused frame's too (otel/series-frame.ts): written there once.
-export { TimeWords, setFixed64, setSfixed64, setUnixNanos as setHrTime } from '../otel/series-frame.js';
