@@ -101,9 +101,9 @@ const NO_GROUPS: readonly VmGroup[] = [];
 function sameAsPrevious(words: Uint32Array, previous: Float64Array, series: SeriesPlan): boolean {
   let i = series.word;
   let k = series.first;
-  if (!series.histogram) return words[i]! + words[i + 1]! * TWO_POW_32 === previous[k];
-  for (const end = k + series.size; k < end; k++, i += 2) if (words[i]! + words[i + 1]! * TWO_POW_32 !== previous[k]) return false;
-  return series.sumWord < 0 || words[series.sumWord]! + words[series.sumWord + 1]! * TWO_POW_32 === previous[k];
+  if (!series.histogram) return u64(words, i) === previous[k];
+  for (const end = k + series.size; k < end; k++, i += 2) if (u64(words, i) !== previous[k]) return false;
+  return series.sumWord < 0 || u64(words, series.sumWord) === previous[k];
 }
 
 export class KvmStatsProducer implements MetricProducer {
