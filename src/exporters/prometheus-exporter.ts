@@ -292,16 +292,18 @@ export class PrometheusTextExporter extends MetricReader {
   /** Closes connections idle for longer than the idle timeout (responses have deadlines of their own). */
   #sweep(): void {
     const now = performance.now();
-    const late = now - this.#swept > 2 * this.#sweepMs;
+    // The time the event loop was held past this sweep's turn (a collection of thousands of fds
+    // runs in one piece): a request that came meanwhile is not read yet, so its connection looks
+    // idle that much longer. That time is not counted against a connection; idle time before it
+    // is, so no connection stays past the idle timeout and the longest hold, however often the
+    // loop is held.
+    const held = Math.max(0, now - this.#swept - this.#sweepMs);
     this.#swept = now;
-    // The event loop was held (a collection of thousands of fds runs in one piece): requests that
-    // came meanwhile are not read yet, so their connections look idle. They are read before the
-    // next sweep.
-    if (late) return;
     for (const c of this.#connections.values()) {
-      if (!c.responding && now - c.lastActive > this.#limits.idleTimeoutMs) this.#drop(c);
+      if (!c.responding && now - c.lastActive > this.#limits.idleTimeoutMs + held) this.#drop(c);
     }
   }
+
 
   // ---- scrapes ----
 
