@@ -104,9 +104,9 @@ export interface Scratch {
 
 /**
  * How many tables a collection reads before it takes their values: the reads of a batch run
- * back to back, then the JavaScript work on their values. Interleaved one by one, every system
- * call made the work that followed it slower (on the measuring host, a TLB flushed at each
- * kernel entry: about 1.5 us per fd, 60% of the floor at 10,000 fds; docs/performance.md).
+ * back to back, then the JavaScript work on their values. Interleaved one by one, the work
+ * after every system call ran slower: by about 1.5 us per fd on the measuring host, whose
+ * kernel entries flush the TLB (PTI without PCID); docs/performance.md.
  */
 export const READ_BATCH = 32;
 
