@@ -11,10 +11,13 @@
  * on image fds, not KVM fds. Images hold the same values at every read (idle vCPUs) unless
  * `--busy`: then before each pass (untimed) every stat and histogram bucket of the images
  * moves on, as on vCPUs that run all the time, so that no series is the same as it was.
+ * `--base DIR` times a second copy of src/ too (say, the previous commit's: `git archive HEAD~1
+ * src | tar -x -C .base`), its fused cycle over the same fds, taking turns with the others.
  *
- *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60] [--busy]
+ *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60] [--busy] [--base DIR]
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { protobufCycle } from '../src/bench/agent-cycle.js';
@@ -30,9 +33,11 @@ const { values } = parseArgs({
     fds: { type: 'string', default: '2500,10000' },
     passes: { type: 'string', default: '60' },
     busy: { type: 'boolean', default: false },
+    base: { type: 'string' },
   },
 });
 const passes = Number(values.passes);
+const baseCycle: typeof protobufCycle | undefined = values.base ? (await import(resolve(values.base, 'bench/agent-cycle.ts'))).protobufCycle : undefined;
 const VCPUS = 4;
 
 const vmImage = writeImage(buildImage({ id: 'kvm-1000', descs: tableOf('## VM stats') }), 'vm');
@@ -91,12 +96,15 @@ for (const fds of values.fds!.split(',').map(Number)) {
     const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
     const plain = plainCycle(sources);
     const fused = protobufCycle({ sources });
+    const base = baseCycle?.({ sources });
     const steps: [string, () => unknown][] = [
       ['koffi pread floor', () => sources.forEach((source) => source.file.readInto(scratch))],
       ['collect() + OtlpProtobufEncoder', () => plain.run()],
       ['fused cycle (agent-cycle.ts)', () => fused.run()],
     ];
+    if (base) steps.push([`fused cycle, base`, () => base.run()]);
     const sizes = [await plain.run(), await fused.run()];
+    if (base && (await base.run()) !== sizes[1]) throw new Error('the base\'s fused request differs in size from this one\'s');
     const times = steps.map(() => [] as number[]);
     for (let pass = 0; pass < 10; pass++) for (const [, step] of steps) await step();
     for (let pass = 0; pass < passes; pass++) {
@@ -106,10 +114,12 @@ for (const fds of values.fds!.split(',').map(Number)) {
       }
     }
     const floor = median(times[0]!);
+    if (base) console.log(`  (base: ${values.base})`);
     console.log(`${fds} image fds${values.busy ? ', busy' : ''} (${passes} passes, CPU ms per collection, medians; requests ${sizes[0]} and ${sizes[1]} bytes)`);
     steps.forEach(([name], s) => console.log(`  ${name.padEnd(34)} ${median(times[s]!).toFixed(1).padStart(7)} ms  ${(median(times[s]!) / floor).toFixed(2)}x floor`));
     await plain.shutdown();
     await fused.shutdown();
+    await base?.shutdown();
   } finally {
     closeSources(sources);
   }

@@ -49,9 +49,9 @@ export interface SeriesPlan {
   readonly histogram: boolean;
   /** Buckets of a histogram; 1 otherwise. */
   readonly size: number;
-  /** A histogram's buckets in the buffer its table is read into (the fused path copies them
-   * as they are). */
-  readonly bytes: Uint8Array | undefined;
+  /** A histogram's buckets in each buffer its table is read into (ReadBuffers; the fused path
+   * copies them as they are). */
+  readonly bytes: readonly Uint8Array[] | undefined;
   /** Word of the histogram's sum companion; -1 without one. */
   readonly sumWord: number;
   /** A value that goes down was reset (cumulative and peak stats); instant values just change. */
@@ -96,21 +96,33 @@ export interface Emitter {
   wire: WirePoints | undefined;
 }
 
-/**
- * Where every fd of one data-block size is read: one buffer that stays in the CPU's cache,
- * rather than each file's own. Decoding copies what it needs into SourceState.previous.
- */
+/** A buffer a table is read into, as words and as bytes. */
 export interface Scratch {
   readonly words: Uint32Array;
   readonly bytes: Uint8Array;
 }
+
+/**
+ * How many tables a collection reads before it takes their values: the reads of a batch run
+ * back to back, then the JavaScript work on their values. Interleaved one by one, the work
+ * after every system call ran slower: by about 1.5 us per fd on the measuring host, whose
+ * kernel entries flush the TLB (PTI without PCID); docs/performance.md.
+ */
+export const READ_BATCH = 32;
+
+/**
+ * Where every fd of one data-block size is read: READ_BATCH buffers, the k-th read of a batch
+ * into the k-th, the same for every batch so that they stay in the CPU's cache, rather than
+ * each file's own. Decoding copies what it needs into SourceState.previous.
+ */
+export type ReadBuffers = readonly Scratch[];
 
 /** What the producer keeps per table of a source between collections. */
 export interface TableState extends Emitter, Member, SeriesStarts {
   /** Where its values are read from, and its place among its source's tables (0: the stats fd). */
   readonly file: SourceTable;
   readonly index: number;
-  readonly scratch: Scratch;
+  readonly buffers: ReadBuffers;
   readonly startTime: HrTime;
   /** Start times of series that were reset since the table was first read. */
   resetStarts: (HrTime | undefined)[] | undefined;
@@ -154,7 +166,7 @@ export class Planner {
   readonly #mappings: TableMappings;
   readonly #states = new WeakMap<StatsSource, SourceState>();
   readonly #plans = new Map<TableMapping, TablePlan>();
-  readonly #scratch = new Map<number, Scratch>();
+  readonly #buffers = new Map<number, ReadBuffers>();
   /** Tells this producer's plans apart (TablePlan.id). */
   #planIds = 0;
 
@@ -199,7 +211,7 @@ export class Planner {
       plan,
       attributes,
       startTime,
-      scratch: this.#scratchFor(file.table.dataSize),
+      buffers: this.#buffersFor(file.table.dataSize),
       resetStarts: undefined,
       previous: new Float64Array(plan.values),
       lastExact: false,
@@ -215,13 +227,16 @@ export class Planner {
     };
   }
 
-  #scratchFor(size: number): Scratch {
-    let scratch = this.#scratch.get(size);
-    if (!scratch) {
-      const words = new Uint32Array(size / 4);
-      this.#scratch.set(size, (scratch = { words, bytes: new Uint8Array(words.buffer) }));
+  #buffersFor(size: number): ReadBuffers {
+    let buffers = this.#buffers.get(size);
+    if (!buffers) {
+      buffers = Array.from({ length: READ_BATCH }, () => {
+        const words = new Uint32Array(size / 4);
+        return { words, bytes: new Uint8Array(words.buffer) };
+      });
+      this.#buffers.set(size, buffers);
     }
-    return scratch;
+    return buffers;
   }
 
   /** The plan of a table: a series per selected stat (excluded stats get none, so they cost
@@ -230,7 +245,7 @@ export class Planner {
     let plan = this.#plans.get(mapping);
     if (plan) return plan;
     const delta = this.#options.delta;
-    const scratch = this.#scratchFor(table.dataSize).bytes;
+    const buffers = this.#buffersFor(table.dataSize);
     let values = 0;
     const slots: MetricSlot[] = [];
     const series = this.#options.selection.select(mapping, table).map((metric): SeriesPlan => {
@@ -252,7 +267,7 @@ export class Planner {
         first,
         histogram,
         size: metric.stat.size,
-        bytes: histogram ? scratch.subarray(metric.stat.offset, metric.stat.offset + metric.stat.size * 8) : undefined,
+        bytes: histogram ? buffers.map(({ bytes }) => bytes.subarray(metric.stat.offset, metric.stat.offset + metric.stat.size * 8)) : undefined,
         sumWord: metric.sumFrom ? metric.sumFrom.offset >>> 2 : -1,
         resets,
         delta: delta && !gauge,

@@ -8,7 +8,8 @@
  * checked and scaled, which metric it feeds), and per source its tables (its stats fd, a vCPU
  * thread's schedstat), attributes and start time; with VM aggregation, which VM each vCPU
  * belongs to, worked out again only when the set of sources changes. A collection is then, per
- * table of each source, one pread into one shared buffer and, per selected stat, a few loads
+ * table of each source, one pread into one of a few shared buffers (a batch of tables read,
+ * then their values taken: plan.ts, READ_BATCH) and, per selected stat, a few loads
  * from the block's 32-bit words (no parsing, no BigInt) compared with the previous collection's
  * values as series-rules.ts says, and one data point, written as points.ts writes every point
  * (or one addition to its VM's sums). Every point of a collection has the collection's time as
@@ -41,7 +42,7 @@ import { sameTables, type StatsSource } from '../sources/source.js';
 import { INEXACT_HIGH_WORD as INEXACT, TWO_POW_32 as POW_32, u64 } from '../stats/u64.js';
 import { type VcpuAggregation, VCPU_AGGREGATIONS, type VmGroup, VmGroups } from './aggregation.js';
 import type { UnitMode } from './mapping.js';
-import { type Emitter, type MetricSlot, Planner, type SeriesPlan, type SourceState, type TableState } from './plan.js';
+import { type Emitter, type MetricSlot, Planner, READ_BATCH, type SeriesPlan, type SourceState, type TableState } from './plan.js';
 import { addPoint, histogramCounts, millisToHrTime, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
 import type { FrameLayout, FramePairing, WirePoints } from './series-frame.js';
@@ -123,6 +124,8 @@ export class KvmStatsProducer implements MetricProducer {
   /** The state of every table read, source by source (each source's reads, flattened): what a
    * collection walks, rebuilt only when the set of sources or their tables change. */
   #reads: TableState[] = [];
+  /** The tables read in the current batch, in order: the k-th read into its buffers[k]. */
+  readonly #batch: (TableState | undefined)[] = new Array(READ_BATCH).fill(undefined);
   /** What emitted points in the last collection, in order (sources, then VMs): which reused
    * points each metric lists. */
   readonly #layout: Emitter[] = [];
@@ -183,32 +186,45 @@ export class KvmStatsProducer implements MetricProducer {
     let read = 0;
     let emitted = 0;
     let failed = false;
+    const batch = this.#batch;
     let j = 0;
-    for (; j < reads.length; j++) {
-      // Each table of each source: one pread, then its values taken.
-      const state = reads[j]!;
-      if (state.index === 0) {
-        // A source's first table. The clock is asked every 16 sources: a deadline is coarse, a
-        // clock read is not free.
-        if ((sources & 15) === 0 && performance.now() > deadline) break;
-        sources++;
-        failed = false;
-      } else if (failed) {
-        continue;
+    let late = false;
+    while (j < reads.length && !late) {
+      // Each table of each source: one pread into the batch's next buffer (plan.ts, READ_BATCH
+      // says why reads come in batches), then the batch's values taken, in the same order.
+      let n = 0;
+      for (; j < reads.length && n < READ_BATCH; j++) {
+        const state = reads[j]!;
+        if (state.index === 0) {
+          // A source's first table. The clock is asked every 16 sources: a deadline is coarse, a
+          // clock read is not free.
+          if ((sources & 15) === 0 && performance.now() > deadline) {
+            late = true;
+            break;
+          }
+          sources++;
+          failed = false;
+        } else if (failed) {
+          continue;
+        }
+        try {
+          // False: the table has ended (a vCPU thread that exited closed its schedstat); its
+          // state goes at the next gather.
+          if (!state.file.readInto(state.buffers[n]!.bytes)) continue;
+        } catch (error) {
+          // The source cannot be read in this collection: said in the result; its other tables wait too.
+          errors.push(error);
+          failed = true;
+          continue;
+        }
+        // A source counts as read once its first table (its stats fd) is.
+        if (state.index === 0) read++;
+        batch[n++] = state;
       }
-      try {
-        // False: the table has ended (a vCPU thread that exited closed its schedstat); its
-        // state goes at the next gather.
-        if (!state.file.readInto(state.scratch.bytes)) continue;
-      } catch (error) {
-        // The source cannot be read in this collection: said in the result; its other tables wait too.
-        errors.push(error);
-        failed = true;
-        continue;
+      for (let k = 0; k < n; k++) {
+        if (this.#take(batch[k]!, k, collection, emitted)) emitted++;
+        batch[k] = undefined;
       }
-      // A source counts as read once its first table (its stats fd) is.
-      if (state.index === 0) read++;
-      if (this.#take(state, collection, emitted)) emitted++;
     }
     // The VMs with a vCPU read in this collection, after every source, in a fixed order.
     for (const group of this.#vms?.live ?? NO_GROUPS) {
@@ -228,27 +244,27 @@ export class KvmStatsProducer implements MetricProducer {
       if (fused !== undefined) fused.arrange(this.#slots.values(), layout, this.#temporality);
       else this.#arrangeReusedPoints();
     }
-    if (j < reads.length) {
+    if (late) {
       errors.push(new Error(`KVM stats collection ran out of time (timeoutMillis ${options?.timeoutMillis}): read ${read} of ${total} sources`));
     }
     return { resourceMetrics: { resource: this.#resource, scopeMetrics: [this.#scopeMetrics()] }, errors };
   }
 
-  /** A table's freshly read words: added to its VM's sums, or turned into data points. True when
+  /** A table's freshly read words (the k-th buffer of its batch): added to its VM's sums, or turned into data points. True when
    * it emitted points (the next entry of the layout). */
-  #take(state: TableState, collection: number, emitted: number): boolean {
+  #take(state: TableState, k: number, collection: number, emitted: number): boolean {
+    const words = state.buffers[k]!.words;
     const group = state.group;
     if (group !== undefined) {
-      if (group.accumulate(state, state.scratch.words, collection)) this.#reportInexact(state);
+      if (group.accumulate(state, words, collection)) this.#reportInexact(state);
       state.lastCollection = collection;
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
-    const words = state.scratch.words;
     if (state.wire !== undefined) {
-      this.#emitToFrame(state, state.wire, words);
+      this.#emitToFrame(state, state.wire, words, k);
     } else {
-      const inexact = this.#emit(state, words);
+      const inexact = this.#emit(state, words, k);
       // Paired: whether the next collection may compare with this read's values.
       if (this.#fused !== undefined) state.lastExact = !inexact;
     }
@@ -320,13 +336,13 @@ export class KvmStatsProducer implements MetricProducer {
   }
 
   /** Turns one table's freshly read words into data points. True if a value is above 2^53. */
-  #emit(state: TableState, words: Uint32Array): boolean {
+  #emit(state: TableState, words: Uint32Array, k: number): boolean {
     const plan = state.plan.series;
     const previousTime = this.#previousTimeOf(state);
     let inexact = false;
     for (let m = 0; m < plan.length; m++) {
       const series = plan[m]!;
-      if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
+      if (series.histogram ? this.#emitHistogram(state, m, series, words, k, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
     if (inexact) this.#reportInexact(state);
     state.lastCollection = this.#collection;
@@ -340,7 +356,7 @@ export class KvmStatsProducer implements MetricProducer {
    * words copied into the frame, beside this collection's time; its start is already there
    * (cumulative: it changes only on a reset). Every other series takes #emit's way.
    */
-  #emitToFrame(state: TableState, wire: WirePoints, words: Uint32Array): void {
+  #emitToFrame(state: TableState, wire: WirePoints, words: Uint32Array, k: number): void {
     const plan = state.plan.series;
     const previousTime = this.#previousTimeOf(state);
     const { previous } = state;
@@ -375,7 +391,7 @@ export class KvmStatsProducer implements MetricProducer {
           }
         }
       }
-      if (series.histogram ? this.#emitHistogram(state, m, series, words, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
+      if (series.histogram ? this.#emitHistogram(state, m, series, words, k, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
     if (inexact) this.#reportInexact(state);
     state.lastExact = !inexact;
@@ -402,8 +418,8 @@ export class KvmStatsProducer implements MetricProducer {
   }
 
   /** A histogram: bucket counts, and the companion's value as the sum where there is one. True
-   * if a value is above 2^53. */
-  #emitHistogram(state: TableState, m: number, series: SeriesPlan, words: Uint32Array, previousTime: HrTime | undefined): boolean {
+   * if a value is above 2^53. `words` were read into the k-th buffer of the batch. */
+  #emitHistogram(state: TableState, m: number, series: SeriesPlan, words: Uint32Array, k: number, previousTime: HrTime | undefined): boolean {
     const { previous } = state;
     const { word, first, size, sumWord, delta } = series;
     const counts = histogramCounts(state, m, size);
@@ -438,7 +454,7 @@ export class KvmStatsProducer implements MetricProducer {
     }
     const start = pointStart(state, m, delta, reset, previousTime);
     // Cumulative buckets below 2^53 go to a frame as the kernel's bytes.
-    writeHistogram(state, m, series, start, this.#now, counts, count, sum, delta || highs >>> 0 >= INEXACT_HIGH_WORD ? undefined : series.bytes);
+    writeHistogram(state, m, series, start, this.#now, counts, count, sum, delta || highs >>> 0 >= INEXACT_HIGH_WORD ? undefined : series.bytes![k]);
     return highs >>> 0 >= INEXACT_HIGH_WORD;
   }
 

@@ -47,6 +47,8 @@ interface Case {
   readonly temporality: AggregationTemporality;
   readonly vcpuAggregation: VcpuAggregation;
   readonly exclude?: readonly string[];
+  /** VMs of the fleet (3 vCPUs each); default 3. */
+  readonly vms?: number;
 }
 
 const CASES: Case[] = [];
@@ -57,6 +59,9 @@ for (const units of ['exact', 'base'] as const) {
 }
 CASES.push({ units: 'exact', temporality: AggregationTemporality.CUMULATIVE, vcpuAggregation: 'none', exclude: ['vcpu:lin_hist', 'vcpu:max_*'] });
 CASES.push({ units: 'base', temporality: AggregationTemporality.DELTA, vcpuAggregation: 'vm', exclude: ['vcpu:halt_wait_ns'] });
+// More stats fds than a batch of reads (plan.ts, READ_BATCH): the batches' buffers and bounds.
+CASES.push({ units: 'exact', temporality: AggregationTemporality.CUMULATIVE, vcpuAggregation: 'none', vms: 13 });
+CASES.push({ units: 'exact', temporality: AggregationTemporality.DELTA, vcpuAggregation: 'vm', vms: 13 });
 
 /** A fleet of image fds: VMs (each a VM image and vCPU images) that come and go, vCPUs that
  * come and go, values that move, now and then go down (a reset) or stay as they were. */
@@ -65,9 +70,9 @@ class ImageFleet {
   readonly #next: (max: number) => number;
   current: StatsSource[] = [];
 
-  constructor(seed: number) {
+  constructor(seed: number, vms = 3) {
     this.#next = random(seed);
-    for (let vm = 0; vm < 3; vm++) {
+    for (let vm = 0; vm < vms; vm++) {
       const owner = { pid: 1000 + vm, vmName: `vm${vm}`, startTimeMs: 1_700_000_000_000 + vm * 1000 };
       this.#images.push({ image: imageVm(`vm${vm}`, 1000 + vm), vcpu: false, values: { ...KINDS } });
       for (let vcpu = 0; vcpu < 3; vcpu++) {
@@ -112,11 +117,11 @@ describe('the fused path (KvmStatsProducer paired with KvmOtlpMetricExporter)', 
   });
 
   for (const c of CASES) {
-    const name = `${c.units} units, ${c.temporality === AggregationTemporality.DELTA ? 'delta' : 'cumulative'}, vcpuAggregation ${c.vcpuAggregation}${c.exclude ? `, exclude ${c.exclude.join(' ')}` : ''}`;
+    const name = `${c.units} units, ${c.temporality === AggregationTemporality.DELTA ? 'delta' : 'cumulative'}, vcpuAggregation ${c.vcpuAggregation}${c.exclude ? `, exclude ${c.exclude.join(' ')}` : ''}${c.vms ? `, ${c.vms} VMs` : ''}`;
     it(`writes what ProtobufMetricsSerializer writes for the plain producer's collections (${name})`, async () => {
       vi.useFakeTimers({ toFake: ['Date', 'performance'] });
       vi.setSystemTime(1_800_000_000_000);
-      const fleet = new ImageFleet(c.units.length * 7 + c.temporality * 3 + c.vcpuAggregation.length + (c.exclude?.length ?? 0));
+      const fleet = new ImageFleet(c.units.length * 7 + c.temporality * 3 + c.vcpuAggregation.length + (c.exclude?.length ?? 0), c.vms);
       const options = { sources: () => fleet.current, units: c.units, temporality: c.temporality, vcpuAggregation: c.vcpuAggregation, exclude: c.exclude };
       const pairing = new FrameOnly();
       const fused = new KvmStatsProducer({ ...options, pairedExporter: pairing });

@@ -19,6 +19,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { describe, expect, it } from 'vitest';
+import { READ_BATCH } from '../../src/otel/plan.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { closeSources } from '../../src/sources/source.js';
 import { cleanupAfterEach } from '../helpers/cleanup.js';
@@ -114,6 +115,26 @@ describe('KvmStatsProducer into a real MeterProvider, cumulative', () => {
     expect(String(result.errors[0])).toMatch(/kvm-99\/vcpu-1.*returned 0 of \d+ bytes/);
     expect(vcpuPoint(result.resourceMetrics, 'kvm.vcpu.exits', 0).value).toBe(100);
     expect(() => vcpuPoint(result.resourceMetrics, 'kvm.vcpu.exits', 1)).toThrow();
+  });
+
+  it('takes each source\'s own values when reads come in batches, failing sources among them', async () => {
+    // More sources than a batch of reads (plan.ts, READ_BATCH), each with values of its own, two
+    // truncated: in the first batch and in a later one.
+    const vcpus = Array.from({ length: 2 * READ_BATCH + 5 }, (_, i) => new KindsImage(`kvm-98/vcpu-${i}`, { ...KINDS, exits: 1000 + i, wait: [i, 1, 0, 2 * i] }));
+    const producer = new KvmStatsProducer({ sources: vcpus.map((v) => v.source) });
+    cleanup.push(() => closeSources(vcpus.map((v) => v.source)));
+    const bad = [3, READ_BATCH + 7];
+    for (const i of bad) writeFileSync(vcpus[i]!.path, '');
+    const result = await producer.collect();
+    expect(result.errors).toHaveLength(bad.length);
+    vcpus.forEach((_, i) => {
+      if (bad.includes(i)) {
+        expect(() => vcpuPoint(result.resourceMetrics, 'kvm.vcpu.exits', i)).toThrow();
+        return;
+      }
+      expect(vcpuPoint(result.resourceMetrics, 'kvm.vcpu.exits', i).value).toBe(1000 + i);
+      expect((vcpuPoint(result.resourceMetrics, 'kvm.vcpu.halt_wait_hist', i).value as Histogram).buckets.counts).toEqual([i, 1, 0, 2 * i]);
+    });
   });
 
   it('stops when timeoutMillis runs out and says how far it got', async () => {
