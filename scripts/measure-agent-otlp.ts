@@ -17,7 +17,10 @@
  * smaps_rollup), before and after a full GC, their peaks over the run, and a heap snapshot of the
  * fleet's agent after the GC (in DIR), summed by constructor: per fd beyond the one-VM agent.
  *
- *   npm run build && node --import tsx scripts/measure-agent-otlp.ts [--fleet auto|kvm|images] [--vms 2000] [--vcpus 4] [--seconds 60] [--interval 1000] [--busy] [--cpu-prof DIR] [--breakdown DIR]
+ * --node-flags "FLAGS": node flags for both agents (V8's heap sizing, say); --bin FILE: another
+ * build's dist/cli/main.js (a copy of dist made before a change), for before/after runs.
+ *
+ *   npm run build && node --import tsx scripts/measure-agent-otlp.ts [--fleet auto|kvm|images] [--vms 2000] [--vcpus 4] [--seconds 60] [--interval 1000] [--busy] [--cpu-prof DIR] [--breakdown DIR] [--node-flags "FLAGS"] [--bin FILE]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -43,6 +46,7 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'string' },
     breakdown: { type: 'string' },
     'node-flags': { type: 'string' },
+    bin: { type: 'string' },
   },
 });
 const fleetKind = values.fleet === 'auto' ? (existsSync('/dev/kvm') ? 'kvm' : 'images') : values.fleet;
@@ -53,6 +57,8 @@ const vcpus = Number(values.vcpus);
 const seconds = Number(values.seconds);
 const interval = Number(values.interval);
 const busy = values.busy!;
+/** --bin: another build of the command line (a copy of dist from before a change), for before/after runs. */
+const bin = values.bin ?? BIN;
 
 /** CPU seconds (user + system, all threads) of a process so far, and its RSS peak in MiB. */
 function cpuSeconds(pid: number): number {
@@ -236,9 +242,9 @@ async function runAgent(count: number, measureSeconds: number, nodeFlags: readon
     ...(breakdown ? { KVM_STATS_BREAKDOWN_OUT: breakdown.out, ...(breakdown.snapshot ? { KVM_STATS_BREAKDOWN_SNAPSHOT: breakdown.snapshot } : {}) } : {}),
   };
   const agent =
-    flags.length === 0
+    flags.length === 0 && bin === BIN
       ? startAgentProcess(args)
-      : watchAgentProcess(spawn(process.execPath, [...flags, BIN, 'agent', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
+      : watchAgentProcess(spawn(process.execPath, [...flags, bin, 'agent', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] }));
   try {
     const pid = agent.child.pid!;
     // Warm-up: opening the fds, the first exports, the JIT.
@@ -325,7 +331,7 @@ try {
   const n = Math.max(run.exports, 1);
   const fleetText = fleetKind === 'images' ? 'stats images (memfd clones saved as files, read with --file; not KVM fds)' : `${busy ? 'busy' : 'idle'} VMs (KVM fds, read with --pid)`;
   console.log(
-    `The agent${nodeFlags.length > 0 ? ` (node ${nodeFlags.join(' ')})` : ''} exporting OTLP http/protobuf every ${interval} ms to a discarding sink on 127.0.0.1, ${fds.toLocaleString('en-US')} stats fds of ${fleetText}, over ${run.wallSeconds.toFixed(0)} s (load average ${loadavg().map((l) => l.toFixed(2)).join(', ')})\n\n` +
+    `The agent${bin !== BIN ? ` of ${bin}` : ''}${nodeFlags.length > 0 ? ` (node ${nodeFlags.join(' ')})` : ''} exporting OTLP http/protobuf every ${interval} ms to a discarding sink on 127.0.0.1, ${fds.toLocaleString('en-US')} stats fds of ${fleetText}, over ${run.wallSeconds.toFixed(0)} s (load average ${loadavg().map((l) => l.toFixed(2)).join(', ')})\n\n` +
       '| stats fds | exports | CPU, share of one core | CPU per export | body | RSS after warm-up | peak RSS | RSS per fd beyond one VM |\n' +
       '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n' +
       `| ${fds.toLocaleString('en-US')} | ${run.exports} | ${((run.cpuSeconds / run.wallSeconds) * 100).toFixed(1)}% | ${((run.cpuSeconds * 1000) / n).toFixed(0)} ms | ` +

@@ -100,22 +100,19 @@ export class ProcessProvider implements SourceProvider {
  * (`record`: replayed in a loop at its pace, each recorded fd read with one pread as a live one
  * is), each with the identity saved with it. */
 export class ImageProvider implements SourceProvider {
-  #description: string;
   #saved: SavedStats | undefined;
 
-  constructor(private readonly path: string) {
-    this.#description = `image ${path}`;
-  }
+  constructor(private readonly path: string) {}
 
-  /** "image PATH", or once opened a recording's "recording PATH (synthetic stand-in ...)". */
+  /** "image PATH", or once opened a recording's "recording PATH (synthetic stand-in ...)".
+   * Made when asked (logs), not kept: one string less per image. */
   get description(): string {
-    return this.#description;
+    return this.#saved?.description ?? `image ${this.path}`;
   }
 
   async refresh(): Promise<void> {
     if (this.#saved) return;
     this.#saved = openSaved(this.path);
-    this.#description = this.#saved.description;
   }
 
   sources(): readonly StatsSource[] {
@@ -128,13 +125,11 @@ export class ImageProvider implements SourceProvider {
   }
 }
 
-/** What sets a source's series apart: its owner, VM name and kernel id. */
-const identities = new WeakMap<StatsSource, string>();
-
+/** What sets a source's series apart: its owner, VM name and kernel id. Not kept per source:
+ * the union is made again only when a provider's list changed, and kept keys came to about
+ * 130 bytes per fd. */
 function identity(source: StatsSource): string {
-  let key = identities.get(source);
-  if (key === undefined) identities.set(source, (key = `${source.pid}|${source.vmName}|${source.file.id}`));
-  return key;
+  return `${source.pid}|${source.vmName}|${source.file.id}`;
 }
 
 /** Every provider's sources as one set; what it gave last, without asking the providers. */

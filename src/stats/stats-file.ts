@@ -17,6 +17,7 @@ import {
   parseHeader,
   parseId,
   sharedDescriptorTable,
+  sharedHeader,
 } from './descriptors.js';
 import { isExactU64, u64 } from './u64.js';
 
@@ -37,6 +38,15 @@ function readExactly(fd: number, length: number, position: number, field: string
   return bytes;
 }
 
+/** Where open() reads a data block to check it, grown to the largest block opened so far
+ * (LIMITS.maxDataSize at most). */
+let checked = new Uint8Array(0);
+
+function checkBuffer(size: number): Uint8Array {
+  if (checked.byteLength < size) checked = new Uint8Array(size);
+  return checked;
+}
+
 export interface StatsFileOptions {
   /** Close the fd when this StatsFile closes, or when open() fails. Default true. */
   readonly owned?: boolean;
@@ -49,10 +59,11 @@ export class StatsFile implements StatsId {
   readonly target: StatsId['target'];
   readonly threadId: number;
   readonly vcpuId: number | undefined;
-  /** The data block as last read; valid after read(). */
-  readonly data: Uint8Array;
-  /** The same bytes as host-endian 32-bit words, two per u64 value. */
-  readonly words: Uint32Array;
+  /** The data block as last read by read(), allocated at the first read() or use: a reader of
+   * thousands of fds reads each into a shared buffer (readInto) and never needs its own, which
+   * with its ArrayBuffer and typed arrays came to about 1.4 KB per fd. */
+  #words: Uint32Array | undefined;
+  #data: Uint8Array | undefined;
   readonly #owned: boolean;
   #fd: number;
   /** header.dataOffset and table.dataSize, kept here: a reader of thousands of fds touches one
@@ -71,9 +82,24 @@ export class StatsFile implements StatsId {
     this.target = id.target;
     this.threadId = id.threadId;
     this.vcpuId = id.vcpuId;
+  }
+
+  /** The data block as last read (read()): zeros before the first. */
+  get data(): Uint8Array {
+    if (this.#data === undefined) this.#allocate();
+    return this.#data!;
+  }
+
+  /** The same bytes as host-endian 32-bit words, two per u64 value. */
+  get words(): Uint32Array {
+    if (this.#words === undefined) this.#allocate();
+    return this.#words!;
+  }
+
+  #allocate(): void {
     // An ArrayBuffer of its own keeps the words 8-byte aligned.
-    this.words = new Uint32Array(table.dataSize / 4);
-    this.data = new Uint8Array(this.words.buffer);
+    this.#words = new Uint32Array(this.#dataSize / 4);
+    this.#data = new Uint8Array(this.#words.buffer);
   }
 
   /** Reads and checks the header, id and descriptors of `fd`. The data block is read once to
@@ -81,14 +107,15 @@ export class StatsFile implements StatsId {
   static open(fd: number, options: StatsFileOptions = {}): StatsFile {
     const owned = options.owned ?? true;
     const parse = (): StatsFile => {
-      const header = parseHeader(readExactly(fd, KVM_STATS_HEADER.size, 0, 'header'));
+      const header = sharedHeader(parseHeader(readExactly(fd, KVM_STATS_HEADER.size, 0, 'header')));
       const id = parseId(readExactly(fd, header.nameSize, header.idOffset, 'id'));
       const block = readExactly(fd, descriptorBlockSize(header), header.descOffset, 'descriptors');
       const table = sharedDescriptorTable(block, header);
       checkBlocks(header, table);
       const file = new StatsFile(fd, owned, header, id, table);
-      // The selftest's last check: a pread of the whole data block returns all of it.
-      const n = pread(fd, file.data, table.dataSize, header.dataOffset);
+      // The selftest's last check: a pread of the whole data block returns all of it (into a
+      // buffer shared by every open: the file's own is made only when it is used).
+      const n = pread(fd, checkBuffer(table.dataSize), table.dataSize, header.dataOffset);
       if (n !== table.dataSize) {
         throw new StatsImageError('data', `block ends early: ${n} of ${table.dataSize} bytes at offset ${header.dataOffset}`);
       }
