@@ -11,7 +11,8 @@ import type { StatsSource } from './source.js';
 
 /** A raw image, with the identity saved beside it (NAME.kvmstats.json) where there is one. */
 export function openImageSource(path: string): StatsSource {
-  const file = StatsFile.openImage(path);
+  // A source's file is read by the producer into its own buffer (readInto): no block of its own.
+  const file = StatsFile.openImage(path, { keepOpenData: false });
   try {
     const identity = readIdentity(path);
     if (identity !== undefined && identity.id !== file.id) {

@@ -38,8 +38,8 @@ function readExactly(fd: number, length: number, position: number, field: string
   return bytes;
 }
 
-/** Where open() reads a data block to check it, grown to the largest block opened so far
- * (LIMITS.maxDataSize at most). */
+/** Where open() reads a data block to check it when the file does not keep it (keepOpenData
+ * false), grown to the largest block opened so far (LIMITS.maxDataSize at most). */
 let checked = new Uint8Array(0);
 
 function checkBuffer(size: number): Uint8Array {
@@ -50,6 +50,14 @@ function checkBuffer(size: number): Uint8Array {
 export interface StatsFileOptions {
   /** Close the fd when this StatsFile closes, or when open() fails. Default true. */
   readonly owned?: boolean;
+  /**
+   * Keep the data block open() reads (to check that it is all there) as `data` and `words`, the
+   * values before the first read(). Default true. False for a reader of many fds that reads
+   * each into a buffer of its own (readInto, as the producer does): the file's block is then
+   * made only at its first read() or use (zeros until a read()), not held unread, which with
+   * its ArrayBuffer and views came to about 1.4 KB per fd.
+   */
+  readonly keepOpenData?: boolean;
 }
 
 export class StatsFile implements StatsId {
@@ -59,9 +67,7 @@ export class StatsFile implements StatsId {
   readonly target: StatsId['target'];
   readonly threadId: number;
   readonly vcpuId: number | undefined;
-  /** The data block as last read by read(), allocated at the first read() or use: a reader of
-   * thousands of fds reads each into a shared buffer (readInto) and never needs its own, which
-   * with its ArrayBuffer and typed arrays came to about 1.4 KB per fd. */
+  /** The data block and its words: from open(), or made when first used (keepOpenData). */
   #words: Uint32Array | undefined;
   #data: Uint8Array | undefined;
   readonly #owned: boolean;
@@ -84,7 +90,8 @@ export class StatsFile implements StatsId {
     this.vcpuId = id.vcpuId;
   }
 
-  /** The data block as last read (read()): zeros before the first. */
+  /** The data block as last read (read()); before that, as open() read it (or zeros without
+   * keepOpenData). */
   get data(): Uint8Array {
     if (this.#data === undefined) this.#allocate();
     return this.#data!;
@@ -113,9 +120,8 @@ export class StatsFile implements StatsId {
       const table = sharedDescriptorTable(block, header);
       checkBlocks(header, table);
       const file = new StatsFile(fd, owned, header, id, table);
-      // The selftest's last check: a pread of the whole data block returns all of it (into a
-      // buffer shared by every open: the file's own is made only when it is used).
-      const n = pread(fd, checkBuffer(table.dataSize), table.dataSize, header.dataOffset);
+      // The selftest's last check: a pread of the whole data block returns all of it.
+      const n = pread(fd, options.keepOpenData === false ? checkBuffer(table.dataSize) : file.data, table.dataSize, header.dataOffset);
       if (n !== table.dataSize) {
         throw new StatsImageError('data', `block ends early: ${n} of ${table.dataSize} bytes at offset ${header.dataOffset}`);
       }
@@ -126,7 +132,7 @@ export class StatsFile implements StatsId {
 
   /** Opens a regular file holding a saved stats image (see image()). What is not a regular file,
    * or is a file of /proc or /sys, is refused before it is read (openRegularFile). */
-  static openImage(path: string): StatsFile {
+  static openImage(path: string, options: Pick<StatsFileOptions, 'keepOpenData'> = {}): StatsFile {
     let fd: number;
     try {
       fd = openRegularFile(path);
@@ -135,7 +141,7 @@ export class StatsFile implements StatsId {
       throw error;
     }
     try {
-      return StatsFile.open(fd, { owned: true });
+      return StatsFile.open(fd, { ...options, owned: true });
     } catch (error) {
       // A regular file the kernel will not read (/proc/self/mem gives EIO): say what the input is.
       if (error instanceof NativeError) throw new StatsImageError('file', `${path} cannot be read as a stats image: ${error.call} failed with ${error.code}`);
