@@ -130,9 +130,10 @@ const BREAKDOWN_PRELOAD = `import { readFileSync, writeFileSync } from 'node:fs'
 import v8 from 'node:v8';
 const KEYS = ['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers'];
 const peak = Object.fromEntries(KEYS.map((k) => [k, 0]));
+const peakAt = Object.fromEntries(KEYS.map((k) => [k, 0]));
 setInterval(() => {
   const m = process.memoryUsage();
-  for (const k of KEYS) if (m[k] > peak[k]) peak[k] = m[k];
+  for (const k of KEYS) if (m[k] > peak[k]) (peak[k] = m[k]), (peakAt[k] = performance.now());
 }, 10).unref();
 function parts() {
   const smaps = {};
@@ -150,7 +151,7 @@ process.on('SIGUSR2', () => {
   const after = parts();
   const file = process.env.KVM_STATS_BREAKDOWN_SNAPSHOT;
   if (file) v8.writeHeapSnapshot(file);
-  writeFileSync(process.env.KVM_STATS_BREAKDOWN_OUT, JSON.stringify({ before, after, peak }));
+  writeFileSync(process.env.KVM_STATS_BREAKDOWN_OUT, JSON.stringify({ before, after, peak, peakAt, now: performance.now() }));
 });
 `;
 
@@ -165,6 +166,9 @@ interface Breakdown {
   readonly before: Parts;
   readonly after: Parts;
   readonly peak: Record<string, number>;
+  /** When each peak was, ms from the agent's start, and when the breakdown was taken. */
+  readonly peakAt: Record<string, number>;
+  readonly now: number;
   /** /proc/PID/smaps summed by kind of mapping: RSS of the brk heap, anonymous, file-backed. */
   readonly mappings: Record<string, number>;
 }
@@ -303,7 +307,10 @@ function breakdownTable(small: Breakdown, big: Breakdown, fds: number): string {
     ...['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers'].map((k): [string, (b: Breakdown) => number] => [`peak over the run (10 ms samples): ${k}`, (b) => b.peak[k]!]),
   ];
   const mib = (n: number): string => (n / 1024 / 1024).toFixed(1);
+  const when = (b: Breakdown): string => `${(b.peakAt.rss! / 1000).toFixed(1)} s / ${(b.peakAt.external! / 1000).toFixed(1)} s of ${(b.now / 1000).toFixed(1)} s`;
+  rows.push(['peak RSS / external, at (from the start)', () => NaN]);
   const lines = rows.map(([name, of]) => {
+    if (name.startsWith('peak RSS / external, at')) return `| ${name} | ${when(small)} | ${when(big)} | |`;
     const used = name.endsWith('committed / used') ? (b: Breakdown) => b.before.spaces[name.trim().split(':')[0]!]!.used : undefined;
     const cell = (b: Breakdown): string => (used ? `${mib(of(b))} / ${mib(used(b))}` : mib(of(b)));
     const perFd = used ? `${((of(big) - of(small)) / fds).toFixed(0)} / ${((used(big) - used(small)) / fds).toFixed(0)}` : ((of(big) - of(small)) / fds).toFixed(0);
