@@ -145,13 +145,27 @@ function parts() {
   const h = v8.getHeapStatistics();
   return { memory: process.memoryUsage(), spaces, smaps, malloced: h.malloced_memory, peakMalloced: h.peak_malloced_memory };
 }
+// The first SIGUSR2 marks the measured span's start: from then on the GC profiler counts what
+// each collection freed, so the heap allocated over the span is known; the second reports.
+let marked;
 process.on('SIGUSR2', () => {
+  if (marked === undefined) {
+    const profiler = new v8.GCProfiler();
+    profiler.start();
+    marked = { profiler, used: v8.getHeapStatistics().used_heap_size };
+    return;
+  }
+  const { statistics } = marked.profiler.stop();
+  let freed = 0;
+  for (const gc of statistics) freed += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize;
+  const allocated = v8.getHeapStatistics().used_heap_size - marked.used + freed;
+  const gcs = statistics.length;
   const before = parts();
   globalThis.gc();
   const after = parts();
   const file = process.env.KVM_STATS_BREAKDOWN_SNAPSHOT;
   if (file) v8.writeHeapSnapshot(file);
-  writeFileSync(process.env.KVM_STATS_BREAKDOWN_OUT, JSON.stringify({ before, after, peak, peakAt, now: performance.now() }));
+  writeFileSync(process.env.KVM_STATS_BREAKDOWN_OUT, JSON.stringify({ before, after, peak, peakAt, now: performance.now(), allocated, gcs }));
 });
 `;
 
@@ -169,6 +183,9 @@ interface Breakdown {
   /** When each peak was, ms from the agent's start, and when the breakdown was taken. */
   readonly peakAt: Record<string, number>;
   readonly now: number;
+  /** V8 heap allocated over the measured span, and the garbage collections in it. */
+  readonly allocated: number;
+  readonly gcs: number;
   /** /proc/PID/smaps summed by kind of mapping: RSS of the brk heap, anonymous, file-backed. */
   readonly mappings: Record<string, number>;
 }
@@ -258,6 +275,7 @@ async function runAgent(count: number, measureSeconds: number, nodeFlags: readon
       await sleep(200);
     }
     const rssMiB = statusMiB(pid, 'VmRSS');
+    if (breakdown) process.kill(pid, 'SIGUSR2');
     const cpuBefore = cpuSeconds(pid);
     const exportsBefore = exports;
     const bytesBefore = bytes;
@@ -347,6 +365,8 @@ try {
   if (dir !== undefined) {
     const perFd = fds - (1 + vcpus);
     console.log(`\nWhere the memory is, at the end of the run (before a full GC unless said)\n\n${breakdownTable(small.breakdown!, run.breakdown!, perFd)}`);
+    const { allocated, gcs } = run.breakdown!;
+    console.log(`\nV8 heap allocated over the measured ${run.wallSeconds.toFixed(0)} s: ${(allocated / n / 1024 / 1024).toFixed(1)} MiB per export (${(allocated / n / fds).toFixed(0)} B per fd), ${gcs} garbage collections`);
     const summary = snapshotSummary(join(dir, 'fleet.heapsnapshot')).slice(0, 40);
     console.log(
       `\nThe fleet's agent's heap after a full GC (${join(dir, 'fleet.heapsnapshot')}), by constructor: the largest 40\n\n| objects | count | per fd | self bytes | per fd, B |\n| --- | ---: | ---: | ---: | ---: |\n` +
