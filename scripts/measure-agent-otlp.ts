@@ -127,7 +127,12 @@ ${busy ? 'for (;;) { const t = Date.now(); await fleet.step(); await new Promise
 /** The breakdown preload (--breakdown): samples the agent's memoryUsage() parts every 10 ms for
  * their peaks; on SIGUSR2 writes its parts now and after a full GC, and a heap snapshot if asked. */
 const BREAKDOWN_PRELOAD = `import { readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import v8 from 'node:v8';
+// What allocates: V8's sampling heap profiler over the measured span, garbage included.
+const session = new Session();
+session.connect();
+const post = (method, params) => new Promise((resolve, reject) => session.post(method, params, (error, result) => (error ? reject(error) : resolve(result))));
 const KEYS = ['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers'];
 const peak = Object.fromEntries(KEYS.map((k) => [k, 0]));
 const peakAt = Object.fromEntries(KEYS.map((k) => [k, 0]));
@@ -153,8 +158,10 @@ process.on('SIGUSR2', () => {
     const profiler = new v8.GCProfiler();
     profiler.start();
     marked = { profiler, used: v8.getHeapStatistics().used_heap_size };
+    void post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
     return;
   }
+  void post('HeapProfiler.stopSampling').then(({ profile }) => writeFileSync(process.env.KVM_STATS_BREAKDOWN_OUT + '.heapprofile', JSON.stringify(profile)));
   const { statistics } = marked.profiler.stop();
   let freed = 0;
   for (const gc of statistics) freed += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize;
@@ -236,6 +243,25 @@ function snapshotSummary(file: string): [string, number, number][] {
   return [...sums].map(([key, [count, size]]) => [key, count, size] as [string, number, number]).sort((a, b) => b[2] - a[2]);
 }
 
+/** A sampling heap profile (garbage included) summed by function: [function at file:line, bytes], largest first. */
+function allocationSummary(file: string): [string, number][] {
+  interface Node {
+    callFrame: { functionName: string; url: string; lineNumber: number };
+    selfSize: number;
+    children: Node[];
+  }
+  const { head } = JSON.parse(readFileSync(file, 'utf8')) as { head: Node };
+  const sums = new Map<string, number>();
+  const walk = (node: Node): void => {
+    const { functionName, url, lineNumber } = node.callFrame;
+    const key = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(node_modules|dist)\//, '$1/')}:${lineNumber + 1}`;
+    if (node.selfSize > 0) sums.set(key, (sums.get(key) ?? 0) + node.selfSize);
+    node.children.forEach(walk);
+  };
+  walk(head);
+  return [...sums].sort((a, b) => b[1] - a[1]);
+}
+
 interface Run {
   readonly exports: number;
   readonly cpuSeconds: number;
@@ -292,7 +318,7 @@ async function runAgent(count: number, measureSeconds: number, nodeFlags: readon
     if (!breakdown) return run;
     const mappings = mappingsRss(pid);
     process.kill(pid, 'SIGUSR2');
-    for (let waited = 0; !existsSync(breakdown.out); waited++) {
+    for (let waited = 0; !existsSync(breakdown.out) || !existsSync(`${breakdown.out}.heapprofile`); waited++) {
       if (waited > 1500) throw new Error(`the agent wrote no breakdown in 5 minutes: ${agent.stderr()}`);
       await sleep(200);
     }
@@ -367,6 +393,15 @@ try {
     console.log(`\nWhere the memory is, at the end of the run (before a full GC unless said)\n\n${breakdownTable(small.breakdown!, run.breakdown!, perFd)}`);
     const { allocated, gcs } = run.breakdown!;
     console.log(`\nV8 heap allocated over the measured ${run.wallSeconds.toFixed(0)} s: ${(allocated / n / 1024 / 1024).toFixed(1)} MiB per export (${(allocated / n / fds).toFixed(0)} B per fd), ${gcs} garbage collections`);
+    const allocations = allocationSummary(join(dir, 'fleet.json.heapprofile'));
+    const sampled = allocations.reduce((sum, [, size]) => sum + size, 0);
+    console.log(
+      `\nWhere it was allocated (V8's sampling heap profiler, garbage included), the largest 15 functions\n\n| function | share of the sampled bytes | per export, KiB |\n| --- | ---: | ---: |\n` +
+        allocations
+          .slice(0, 15)
+          .map(([where, size]) => `| ${where.replace(/\|/g, '\\|')} | ${((size / sampled) * 100).toFixed(1)}% | ${((size / sampled) * (allocated / n) / 1024).toFixed(0)} |`)
+          .join('\n'),
+    );
     const summary = snapshotSummary(join(dir, 'fleet.heapsnapshot')).slice(0, 40);
     console.log(
       `\nThe fleet's agent's heap after a full GC (${join(dir, 'fleet.heapsnapshot')}), by constructor: the largest 40\n\n| objects | count | per fd | self bytes | per fd, B |\n| --- | ---: | ---: | ---: | ---: |\n` +
