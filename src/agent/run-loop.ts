@@ -108,6 +108,7 @@ function running(config: AgentConfig, log: Logger, open: OpenSources, outputs: r
     if (refreshing) return;
     refreshing = true;
     for (const provider of providers) {
+      if (provider.needsRefresh === false) continue; // nothing more to find: not even a promise made
       await provider.refresh().catch((error: Error) => log.warn({ provider: provider.description }, `refreshing ${provider.description} failed: ${error.message}`));
     }
     vms.update(open.sources());
