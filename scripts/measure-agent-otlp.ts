@@ -12,15 +12,18 @@
  * after the warm-up and at its peak (VmHWM), and the RSS per fd beyond an agent reading one VM.
  *
  * --breakdown DIR: where that memory is. Both agents (one VM, and the fleet) get a preload here
- * (node --import, the product unchanged) that samples process.memoryUsage() every 10 ms; at the
- * end of the run it reports its parts (V8 heap by space, external, array buffers; /proc's
- * smaps_rollup), before and after a full GC, their peaks over the run, and a heap snapshot of the
- * fleet's agent after the GC (in DIR), summed by constructor: per fd beyond the one-VM agent.
+ * (node --import, the product unchanged) that samples process.memoryUsage() every 10 ms (peaks,
+ * and when), and over the measured span counts the V8 heap allocated (GC profiler) and samples
+ * where (V8's sampling heap profiler, garbage included); at the end it reports the parts (V8
+ * heap by space, external, array buffers; smaps_rollup and smaps by mapping) before and after a
+ * full GC, and a heap snapshot of the fleet's agent after the GC (in DIR), summed by
+ * constructor: per fd beyond the one-VM agent.
  *
- * --node-flags "FLAGS": node flags for both agents (V8's heap sizing, say); --bin FILE: another
- * build's dist/cli/main.js (a copy of dist made before a change), for before/after runs.
+ * --node-flags=FLAGS: node flags for both agents (V8's heap sizing, say; with "=", as the value
+ * starts with "--"); --bin FILE: another build's dist/cli/main.js (a copy of dist made before a
+ * change, beside a node_modules), for before/after runs.
  *
- *   npm run build && node --import tsx scripts/measure-agent-otlp.ts [--fleet auto|kvm|images] [--vms 2000] [--vcpus 4] [--seconds 60] [--interval 1000] [--busy] [--cpu-prof DIR] [--breakdown DIR] [--node-flags "FLAGS"] [--bin FILE]
+ *   npm run build && node --import tsx scripts/measure-agent-otlp.ts [--fleet auto|kvm|images] [--vms 2000] [--vcpus 4] [--seconds 60] [--interval 1000] [--busy] [--cpu-prof DIR] [--breakdown DIR] [--node-flags=FLAGS] [--bin FILE]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
