@@ -587,7 +587,8 @@ export class HandoverProvider implements SourceProvider {
     }
     let file: StatsFile;
     try {
-      file = StatsFile.open(fd); // closes fd if the image is invalid
+      // Closes fd if the image is invalid. The producer reads into its own buffer: no block kept.
+      file = StatsFile.open(fd, { keepOpenData: false });
     } catch (error) {
       return { kind: 'invalid', reason: `a stats fd that does not validate: ${(error as Error).message}` };
     }

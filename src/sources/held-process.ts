@@ -243,6 +243,7 @@ export function copyStatsFd(pidfd: number, fd: number): CopiedStatsFd | undefine
     closeFd(copy);
     return undefined;
   }
-  const file = StatsFile.open(copy); // closes the copy if it does not validate
+  // Closes the copy if it does not validate. The producer reads into its own buffer: no block kept.
+  const file = StatsFile.open(copy, { keepOpenData: false });
   return { file, creator: processOfThread(file.threadId) };
 }

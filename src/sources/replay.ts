@@ -101,7 +101,8 @@ function openFd(image: Uint8Array, data: readonly Uint8Array[], name: string, wh
     if (writeSync(fd, image, 0, image.byteLength, 0) !== image.byteLength) throw new RecordingError(`${where}: writing its image into a memfd came up short`);
   });
   try {
-    file = StatsFile.open(fd, { owned: true });
+    // The producer reads into its own buffer: no block kept (the snapshots are kept here).
+    file = StatsFile.open(fd, { owned: true, keepOpenData: false });
   } catch (error) {
     throw new RecordingError(`${where}.image: ${(error as Error).message}`);
   }

@@ -314,12 +314,26 @@ export function checkBlocks(header: StatsHeader, table: DescriptorTable): void {
   }
 }
 
+const TABLE_CACHE_LIMIT = 64;
+
+/** Headers seen so far, by their fields: every fd of a kernel has one of two, so thousands of
+ * fds share them rather than hold a copy each. Bounded like the tables. */
+const headerCache = new Map<string, StatsHeader>();
+
+/** `header`, or an equal one seen before. */
+export function sharedHeader(header: StatsHeader): StatsHeader {
+  const key = `${header.flags},${header.nameSize},${header.numDesc},${header.idOffset},${header.descOffset},${header.dataOffset}`;
+  const cached = headerCache.get(key);
+  if (cached) return cached;
+  if (headerCache.size < TABLE_CACHE_LIMIT) headerCache.set(key, header);
+  return header;
+}
+
 /**
  * Tables parsed so far, by their exact bytes. Every vCPU of a kernel has the same table, so a
  * host with thousands of vCPUs keeps two. Bounded, so a stream of odd images cannot grow it.
  */
 const tableCache = new Map<string, DescriptorTable>();
-const TABLE_CACHE_LIMIT = 64;
 
 export function sharedDescriptorTable(block: Uint8Array, header: StatsHeader): DescriptorTable {
   const key = `${header.nameSize}:${Buffer.from(block.buffer, block.byteOffset, block.byteLength).toString('latin1')}`;

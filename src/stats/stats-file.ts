@@ -17,6 +17,7 @@ import {
   parseHeader,
   parseId,
   sharedDescriptorTable,
+  sharedHeader,
 } from './descriptors.js';
 import { isExactU64, u64 } from './u64.js';
 
@@ -37,9 +38,26 @@ function readExactly(fd: number, length: number, position: number, field: string
   return bytes;
 }
 
+/** Where open() reads a data block to check it when the file does not keep it (keepOpenData
+ * false), grown to the largest block opened so far (LIMITS.maxDataSize at most). */
+let checked = new Uint8Array(0);
+
+function checkBuffer(size: number): Uint8Array {
+  if (checked.byteLength < size) checked = new Uint8Array(size);
+  return checked;
+}
+
 export interface StatsFileOptions {
   /** Close the fd when this StatsFile closes, or when open() fails. Default true. */
   readonly owned?: boolean;
+  /**
+   * Keep the data block open() reads (to check that it is all there) as `data` and `words`, the
+   * values before the first read(). Default true. False for a reader of many fds that reads
+   * each into a buffer of its own (readInto, as the producer does): the file's block is then
+   * made only at its first read() or use (zeros until a read()), not held unread, which with
+   * its ArrayBuffer and views came to about 1.4 KB per fd.
+   */
+  readonly keepOpenData?: boolean;
 }
 
 export class StatsFile implements StatsId {
@@ -49,10 +67,9 @@ export class StatsFile implements StatsId {
   readonly target: StatsId['target'];
   readonly threadId: number;
   readonly vcpuId: number | undefined;
-  /** The data block as last read; valid after read(). */
-  readonly data: Uint8Array;
-  /** The same bytes as host-endian 32-bit words, two per u64 value. */
-  readonly words: Uint32Array;
+  /** The data block and its words: from open(), or made when first used (keepOpenData). */
+  #words: Uint32Array | undefined;
+  #data: Uint8Array | undefined;
   readonly #owned: boolean;
   #fd: number;
   /** header.dataOffset and table.dataSize, kept here: a reader of thousands of fds touches one
@@ -71,9 +88,25 @@ export class StatsFile implements StatsId {
     this.target = id.target;
     this.threadId = id.threadId;
     this.vcpuId = id.vcpuId;
+  }
+
+  /** The data block as last read (read()); before that, as open() read it (or zeros without
+   * keepOpenData). */
+  get data(): Uint8Array {
+    if (this.#data === undefined) this.#allocate();
+    return this.#data!;
+  }
+
+  /** The same bytes as host-endian 32-bit words, two per u64 value. */
+  get words(): Uint32Array {
+    if (this.#words === undefined) this.#allocate();
+    return this.#words!;
+  }
+
+  #allocate(): void {
     // An ArrayBuffer of its own keeps the words 8-byte aligned.
-    this.words = new Uint32Array(table.dataSize / 4);
-    this.data = new Uint8Array(this.words.buffer);
+    this.#words = new Uint32Array(this.#dataSize / 4);
+    this.#data = new Uint8Array(this.#words.buffer);
   }
 
   /** Reads and checks the header, id and descriptors of `fd`. The data block is read once to
@@ -81,14 +114,14 @@ export class StatsFile implements StatsId {
   static open(fd: number, options: StatsFileOptions = {}): StatsFile {
     const owned = options.owned ?? true;
     const parse = (): StatsFile => {
-      const header = parseHeader(readExactly(fd, KVM_STATS_HEADER.size, 0, 'header'));
+      const header = sharedHeader(parseHeader(readExactly(fd, KVM_STATS_HEADER.size, 0, 'header')));
       const id = parseId(readExactly(fd, header.nameSize, header.idOffset, 'id'));
       const block = readExactly(fd, descriptorBlockSize(header), header.descOffset, 'descriptors');
       const table = sharedDescriptorTable(block, header);
       checkBlocks(header, table);
       const file = new StatsFile(fd, owned, header, id, table);
       // The selftest's last check: a pread of the whole data block returns all of it.
-      const n = pread(fd, file.data, table.dataSize, header.dataOffset);
+      const n = pread(fd, options.keepOpenData === false ? checkBuffer(table.dataSize) : file.data, table.dataSize, header.dataOffset);
       if (n !== table.dataSize) {
         throw new StatsImageError('data', `block ends early: ${n} of ${table.dataSize} bytes at offset ${header.dataOffset}`);
       }
@@ -99,7 +132,7 @@ export class StatsFile implements StatsId {
 
   /** Opens a regular file holding a saved stats image (see image()). What is not a regular file,
    * or is a file of /proc or /sys, is refused before it is read (openRegularFile). */
-  static openImage(path: string): StatsFile {
+  static openImage(path: string, options: Pick<StatsFileOptions, 'keepOpenData'> = {}): StatsFile {
     let fd: number;
     try {
       fd = openRegularFile(path);
@@ -108,7 +141,7 @@ export class StatsFile implements StatsId {
       throw error;
     }
     try {
-      return StatsFile.open(fd, { owned: true });
+      return StatsFile.open(fd, { ...options, owned: true });
     } catch (error) {
       // A regular file the kernel will not read (/proc/self/mem gives EIO): say what the input is.
       if (error instanceof NativeError) throw new StatsImageError('file', `${path} cannot be read as a stats image: ${error.call} failed with ${error.code}`);

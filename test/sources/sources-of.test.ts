@@ -1,7 +1,8 @@
 /**
  * sourcesOf over many providers: the union is made again only when a provider's set changed, and
  * the agent's self-telemetry takes its figures from the set the last collection read instead of
- * asking every provider again (with 10,000 `--file` images both cost more than the reads).
+ * asking every provider again (with 10,000 `--file` images both cost more than the reads); a
+ * saved image says it needs no refresh once open, so the agent does not call it every rescan.
  */
 import { afterEach, expect, it } from 'vitest';
 import { SelfTelemetry } from '../../src/agent/telemetry.js';
@@ -80,4 +81,20 @@ it('self-telemetry reads the set the producer read: each provider is asked once 
   for (const provider of providers) expect(provider.calls).toBe(3);
   expect(set.last).toHaveLength(4);
   for (const provider of providers) expect(provider.calls).toBe(3);
+});
+
+it('a saved image needs no refresh once open (the agent stops calling it), until it is closed', async () => {
+  const provider = new ImageProvider(writeImage(buildImage({ id: 'kvm-6000', descs: [{ name: 'exits', values: [1] }] }), 'settled'));
+  opened.push(provider);
+  expect(provider.needsRefresh).toBe(true);
+  expect(provider.sources()).toEqual([]);
+  await provider.refresh();
+  expect(provider.needsRefresh).toBe(false);
+  const sources = provider.sources();
+  expect(sources.map((source) => source.file.id)).toEqual(['kvm-6000']);
+  // Another refresh would have changed nothing: the same source, the same array.
+  await provider.refresh();
+  expect(provider.sources()).toBe(sources);
+  await provider.close();
+  expect(provider.needsRefresh).toBe(true);
 });

@@ -116,6 +116,26 @@ describe('reading a valid image', () => {
     }
   });
 
+  it('keeps no data block of its own with keepOpenData false until a read, and still checks the block at open', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const path = writeImage(buildImage({ descs: [counter('exits', 7), counter('halt_exits', 9)] }));
+    const file = StatsFile.openImage(path, { keepOpenData: false });
+    try {
+      expect([...file.words]).toEqual([0, 0, 0, 0]);
+      const words = new Uint32Array(4);
+      file.readInto(new Uint8Array(words.buffer));
+      expect([words[0], words[2]]).toEqual([7, 9]);
+      expect(file.value(file.table.stats[0]!)).toBe(0);
+      file.read();
+      expect([file.value(file.table.stats[0]!), file.value(file.table.stats[1]!)]).toEqual([7, 9]);
+    } finally {
+      file.close();
+    }
+    // A block cut short is refused at open as with the block kept.
+    writeFileSync(path, buildImage({ descs: [counter('exits', 7), counter('halt_exits', 9)] }).subarray(0, -8));
+    expect(() => StatsFile.openImage(path, { keepOpenData: false })).toThrow(/data block ends early: 8 of 16 bytes/);
+  });
+
   it('does one pread per read and sees new values', async () => {
     const { writeFileSync } = await import('node:fs');
     const path = writeImage(buildImage({ descs: [counter('exits', 1)] }));
