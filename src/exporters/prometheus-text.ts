@@ -7,7 +7,8 @@
  *
  * - A series' labels are rendered once, per attributes object (the producer shares one per
  *   source across all its metrics and keeps it for the source's life; the SDK keeps one per
- *   series), and kept as UTF-8 bytes while that object lives. A scrape copies them.
+ *   series), and kept as UTF-8 bytes while that object lives, side by side with the others
+ *   (LabelBlocks). A scrape copies them; a histogram's bucket lines copy the first one's opening.
  * - Only values are formatted per scrape, integers straight into the output bytes.
  * - The text comes out as a sequence of chunks of about `chunkBytes`, so a consumer with
  *   backpressure (an HTTP response, a gzip stream) holds a few chunks, never the whole body. A
@@ -137,9 +138,6 @@ interface MetricText {
    * comparison. */
   readonly pointAttributes: Attributes[];
   readonly pointHeads: Uint8Array[];
-  /** For histograms, `name_bucket{head,` by index: a bucket line is then this, its `le` and
-   * its value (one copy fewer on most lines of a scrape). */
-  readonly pointBuckets: (Uint8Array | undefined)[];
   readonly name: string;
   /** The additional labels hold an `le` (see #ownLeText). */
   readonly ownLe: boolean;
@@ -221,21 +219,6 @@ class LabelBlocks {
     this.#used += this.#block.write(text, start, 'utf8');
     return new Uint8Array(this.#block.buffer, this.#block.byteOffset + start, length);
   }
-
-  /** `first` and `second` side by side (a histogram's bucket line prefix). */
-  join(first: Uint8Array, second: Uint8Array, comma: boolean): Uint8Array {
-    const length = first.length + second.length + (comma ? 1 : 0);
-    if (this.#used + length > this.#block.length) {
-      this.#block = Buffer.allocUnsafeSlow(Math.max(LABEL_BLOCK_BYTES, length));
-      this.#used = 0;
-    }
-    const joined = new Uint8Array(this.#block.buffer, this.#block.byteOffset + this.#used, length);
-    this.#used += length;
-    joined.set(first);
-    joined.set(second, first.length);
-    if (comma) joined[length - 1] = COMMA;
-    return joined;
-  }
 }
 
 /** Where the text is written: the current chunk and its fill. */
@@ -264,6 +247,12 @@ class Chunk {
   put(source: Uint8Array): void {
     this.bytes.set(source, this.length);
     this.length += source.length;
+  }
+
+  /** `length` bytes of this chunk from `at` written again. */
+  again(at: number, length: number): void {
+    this.bytes.copyWithin(this.length, at, at + length);
+    this.length += length;
   }
 
   byte(value: number): void {
@@ -399,7 +388,6 @@ export class PrometheusTextSerializer {
         if (text.pointAttributes.length > points.length) {
           text.pointAttributes.length = points.length;
           text.pointHeads.length = points.length;
-          text.pointBuckets.length = points.length;
         }
       }
     }
@@ -474,7 +462,6 @@ export class PrometheusTextSerializer {
       scrape,
       pointAttributes: [],
       pointHeads: [],
-      pointBuckets: [],
       name,
       ownLe: additionalLabels !== undefined && Object.hasOwn(additionalLabels, 'le'),
       open: encoder.encode(`${name}{`),
@@ -498,18 +485,7 @@ export class PrometheusTextSerializer {
     const head = this.#head(text, attributes);
     text.pointAttributes[i] = attributes;
     text.pointHeads[i] = head;
-    text.pointBuckets[i] = undefined;
     return head;
-  }
-
-  /** The bucket line prefix of points[i] of a histogram, after #pointHead. */
-  #pointBucket(text: MetricText, i: number, head: Uint8Array): Uint8Array {
-    let prefix = text.pointBuckets[i];
-    if (prefix === undefined) {
-      prefix = this.#labels.join(text.bucketOpen, head, head.length > 0);
-      text.pointBuckets[i] = prefix;
-    }
-    return prefix;
   }
 
   /** `attributes,additional` of a series, rendered once per attributes object. */
@@ -579,13 +555,24 @@ export class PrometheusTextSerializer {
         if (stamp) chunk.timestamp(point.endTime);
         chunk.byte(NEWLINE);
       }
-      const prefix = this.#pointBucket(text, i, head);
+      // Every bucket line opens with `name_bucket{head,`: the first is written from its parts, the
+      // others copy it from there (the histogram is in one chunk), one copy a line and none kept.
       const les = labels.alone;
       let cumulative = 0;
       const written = bucketsWritten(boundaries, counts.length);
+      const prefixAt = chunk.length;
+      const prefixLength = text.bucketOpen.length + head.length + (head.length > 0 ? 1 : 0);
       for (let b = 0; b < written; b++) {
         cumulative += counts[b]!;
-        chunk.put(prefix);
+        if (b === 0) {
+          chunk.put(text.bucketOpen);
+          if (head.length > 0) {
+            chunk.put(head);
+            chunk.byte(COMMA);
+          }
+        } else {
+          chunk.again(prefixAt, prefixLength);
+        }
         chunk.put(les[b]!);
         chunk.number(cumulative);
         if (stamp) chunk.timestamp(point.endTime);
