@@ -153,6 +153,17 @@ function bump(metrics: ResourceMetrics): void {
   }
 }
 
+/** One gauge of 2,000 series, series i labelled `i="label(i)"`. */
+function gauge(label: (i: number) => string): ResourceMetrics {
+  const metric: MetricData = {
+    descriptor: { name: 'g', description: '', unit: '', valueType: ValueType.DOUBLE },
+    aggregationTemporality: AggregationTemporality.CUMULATIVE,
+    dataPointType: DataPointType.GAUGE,
+    dataPoints: Array.from({ length: 2000 }, (_, i) => ({ startTime: [0, 0], endTime: [0, 0], attributes: { i: label(i) }, value: i })),
+  };
+  return { resource: resourceFromAttributes({}), scopeMetrics: [{ scope: { name: 's' }, metrics: [metric] }] };
+}
+
 describe('PrometheusTextSerializer', () => {
   it('writes the official serializer\'s text for generated ResourceMetrics, again after values change, in chunks of any size', () => {
     fc.assert(
@@ -219,22 +230,7 @@ describe('PrometheusTextSerializer', () => {
   });
 
   it('writes a scrape whose chunks are given back into the same few chunks, and ignores buffers not its own', () => {
-    const metrics: ResourceMetrics = {
-      resource: resourceFromAttributes({}),
-      scopeMetrics: [
-        {
-          scope: { name: 's' },
-          metrics: [
-            {
-              descriptor: { name: 'g', description: '', unit: '', valueType: ValueType.DOUBLE },
-              aggregationTemporality: AggregationTemporality.CUMULATIVE,
-              dataPointType: DataPointType.GAUGE,
-              dataPoints: Array.from({ length: 2000 }, (_, i) => ({ startTime: [0, 0], endTime: [0, 0], attributes: { i: String(i) }, value: i })),
-            },
-          ],
-        },
-      ],
-    };
+    const metrics = gauge((i) => String(i));
     const ours = new PrometheusTextSerializer();
     const expected = official({}).serialize(metrics);
     const foreign = Buffer.alloc(1024);
@@ -258,22 +254,7 @@ describe('PrometheusTextSerializer', () => {
 
   it('writes chunks of the size asked for, larger only for a line that does not fit', () => {
     const long = 'x'.repeat(5000);
-    const metrics: ResourceMetrics = {
-      resource: resourceFromAttributes({}),
-      scopeMetrics: [
-        {
-          scope: { name: 's' },
-          metrics: [
-            {
-              descriptor: { name: 'g', description: '', unit: '', valueType: ValueType.DOUBLE },
-              aggregationTemporality: AggregationTemporality.CUMULATIVE,
-              dataPointType: DataPointType.GAUGE,
-              dataPoints: Array.from({ length: 2000 }, (_, i) => ({ startTime: [0, 0], endTime: [0, 0], attributes: { i: i === 1000 ? long : String(i) }, value: i })),
-            },
-          ],
-        },
-      ],
-    };
+    const metrics = gauge((i) => (i === 1000 ? long : String(i)));
     const sizes = [...new PrometheusTextSerializer().chunks(metrics, 1024)].map((chunk) => chunk.length);
     expect(sizes.filter((size) => size > 1024)).toHaveLength(1);
     expect(sizes.filter((size) => size > 1024)[0]).toBeLessThan(long.length + 200);
