@@ -9,15 +9,12 @@
  * (images.ts) whose values move between collections, where there is no KVM.
  */
 import { cpus, loadavg, release } from 'node:os';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import { JsonMetricsSerializer, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { VcpuAggregation } from '../otel/aggregation.js';
 import { OtlpJsonEncoder } from '../exporters/otlp-json.js';
 import { OtlpProtobufEncoder } from '../exporters/otlp-protobuf.js';
-import { PROMETHEUS_GZIP_LEVEL } from '../exporters/prometheus-exporter.js';
+import { PROMETHEUS_GZIP_LEVEL, gzipText } from '../exporters/prometheus-exporter.js';
 import { PrometheusTextSerializer } from '../exporters/prometheus-text.js';
 import { NativeError } from '../native/errors.js';
 import { pread } from '../native/libc.js';
@@ -302,20 +299,17 @@ class Subject {
   /** A scrape's body, chunk by chunk, as the exporter streams it; returns its bytes. */
   collectPrometheus = async (): Promise<number> => {
     let bytes = 0;
-    for (const chunk of this.#prometheus.chunks(await this.collect())) bytes += chunk.length;
+    for (const chunk of this.#prometheus.chunks(await this.collect())) {
+      bytes += chunk.length;
+      this.#prometheus.release(chunk);
+    }
     return bytes;
   };
 
-  /** The same through gzip at the exporter's level, streamed; returns the compressed bytes. */
+  /** The same through gzip as the exporter makes a scrape's body; returns the compressed bytes. */
   collectPrometheusGzip = async (): Promise<number> => {
     let bytes = 0;
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        bytes += chunk.length;
-        done();
-      },
-    });
-    await pipeline(Readable.from(this.#prometheus.chunks(await this.collect()), { objectMode: false }), createGzip({ level: PROMETHEUS_GZIP_LEVEL }), sink);
+    await gzipText(this.#prometheus, await this.collect(), PROMETHEUS_GZIP_LEVEL, (piece) => (bytes += piece.length));
     return bytes;
   };
 

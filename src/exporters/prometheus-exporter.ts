@@ -25,14 +25,15 @@
  *   before target_info is written, so a scrape neither reads an unsettled resource nor goes
  *   without them. Collection errors are said once per collection, not once per scrape.
  */
+import { once } from 'node:events';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { Socket } from 'node:net';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { diag } from '@opentelemetry/api';
-import { AggregationTemporality, AggregationType, type MetricProducer, MetricReader } from '@opentelemetry/sdk-metrics';
-import { DEFAULT_CHUNK_BYTES, type PrometheusTextOptions, PrometheusTextSerializer } from './prometheus-text.js';
+import { AggregationTemporality, AggregationType, type MetricProducer, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { type PrometheusTextOptions, PrometheusTextSerializer } from './prometheus-text.js';
 
 /** What the endpoint lets any client hold; see the file's comment. */
 export interface PrometheusServingLimits {
@@ -388,23 +389,32 @@ export class PrometheusTextExporter extends MetricReader {
     if (resource.asyncAttributesPending) await resource.waitForAsyncAttributes?.();
     const gzipped: Buffer[] = [];
     let gzippedBytes = 0;
-    let textBytes = 0;
-    const chunks = this.#serializer.chunks(resourceMetrics);
-    const counted = function* (): Generator<Buffer> {
-      for (const chunk of chunks) {
-        textBytes += chunk.length;
-        yield chunk;
-      }
-    };
-    const text = Readable.from(counted(), { objectMode: false, highWaterMark: DEFAULT_CHUNK_BYTES });
-    const keep = new Writable({
-      write(piece: Buffer, _encoding, done) {
-        gzipped.push(piece);
-        gzippedBytes += piece.length;
-        done();
-      },
+    const textBytes = await gzipText(this.#serializer, resourceMetrics, this.#gzipLevel, (piece) => {
+      gzipped.push(piece);
+      gzippedBytes += piece.length;
     });
-    await pipeline(text, createGzip({ level: this.#gzipLevel }), keep);
     return { started, gzipped, gzippedBytes, textBytes };
   }
+}
+
+/**
+ * The text of `metrics` through gzip at `level`, as a scrape's body is made: `keep` receives the
+ * gzip'd pieces; returns the text's bytes. Each text chunk goes back to the serializer once zlib
+ * has read it (a write's callback), so a scrape's text is written into the same few chunks.
+ */
+export async function gzipText(serializer: PrometheusTextSerializer, metrics: ResourceMetrics, level: number, keep: (piece: Buffer) => void): Promise<number> {
+  const gzip = createGzip({ level }).on('data', keep);
+  const ended = finished(gzip);
+  let textBytes = 0;
+  try {
+    for (const chunk of serializer.chunks(metrics)) {
+      textBytes += chunk.length;
+      if (!gzip.write(chunk, () => serializer.release(chunk))) await once(gzip, 'drain');
+    }
+    gzip.end();
+  } catch (error) {
+    gzip.destroy(error as Error);
+  }
+  await ended;
+  return textBytes;
 }

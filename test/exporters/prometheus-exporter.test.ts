@@ -1,6 +1,6 @@
 /**
  * The Prometheus text exporter (src/exporters/prometheus-exporter.ts): unit suffixes in names and
- * UNIT lines, Accept-Encoding, the endpoint under hostile clients (clients that never read or
+ * UNIT lines, Accept-Encoding, a scrape's body through gzip, the endpoint under hostile clients (clients that never read or
  * read slowly, floods of idle connections: test/fixtures/hostile-http.mjs, in a process of its
  * own) and when a scrape collects, and on real KVM stats (a real DemoVm and VM fleet beside ordinary
  * SDK instruments) the official PrometheusSerializer's text collection after collection, served
@@ -17,7 +17,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { type CollectionResult, MeterProvider, type MetricProducer } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../../examples/local-collector/collector.js';
-import { PROMETHEUS_CONTENT_TYPE, PrometheusTextExporter, type PrometheusTextExporterOptions, acceptsGzip } from '../../src/exporters/prometheus-exporter.js';
+import { PROMETHEUS_CONTENT_TYPE, PROMETHEUS_GZIP_LEVEL, PrometheusTextExporter, type PrometheusTextExporterOptions, acceptsGzip, gzipText } from '../../src/exporters/prometheus-exporter.js';
 import { PrometheusTextSerializer, type PrometheusTextOptions } from '../../src/exporters/prometheus-text.js';
 import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { DemoVm } from '../../src/sources/demo.js';
@@ -116,6 +116,33 @@ class LargeProducer implements MetricProducer {
 }
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
+
+describe('a scrape body through gzip (gzipText)', () => {
+  it("is the official text, scrape after scrape, with the text's chunks written into again once zlib has read them", async () => {
+    // About 1.5 MB of text: six chunks, each given back while later ones are written.
+    const producer = new LargeProducer(15_000);
+    const serializer = new PrometheusTextSerializer();
+    for (let scrape = 0; scrape < 3; scrape++) {
+      const { resourceMetrics } = await producer.collect();
+      const pieces: Buffer[] = [];
+      const textBytes = await gzipText(serializer, resourceMetrics, PROMETHEUS_GZIP_LEVEL, (piece) => pieces.push(piece));
+      const text = official({}).serialize(resourceMetrics);
+      expect(gunzipSync(Buffer.concat(pieces)).toString('utf8')).toBe(text);
+      expect(textBytes).toBe(Buffer.byteLength(text));
+    }
+  });
+
+  it('fails with the error of a text that cannot be written', async () => {
+    const { resourceMetrics } = await new LargeProducer(15_000).collect();
+    const points = resourceMetrics.scopeMetrics[0]!.metrics[0]!.dataPoints;
+    Object.defineProperty(points[10_000], 'value', {
+      get() {
+        throw new Error('a data point that cannot be read');
+      },
+    });
+    await expect(gzipText(new PrometheusTextSerializer(), resourceMetrics, PROMETHEUS_GZIP_LEVEL, () => {})).rejects.toThrow('a data point that cannot be read');
+  });
+});
 
 describe('the Prometheus endpoint under hostile clients', () => {
   const cleanup = cleanupAfterEach();

@@ -2,7 +2,8 @@
  * The Prometheus text serializer (src/exporters/prometheus-text.ts): its text is the official
  * PrometheusSerializer's for the same ResourceMetrics, generated ones of every shape, again after
  * values change, over collections whose series stay or change (series that come and go, new
- * attributes objects, histograms of another shape or bounds), in chunks of any size. (Serving it, unit suffixes and real producer output:
+ * attributes objects, histograms of another shape or bounds), in chunks of any size, into chunks
+ * given back (release()) but never over one still held. (Serving it, unit suffixes and real producer output:
  * test/exporters/prometheus-exporter.test.ts.)
  */
 import { type Attributes, type AttributeValue, ValueType } from '@opentelemetry/api';
@@ -152,6 +153,17 @@ function bump(metrics: ResourceMetrics): void {
   }
 }
 
+/** One gauge of 2,000 series, series i labelled `i="label(i)"`. */
+function gauge(label: (i: number) => string): ResourceMetrics {
+  const metric: MetricData = {
+    descriptor: { name: 'g', description: '', unit: '', valueType: ValueType.DOUBLE },
+    aggregationTemporality: AggregationTemporality.CUMULATIVE,
+    dataPointType: DataPointType.GAUGE,
+    dataPoints: Array.from({ length: 2000 }, (_, i) => ({ startTime: [0, 0], endTime: [0, 0], attributes: { i: label(i) }, value: i })),
+  };
+  return { resource: resourceFromAttributes({}), scopeMetrics: [{ scope: { name: 's' }, metrics: [metric] }] };
+}
+
 describe('PrometheusTextSerializer', () => {
   it('writes the official serializer\'s text for generated ResourceMetrics, again after values change, in chunks of any size', () => {
     fc.assert(
@@ -185,24 +197,64 @@ describe('PrometheusTextSerializer', () => {
     );
   });
 
+  it("writes the official serializer's text into chunks given back, and never over a chunk still held", () => {
+    // What the consumer does with each chunk: give it back at once, hold it to the end of the
+    // scrape (then give it back, or give it back twice), or keep it.
+    const fate = fc.constantFrom('release', 'hold', 'hold-twice', 'keep');
+    fc.assert(
+      fc.property(resourceMetrics, options, fc.array(seriesChange, { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 300 }), fc.infiniteStream(fate), (first, opts, changes, chunkBytes, fates) => {
+        const ours = new PrometheusTextSerializer(opts);
+        const theirs = official(opts);
+        let metrics = first;
+        for (const change of [undefined, ...changes]) {
+          if (change) metrics = nextCollection(metrics, change, true);
+          const copies: Buffer[] = [];
+          const held: { chunk: Buffer; copy: Buffer; twice: boolean }[] = [];
+          for (const chunk of ours.chunks(metrics, chunkBytes)) {
+            const copy = Buffer.from(chunk);
+            copies.push(copy);
+            const what = fates.next().value;
+            if (what === 'release') ours.release(chunk);
+            else if (what !== 'keep') held.push({ chunk, copy, twice: what === 'hold-twice' });
+          }
+          expect(Buffer.concat(copies).toString('utf8')).toBe(theirs.serialize(metrics));
+          for (const { chunk, copy, twice } of held) {
+            expect(chunk.equals(copy)).toBe(true);
+            ours.release(chunk);
+            if (twice) ours.release(chunk);
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('writes a scrape whose chunks are given back into the same few chunks, and ignores buffers not its own', () => {
+    const metrics = gauge((i) => String(i));
+    const ours = new PrometheusTextSerializer();
+    const expected = official({}).serialize(metrics);
+    const foreign = Buffer.alloc(1024);
+    for (let scrape = 0; scrape < 3; scrape++) {
+      const memory = new Set<ArrayBufferLike>();
+      let text = '';
+      let chunks = 0;
+      for (const chunk of ours.chunks(metrics, 1024)) {
+        memory.add(chunk.buffer);
+        text += chunk.toString('utf8');
+        chunks++;
+        ours.release(chunk);
+        ours.release(foreign);
+      }
+      expect(text).toBe(expected);
+      expect(chunks).toBeGreaterThan(30);
+      expect(memory.size).toBeLessThanOrEqual(2);
+      expect(memory.has(foreign.buffer)).toBe(false);
+    }
+  });
+
   it('writes chunks of the size asked for, larger only for a line that does not fit', () => {
     const long = 'x'.repeat(5000);
-    const metrics: ResourceMetrics = {
-      resource: resourceFromAttributes({}),
-      scopeMetrics: [
-        {
-          scope: { name: 's' },
-          metrics: [
-            {
-              descriptor: { name: 'g', description: '', unit: '', valueType: ValueType.DOUBLE },
-              aggregationTemporality: AggregationTemporality.CUMULATIVE,
-              dataPointType: DataPointType.GAUGE,
-              dataPoints: Array.from({ length: 2000 }, (_, i) => ({ startTime: [0, 0], endTime: [0, 0], attributes: { i: i === 1000 ? long : String(i) }, value: i })),
-            },
-          ],
-        },
-      ],
-    };
+    const metrics = gauge((i) => (i === 1000 ? long : String(i)));
     const sizes = [...new PrometheusTextSerializer().chunks(metrics, 1024)].map((chunk) => chunk.length);
     expect(sizes.filter((size) => size > 1024)).toHaveLength(1);
     expect(sizes.filter((size) => size > 1024)[0]).toBeLessThan(long.length + 200);
