@@ -361,7 +361,7 @@ export class KvmStatsProducer implements MetricProducer {
     const previousTime = this.#previousTimeOf(state);
     const { previous } = state;
     const frame = wire.frame;
-    const body = wire.body;
+    const { offsets, at } = wire;
     // The frame holds the points of the previous read (laid out from them, or written from them
     // since), whose values `previous` keeps; compared only when none was above 2^53, as each
     // read of such a value is counted.
@@ -371,7 +371,7 @@ export class KvmStatsProducer implements MetricProducer {
       const series = plan[m]!;
       if (compare && series.compared && sameAsPrevious(words, previous, series)) {
         // The same value, so no reset and the same start: only the time is new.
-        frame.timeOnly(body[m]!);
+        frame.timeOnly(offsets[at + 3 * m]!);
         continue;
       }
       if (series.asRead) {
@@ -380,13 +380,13 @@ export class KvmStatsProducer implements MetricProducer {
         const high = words[w + 1]!;
         if (high < INEXACT_HIGH_WORD) {
           if (!series.resets) {
-            frame.numberAsRead(body[m]!, low, high);
+            frame.numberAsRead(offsets[at + 3 * m]!, low, high);
             continue;
           }
           const value = low + high * TWO_POW_32;
           if (value >= previous[series.first]!) {
             previous[series.first] = value;
-            frame.numberAsRead(body[m]!, low, high);
+            frame.numberAsRead(offsets[at + 3 * m]!, low, high);
             continue;
           }
         }
