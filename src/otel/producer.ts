@@ -83,8 +83,9 @@ export interface KvmStatsProducerOptions {
    * producer's collections. The producer then writes its series straight into the exporter's
    * request bytes rather than into data points, and its collect() result carries its scope
    * with no metrics, which only that exporter reads: give the producer to one reader, last in
-   * its metricProducers, whose exporter is this one. Data points are then reused
-   * (reuseDataPoints). Over http/json the producer builds data points as usual.
+   * its metricProducers, whose exporter is this one. A series has a data point only until the
+   * frame is laid out with it (reused in place till then, as with reuseDataPoints). Over
+   * http/json the producer builds data points as usual.
    */
   readonly pairedExporter?: FramePairing;
 }
