@@ -14,7 +14,7 @@
 import { type AggregationTemporality, DataPointType, type Histogram, type MetricData, type ResourceMetrics, type ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { Emitter, MetricSlot } from '../otel/plan.js';
 import type { HistogramPoint, NumberPoint } from '../otel/points.js';
-import { type FrameLayout, type FramePairing, SeriesFrame, type WirePoints } from '../otel/series-frame.js';
+import { type FrameLayout, type FramePairing, POINT_BUCKETS, POINT_END, SeriesFrame, type WirePoints } from '../otel/series-frame.js';
 import { AttributeCache } from './attributes.js';
 import {
   OtlpProtobufEncoder,
@@ -121,9 +121,13 @@ export class OtlpFusedFrame implements FrameLayout {
     const base = this.#base;
     const writer = Writer.over(new Uint8Array(base + length + TAIL_ROOM), base);
     const wires = new Map<Emitter, WirePoints>();
+    let points = 0;
+    for (const emitter of emitters) points += emitter.plan.slots.length;
+    const offsets = new Int32Array(3 * points);
+    let at = 0;
     for (const emitter of emitters) {
-      const n = emitter.plan.slots.length;
-      wires.set(emitter, { frame: this.frame, body: new Int32Array(n), end: new Int32Array(n), buckets: new Int32Array(n) });
+      wires.set(emitter, { frame: this.frame, offsets, at });
+      at += 3 * emitter.plan.slots.length;
     }
     for (const { metric, entries, dataSize } of metrics) {
       writeMetricHead(writer, metric.data, metric.header, dataSize);
@@ -131,17 +135,19 @@ export class OtlpFusedFrame implements FrameLayout {
         writer.byte(MetricDataFields.dataPoints.tag);
         writer.varint(size);
         const start = writer.pos;
-        const wire = wires.get(emitter)!;
+        const k = wires.get(emitter)!.at + 3 * j;
         const before = emitter.wire;
         if (before !== undefined) {
           // Its bytes in the old frame are this collection's.
-          writer.raw(old.subarray(before.body[j]!, before.end[j]!));
-          wire.buckets[j] = start + before.buckets[j]! - before.body[j]!;
+          const b = before.at + 3 * j;
+          const body = before.offsets[b]!;
+          writer.raw(old.subarray(body, before.offsets[b + POINT_END]!));
+          offsets[k + POINT_BUCKETS] = start + before.offsets[b + POINT_BUCKETS]! - body;
         } else {
-          wire.buckets[j] = this.#writePoint(writer, emitter, j);
+          offsets[k + POINT_BUCKETS] = this.#writePoint(writer, emitter, j);
         }
-        wire.body[j] = start;
-        wire.end[j] = writer.pos;
+        offsets[k] = start;
+        offsets[k + POINT_END] = writer.pos;
       }
       writeMetricDataTail(writer, metric.data);
     }
@@ -203,10 +209,9 @@ export class OtlpFusedFrame implements FrameLayout {
     const bytes = new Uint8Array(headRoom + this.#length + Math.max(TAIL_ROOM, tail));
     bytes.set(this.frame.bytes.subarray(this.#base, this.#base + this.#length), headRoom);
     const shift = headRoom - this.#base;
-    for (const emitter of this.#emitters) {
-      const wire = emitter.wire!;
-      for (const offsets of [wire.body, wire.end, wire.buckets]) for (let j = 0; j < offsets.length; j++) offsets[j]! += shift;
-    }
+    // Every emitter laid out shares one array of offsets.
+    const offsets = this.#emitters[0]?.wire!.offsets;
+    if (offsets !== undefined) for (let i = 0; i < offsets.length; i++) offsets[i]! += shift;
     this.#base = headRoom;
     this.frame.setBytes(bytes);
     this.#held = false;
@@ -231,7 +236,7 @@ export class OtlpFusedFrame implements FrameLayout {
   /** The size of an emitter's point j: as laid out in the frame, else as its data point says. */
   #bodySize(emitter: Emitter, j: number): number {
     const wire = emitter.wire;
-    if (wire !== undefined) return wire.end[j]! - wire.body[j]!;
+    if (wire !== undefined) return wire.offsets[wire.at + 3 * j + POINT_END]! - wire.offsets[wire.at + 3 * j]!;
     const point = emitter.points![j]!;
     if (point.value !== null && typeof point.value === 'object') {
       return histogramBodySize(point.value) + this.#attributes.get(point.attributes, HistogramDataPoint.attributes.number).length;

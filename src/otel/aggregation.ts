@@ -55,8 +55,8 @@ export class VmGroup implements Emitter, SeriesStarts {
   readonly startTime: HrTime;
   /** The vCPUs in the set of sources at the last regrouping. */
   members: Member[] = [];
-  /** One data point per plan slot, updated in place (reuseDataPoints only). */
-  readonly points: Points | undefined;
+  /** One data point per plan slot, updated in place (reuseDataPoints only; Emitter.points). */
+  points: Points | undefined;
   wire: WirePoints | undefined = undefined;
   /** Per value: the sum of every member's last value; counters of departed members stay in. */
   readonly #sums: Float64Array;

@@ -89,8 +89,10 @@ export interface Emitter {
   readonly plan: TablePlan;
   /** Of every data point it emits. */
   readonly attributes: Attributes;
-  /** One data point per entry of plan.slots, updated in place (reuseDataPoints only). */
-  readonly points: Points | undefined;
+  /** One data point per entry of plan.slots, updated in place (reuseDataPoints only). Paired
+   * with an exporter, only while it has no `wire`: the frame's layout reads them once, and the
+   * producer then drops them (rebuilt if it is left out of a layout and emits again). */
+  points: Points | undefined;
   /** Paired with an exporter (series-frame.ts): where its points are in the frame, once laid
    * out; its points are written there and not into `points`. */
   wire: WirePoints | undefined;

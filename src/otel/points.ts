@@ -7,6 +7,7 @@
 import type { Attributes, HrTime } from '@opentelemetry/api';
 import type { DataPoint, Histogram } from '@opentelemetry/sdk-metrics';
 import type { Emitter, MetricSlot, SeriesPlan, TablePlan } from './plan.js';
+import { POINT_BUCKETS, pointBody } from './series-frame.js';
 
 export type Point = DataPoint<number | Histogram>;
 /** An emitter's reused data points, one per entry of its plan's slots. */
@@ -62,7 +63,7 @@ export function addPoint(slot: MetricSlot, point: Point): void {
 export function writeNumber(emitter: Emitter, j: number, slot: MetricSlot, startTime: HrTime, endTime: HrTime, value: number): void {
   const wire = emitter.wire;
   if (wire !== undefined) {
-    wire.frame.number(wire.body[j]!, startTime, slot.integer, value);
+    wire.frame.number(pointBody(wire, j), startTime, slot.integer, value);
     return;
   }
   const points = emitter.points;
@@ -103,7 +104,8 @@ export function writeHistogram(
   if (sum !== undefined) sum = scale(series, sum);
   const wire = emitter.wire;
   if (wire !== undefined) {
-    wire.frame.histogram(wire.body[j]!, wire.buckets[j]!, startTime, count, sum, counts, series.size, raw);
+    const at = wire.at + 3 * j;
+    wire.frame.histogram(wire.offsets[at]!, wire.offsets[at + POINT_BUCKETS]!, startTime, count, sum, counts, series.size, raw);
     return;
   }
   const points = emitter.points;

@@ -43,7 +43,7 @@ import { INEXACT_HIGH_WORD as INEXACT, TWO_POW_32 as POW_32, u64 } from '../stat
 import { type VcpuAggregation, VCPU_AGGREGATIONS, type VmGroup, VmGroups } from './aggregation.js';
 import type { UnitMode } from './mapping.js';
 import { type Emitter, type MetricSlot, Planner, READ_BATCH, type SeriesPlan, type SourceState, type TableState } from './plan.js';
-import { addPoint, histogramCounts, millisToHrTime, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
+import { type Points, addPoint, histogramCounts, millisToHrTime, newPoints, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
 import type { FrameLayout, FramePairing, WirePoints } from './series-frame.js';
 import { SCOPE_NAME } from './semconv.js';
@@ -83,8 +83,9 @@ export interface KvmStatsProducerOptions {
    * producer's collections. The producer then writes its series straight into the exporter's
    * request bytes rather than into data points, and its collect() result carries its scope
    * with no metrics, which only that exporter reads: give the producer to one reader, last in
-   * its metricProducers, whose exporter is this one. Data points are then reused
-   * (reuseDataPoints). Over http/json the producer builds data points as usual.
+   * its metricProducers, whose exporter is this one. A series has a data point only until the
+   * frame is laid out with it (reused in place till then, as with reuseDataPoints). Over
+   * http/json the producer builds data points as usual.
    */
   readonly pairedExporter?: FramePairing;
 }
@@ -149,7 +150,8 @@ export class KvmStatsProducer implements MetricProducer {
     this.#temporality = options.temporality === AggregationTemporality.DELTA ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
     this.#resource = options.resource ?? emptyResource();
     this.#fused = options.pairedExporter?.pairProducer(this.#scope) as FrameLayout | undefined;
-    // Emitters not yet laid out in the frame write into their own reused points.
+    // Emitters not yet laid out in the frame write into reused points, which the layout reads;
+    // they are dropped once it has.
     this.#reuse = (options.reuseDataPoints ?? false) || this.#fused !== undefined;
     const selection = new StatSelection(options);
     const aggregation = options.vcpuAggregation ?? 'none';
@@ -229,6 +231,7 @@ export class KvmStatsProducer implements MetricProducer {
     // The VMs with a vCPU read in this collection, after every source, in a fixed order.
     for (const group of this.#vms?.live ?? NO_GROUPS) {
       if (group.readIn !== collection) continue;
+      if (fused !== undefined && group.wire === undefined) group.points ??= this.#pointsFor(group);
       group.emit(this.#now, this.#nowMs, collection, this.#previousTimeOf(group));
       if (reuse && layout[emitted] !== group) {
         layout[emitted] = group;
@@ -241,8 +244,13 @@ export class KvmStatsProducer implements MetricProducer {
       this.#layoutChanged = true;
     }
     if (this.#layoutChanged) {
-      if (fused !== undefined) fused.arrange(this.#slots.values(), layout, this.#temporality);
-      else this.#arrangeReusedPoints();
+      if (fused !== undefined) {
+        fused.arrange(this.#slots.values(), layout, this.#temporality);
+        // Laid out: their points are written in the frame from now on.
+        for (let i = 0; i < layout.length; i++) layout[i]!.points = undefined;
+      } else {
+        this.#arrangeReusedPoints();
+      }
     }
     if (late) {
       errors.push(new Error(`KVM stats collection ran out of time (timeoutMillis ${options?.timeoutMillis}): read ${read} of ${total} sources`));
@@ -264,6 +272,8 @@ export class KvmStatsProducer implements MetricProducer {
     if (state.wire !== undefined) {
       this.#emitToFrame(state, state.wire, words, k);
     } else {
+      // Paired and not laid out (new, or left out of the last layout): points for the layout to read.
+      if (this.#fused !== undefined) state.points ??= this.#pointsFor(state);
       const inexact = this.#emit(state, words, k);
       // Paired: whether the next collection may compare with this read's values.
       if (this.#fused !== undefined) state.lastExact = !inexact;
@@ -361,7 +371,7 @@ export class KvmStatsProducer implements MetricProducer {
     const previousTime = this.#previousTimeOf(state);
     const { previous } = state;
     const frame = wire.frame;
-    const body = wire.body;
+    const { offsets, at } = wire;
     // The frame holds the points of the previous read (laid out from them, or written from them
     // since), whose values `previous` keeps; compared only when none was above 2^53, as each
     // read of such a value is counted.
@@ -371,7 +381,7 @@ export class KvmStatsProducer implements MetricProducer {
       const series = plan[m]!;
       if (compare && series.compared && sameAsPrevious(words, previous, series)) {
         // The same value, so no reset and the same start: only the time is new.
-        frame.timeOnly(body[m]!);
+        frame.timeOnly(offsets[at + 3 * m]!);
         continue;
       }
       if (series.asRead) {
@@ -380,13 +390,13 @@ export class KvmStatsProducer implements MetricProducer {
         const high = words[w + 1]!;
         if (high < INEXACT_HIGH_WORD) {
           if (!series.resets) {
-            frame.numberAsRead(body[m]!, low, high);
+            frame.numberAsRead(offsets[at + 3 * m]!, low, high);
             continue;
           }
           const value = low + high * TWO_POW_32;
           if (value >= previous[series.first]!) {
             previous[series.first] = value;
-            frame.numberAsRead(body[m]!, low, high);
+            frame.numberAsRead(offsets[at + 3 * m]!, low, high);
             continue;
           }
         }
@@ -467,6 +477,11 @@ export class KvmStatsProducer implements MetricProducer {
       const slots = emitter.plan.slots;
       for (let j = 0; j < slots.length; j++) addPoint(slots[j]!, points[j]!);
     }
+  }
+
+  /** An emitter's reused points (Emitter.points), paired: every collection writes each in full. */
+  #pointsFor(emitter: Emitter & { readonly startTime: HrTime }): Points {
+    return newPoints(emitter.plan, emitter.startTime, this.#now, emitter.attributes);
   }
 
   #reportInexact(state: TableState): void {
