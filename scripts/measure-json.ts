@@ -1,0 +1,138 @@
+/**
+ * OtlpJsonEncoder's own cost per collection on the image fleet (image-fleet.ts; image fds, not
+ * KVM fds): the koffi pread floor, collect(), and encode() of that collection's ResourceMetrics
+ * timed apart from collect(), for this src/ and optionally a second copy (`--base DIR`, say
+ * `git archive HEAD~1 src | tar -x -C /tmp/base` and `--base /tmp/base/src`), the two taking
+ * turns on the very same ResourceMetrics, with the bytes checked equal. Also the memory the
+ * encoder keeps between exports (heap and buffers after full GCs, against a run without it).
+ * CPU ms per pass, medians. Numbers for a report, not test assertions.
+ *
+ * `--changing` moves every image before each pass (outside the timing), as a busy host's values
+ * move. `--loop N` only collects and encodes N times (for `node --cpu-prof`).
+ *
+ *   node --expose-gc --import tsx scripts/measure-json.ts [--sizes 10000] [--vcpus 4] [--passes 21] [--changing] [--base DIR] [--loop N]
+ */
+import { rmSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { pread } from '../src/native/libc.js';
+import { KvmStatsProducer } from '../src/otel/producer.js';
+import { type StatsSource, closeSources } from '../src/sources/source.js';
+import { fleetSources, imageFleet, kernelLayout } from './image-fleet.js';
+import { cpuOf, median } from './metrics-tables.js';
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '10000' },
+    vcpus: { type: 'string', default: '4' },
+    passes: { type: 'string', default: '21' },
+    base: { type: 'string' },
+    changing: { type: 'boolean', default: false },
+    loop: { type: 'string' },
+  },
+});
+const vcpus = Number(values.vcpus);
+const passes = Number(values.passes);
+const sizes = values.sizes!.split(',').map(Number);
+for (const size of sizes) if (!Number.isInteger(size / (1 + vcpus))) throw new Error(`--sizes: ${size} fds is not a whole number of VMs of ${vcpus} vCPUs`);
+
+interface JsonEncoder {
+  encode(metrics: ResourceMetrics): Uint8Array;
+  release(bytes: Uint8Array): void;
+}
+const encoderClass = async (dir: string): Promise<new () => JsonEncoder> => (await import(resolve(dir, 'exporters/otlp-json.ts'))).OtlpJsonEncoder;
+const builds = [{ name: 'this', Encoder: await encoderClass(resolve('src')) }];
+if (values.base) builds.push({ name: `base (${values.base})`, Encoder: await encoderClass(resolve(values.base)) });
+
+const gc = (globalThis as { gc?: () => void }).gc;
+const retained = (): number => {
+  for (let i = 0; i < 4; i++) gc!();
+  const usage = process.memoryUsage();
+  return usage.heapUsed + usage.arrayBuffers;
+};
+
+const layout = kernelLayout();
+if (values.loop === undefined) {
+  console.log(`image fds laid out as ${layout.kernel}'s; ${vcpus} vCPUs per VM; values ${values.changing ? 'moving before every pass' : 'staying'}; CPU ms per pass, medians of ${passes}\n`);
+  console.log('| fds | build | floor | collect | encode | collect + encode / floor | JSON bytes | kept by the encoder, B/fd |');
+  console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+}
+for (const fds of sizes) {
+  const fleet = imageFleet(fds / (1 + vcpus), vcpus, layout);
+  let sources: StatsSource[] = [];
+  try {
+    sources = fleetSources(fleet);
+    const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
+    const floor = (): void => {
+      for (const { file } of sources) pread(file.fd, scratch, file.table.dataSize, file.header.dataOffset);
+    };
+    const producer = new KvmStatsProducer({ sources, reuseDataPoints: true });
+    const collect = async (): Promise<ResourceMetrics> => {
+      const { resourceMetrics, errors } = await producer.collect();
+      if (errors.length > 0) throw new Error(`collecting the image fleet failed: ${String(errors[0])}`);
+      return resourceMetrics;
+    };
+    let step = 0;
+    const move = (): void => {
+      if (values.changing) fleet.step(++step);
+    };
+    if (values.loop !== undefined) {
+      const encoder = new builds[0]!.Encoder();
+      for (let i = 0; i < Number(values.loop); i++) {
+        move();
+        encoder.release(encoder.encode(await collect()));
+      }
+      continue;
+    }
+    // What each encoder keeps: memory after encodes with it held, against the same without.
+    const kept = builds.map(() => 0);
+    if (gc) {
+      await collect();
+      for (let b = 0; b < builds.length; b++) {
+        const without = retained();
+        let encoder: JsonEncoder | undefined = new builds[b]!.Encoder();
+        for (let i = 0; i < 3; i++) encoder.release(encoder.encode(await collect()));
+        kept[b] = retained() - without;
+        encoder = undefined;
+      }
+    }
+    const encoders = builds.map((build) => new build.Encoder());
+    const times = { floor: [] as number[], collect: [] as number[], encode: builds.map(() => [] as number[]) };
+    const bytes = builds.map(() => 0);
+    for (let pass = -3; pass < passes; pass++) {
+      move();
+      const floorMs = await cpuOf(floor);
+      let metrics: ResourceMetrics | undefined;
+      const collectMs = await cpuOf(async () => {
+        metrics = await collect();
+      });
+      const outputs: Buffer[] = [];
+      for (let b = 0; b < encoders.length; b++) {
+        let out: Uint8Array | undefined;
+        const ms = await cpuOf(() => {
+          out = encoders[b]!.encode(metrics!);
+        });
+        bytes[b] = out!.length;
+        if (encoders.length > 1) outputs.push(Buffer.from(out!));
+        encoders[b]!.release(out!);
+        if (pass >= 0) times.encode[b]!.push(ms);
+      }
+      if (outputs.length > 1 && !outputs[0]!.equals(outputs[1]!)) throw new Error(`pass ${pass}: the two builds wrote different JSON`);
+      if (pass >= 0) {
+        times.floor.push(floorMs);
+        times.collect.push(collectMs);
+      }
+    }
+    const floorMs = median(times.floor);
+    const collectMs = median(times.collect);
+    const n = (count: number): string => Math.round(count).toLocaleString('en-US');
+    builds.forEach((build, b) => {
+      const encodeMs = median(times.encode[b]!);
+      console.log(`| ${n(fds)} | ${build.name} | ${floorMs.toFixed(1)} | ${collectMs.toFixed(1)} | ${encodeMs.toFixed(1)} | ${((collectMs + encodeMs) / floorMs).toFixed(2)}x | ${n(bytes[b]!)} | ${gc ? n(kept[b]! / fds) : 'n/a (--expose-gc)'} |`);
+    });
+  } finally {
+    closeSources(sources);
+    rmSync(fleet.dir, { recursive: true, force: true });
+  }
+}
