@@ -8,11 +8,12 @@
  * CPU ms per pass, medians. Numbers for a report, not test assertions.
  *
  * `--changing` moves every image before each pass (outside the timing), as a busy host's values
- * move. `--loop N` only collects and encodes N times (for `node --cpu-prof`).
+ * move. `--loop N` only collects and encodes N times (for `node --cpu-prof`), with the base's
+ * encoder if there is one (a tsc-compiled dist/ keeps the lines a profile names).
  *
  *   node --expose-gc --import tsx scripts/measure-json.ts [--sizes 10000] [--vcpus 4] [--passes 21] [--changing] [--base DIR] [--loop N]
  */
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -41,7 +42,11 @@ interface JsonEncoder {
   encode(metrics: ResourceMetrics): Uint8Array;
   release(bytes: Uint8Array): void;
 }
-const encoderClass = async (dir: string): Promise<new () => JsonEncoder> => (await import(resolve(dir, 'exporters/otlp-json.ts'))).OtlpJsonEncoder;
+/** The encoder of a copy of src/, or of a compiled one (whose lines a CPU profile names). */
+const encoderClass = async (dir: string): Promise<new () => JsonEncoder> => {
+  const ts = resolve(dir, 'exporters/otlp-json.ts');
+  return (await import(existsSync(ts) ? ts : resolve(dir, 'exporters/otlp-json.js'))).OtlpJsonEncoder;
+};
 const builds = [{ name: 'this', Encoder: await encoderClass(resolve('src')) }];
 if (values.base) builds.push({ name: `base (${values.base})`, Encoder: await encoderClass(resolve(values.base)) });
 
@@ -78,7 +83,7 @@ for (const fds of sizes) {
       if (values.changing) fleet.step(++step);
     };
     if (values.loop !== undefined) {
-      const encoder = new builds[0]!.Encoder();
+      const encoder = new (builds.at(-1)!.Encoder)();
       for (let i = 0; i < Number(values.loop); i++) {
         move();
         encoder.release(encoder.encode(await collect()));
