@@ -105,17 +105,74 @@ class TimeText {
   }
 }
 
-/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
-function digits(bytes: Uint8Array, pos: number, value: number): number {
-  let length = 1;
-  for (let v = value; v >= 10; v = Math.floor(v / 10)) length++;
-  let v = value;
-  for (let i = pos + length - 1; i >= pos; i--) {
-    const next = Math.floor(v / 10);
-    bytes[i] = 0x30 + (v - next * 10);
-    v = next;
+/** What follows a point's end time, with the time: the pieces every point of a collection shares. */
+class EndText {
+  readonly #time = new TimeText();
+  /** `…"}` */
+  closed: Uint8Array = P_CLOSE_TIME;
+  /** `…","asInt":` */
+  asInt: Uint8Array = P_AS_INT;
+  /** `…","asDouble":` */
+  asDouble: Uint8Array = P_AS_DOUBLE;
+
+  of(time: HrTime): this {
+    const text = this.#time;
+    if (time[0] === text.seconds && time[1] === text.nanos) return this;
+    const bytes = text.of(time);
+    this.closed = concat(bytes, P_CLOSE_TIME);
+    this.asInt = concat(bytes, P_AS_INT);
+    this.asDouble = concat(bytes, P_AS_DOUBLE);
+    return this;
+  }
+}
+
+/** Copies `data` into `bytes` at `pos` (which has the room); returns the end. Short pieces by
+ * a loop: below a few dozen bytes it beats TypedArray.prototype.set's call. */
+function copy(bytes: Uint8Array, pos: number, data: Uint8Array): number {
+  const length = data.length;
+  if (length < 24) {
+    for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
+  } else {
+    bytes.set(data, pos);
   }
   return pos + length;
+}
+
+/** "00" to "99": two digits a step halve the divisions of a number's digits. */
+const DIGIT_PAIRS = bytesOf(Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0')).join(''));
+
+/** The count of decimal digits of a non-negative safe integer. */
+function digitCount(value: number): number {
+  if (value < 1e8) {
+    if (value < 1e4) return value < 100 ? (value < 10 ? 1 : 2) : value < 1000 ? 3 : 4;
+    return value < 1e6 ? (value < 1e5 ? 5 : 6) : value < 1e7 ? 7 : 8;
+  }
+  let length = 9;
+  for (let limit = 1e9; value >= limit && length < 16; limit *= 10) length++;
+  return length;
+}
+
+/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. The caller
+ * has room for 16 bytes. (Math.floor of an integer quotient below 2^53 is exact: the division's
+ * rounding error is below 1/divisor, the distance to the next integer.) */
+function digits(bytes: Uint8Array, pos: number, value: number): number {
+  const end = pos + digitCount(value);
+  let i = end;
+  let v = value;
+  while (v >= 100) {
+    const next = Math.floor(v / 100);
+    const pair = (v - next * 100) << 1;
+    bytes[--i] = DIGIT_PAIRS[pair + 1]!;
+    bytes[--i] = DIGIT_PAIRS[pair]!;
+    v = next;
+  }
+  if (v >= 10) {
+    bytes[--i] = DIGIT_PAIRS[(v << 1) + 1]!;
+    bytes[--i] = DIGIT_PAIRS[v << 1]!;
+  } else {
+    bytes[--i] = 0x30 + v;
+  }
+  return end;
 }
 
 /**
@@ -129,8 +186,8 @@ interface SourceText {
   readonly nanos: number;
   /** `{"attributes":[...],"startTimeUnixNano":"…","timeUnixNano":"` */
   readonly numberPrefix: Uint8Array;
-  /** `[...]`, the attributes' KeyValues */
-  readonly attributesJson: Uint8Array;
+  /** `{"attributes":[...],"bucketCounts":[` */
+  readonly histogramPrefix: Uint8Array;
   /** `,"startTimeUnixNano":"…","timeUnixNano":"` */
   readonly startSuffix: Uint8Array;
 }
@@ -156,7 +213,7 @@ export class OtlpJsonEncoder {
   #pointSources: (SourceText | undefined)[][][] = [];
   readonly #sourceTexts = new WeakMap<Attributes, SourceText>();
   readonly #start = new TimeText();
-  readonly #end = new TimeText();
+  readonly #end = new EndText();
 
   /** The ExportMetricsServiceRequest for one ResourceMetrics, as JSON in UTF-8. */
   encode(request: ResourceMetrics): Uint8Array {
@@ -237,20 +294,7 @@ export class OtlpJsonEncoder {
         this.#exponentialPoint(points[i] as DataPoint<ExponentialHistogram>);
       }
     } else {
-      const valueKey = descriptor.valueType === ValueType.INT ? P_AS_INT : descriptor.valueType === ValueType.DOUBLE ? P_AS_DOUBLE : undefined;
-      for (let i = 0; i < points.length; i++) {
-        if (i > 0) this.#byte(0x2c);
-        const point = points[i] as DataPoint<number>;
-        this.#raw(this.#sourceText(cache, i, point).numberPrefix);
-        this.#raw(this.#end.of(point.endTime));
-        if (valueKey === undefined || point.value === undefined) {
-          this.#raw(P_CLOSE_TIME);
-          continue;
-        }
-        this.#raw(valueKey);
-        this.#number(point.value);
-        this.#byte(0x7d);
-      }
+      this.#numberPoints(points as DataPoint<number>[], descriptor.valueType, cache);
     }
     cache.length = points.length;
     this.#text(']}}');
@@ -271,7 +315,7 @@ export class OtlpJsonEncoder {
         seconds: startTime[0],
         nanos: startTime[1],
         numberPrefix: concat(P_ATTRIBUTES, attributesJson, P_START, start, P_END),
-        attributesJson,
+        histogramPrefix: concat(P_ATTRIBUTES, attributesJson, P_BUCKET_COUNTS),
         startSuffix: concat(P_HISTOGRAM_START, start, P_END),
       };
       this.#sourceTexts.set(attributes, text);
@@ -280,25 +324,77 @@ export class OtlpJsonEncoder {
     return text;
   }
 
+  /**
+   * A sum's or gauge's points: per point one copy of its source's text, one of the collection's
+   * end time with the value's key, and the value's digits, with the buffer's room checked once.
+   */
+  #numberPoints(points: DataPoint<number>[], valueType: ValueType, cache: (SourceText | undefined)[]): void {
+    const end = this.#end;
+    let bytes = this.#bytes;
+    let pos = this.#pos;
+    for (let i = 0; i < points.length; i++) {
+      const point = points[i]!;
+      const source = this.#sourceText(cache, i, point);
+      const value = point.value;
+      const time = end.of(point.endTime);
+      const keyed = valueType === ValueType.INT ? time.asInt : valueType === ValueType.DOUBLE ? time.asDouble : undefined;
+      const room = source.numberPrefix.length + time.asDouble.length + 32;
+      if (pos + room > bytes.length) {
+        this.#pos = pos;
+        this.#ensure(room);
+        bytes = this.#bytes;
+      }
+      if (i > 0) bytes[pos++] = 0x2c;
+      pos = copy(bytes, pos, source.numberPrefix);
+      if (keyed === undefined || value === undefined) {
+        pos = copy(bytes, pos, time.closed);
+        continue;
+      }
+      pos = copy(bytes, pos, keyed);
+      if (typeof value === 'number' && value >= 0 && value <= Number.MAX_SAFE_INTEGER && Number.isInteger(value)) {
+        pos = digits(bytes, pos, value);
+      } else {
+        this.#pos = pos;
+        this.#number(value);
+        this.#ensure(1);
+        bytes = this.#bytes;
+        pos = this.#pos;
+      }
+      bytes[pos++] = 0x7d;
+    }
+    this.#pos = pos;
+  }
+
+  /** A histogram point, its bucket counts' digits written in one loop with the room checked per count. */
   #histogramPoint(point: DataPoint<Histogram>, source: SourceText): void {
     const value = point.value;
-    this.#raw(P_ATTRIBUTES);
-    this.#raw(source.attributesJson);
-    this.#raw(P_BUCKET_COUNTS);
     const counts = value.buckets.counts;
+    const bounds = this.#boundsOf(value.buckets.boundaries);
+    this.#ensure(source.histogramPrefix.length + counts.length * 24 + 8);
+    let bytes = this.#bytes;
+    let pos = copy(bytes, this.#pos, source.histogramPrefix);
     for (let b = 0; b < counts.length; b++) {
-      if (b > 0) this.#byte(0x2c);
-      this.#number(counts[b]);
+      if (b > 0) bytes[pos++] = 0x2c;
+      const count = counts[b]!;
+      if (typeof count === 'number' && count >= 0 && count <= Number.MAX_SAFE_INTEGER && Number.isInteger(count)) {
+        pos = digits(bytes, pos, count);
+      } else {
+        this.#pos = pos;
+        this.#number(count);
+        this.#ensure((counts.length - b) * 24 + 8);
+        bytes = this.#bytes;
+        pos = this.#pos;
+      }
     }
+    this.#pos = pos;
     this.#raw(P_BOUNDS);
-    this.#raw(this.#boundsOf(value.buckets.boundaries));
+    this.#raw(bounds);
     this.#optional(P_COUNT, value.count);
     this.#optional(P_SUM, value.sum);
     this.#optional(P_MIN, value.min);
     this.#optional(P_MAX, value.max);
     this.#raw(source.startSuffix);
-    this.#raw(this.#end.of(point.endTime));
-    this.#raw(P_CLOSE_TIME);
+    this.#raw(this.#end.of(point.endTime).closed);
   }
 
   #exponentialPoint(point: DataPoint<ExponentialHistogram>): void {
@@ -377,16 +473,8 @@ export class OtlpJsonEncoder {
   }
 
   #raw(data: Uint8Array): void {
-    const length = data.length;
-    this.#ensure(length);
-    const bytes = this.#bytes;
-    const pos = this.#pos;
-    if (length < 24) {
-      for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
-    } else {
-      bytes.set(data, pos);
-    }
-    this.#pos = pos + length;
+    this.#ensure(data.length);
+    this.#pos = copy(this.#bytes, this.#pos, data);
   }
 
   #text(text: string): void {
