@@ -51,8 +51,12 @@ const builds = [{ name: 'this', Encoder: await encoderClass(resolve('src')) }];
 if (values.base) builds.push({ name: `base (${values.base})`, Encoder: await encoderClass(resolve(values.base)) });
 
 const gc = (globalThis as { gc?: () => void }).gc;
-const retained = (): number => {
-  for (let i = 0; i < 4; i++) gc!();
+/** Heap and buffers after full GCs; array buffers are freed by a sweeper that runs apart. */
+const retained = async (): Promise<number> => {
+  for (let i = 0; i < 4; i++) {
+    gc!();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   const usage = process.memoryUsage();
   return usage.heapUsed + usage.arrayBuffers;
 };
@@ -61,8 +65,8 @@ const n = (count: number): string => Math.round(count).toLocaleString('en-US');
 const layout = kernelLayout();
 if (values.loop === undefined) {
   console.log(`image fds laid out as ${layout.kernel}'s; ${vcpus} vCPUs per VM; values ${values.changing ? 'moving before every pass' : 'staying'}; CPU ms per pass, medians of ${passes}\n`);
-  console.log('| fds | build | floor | collect | encode | encode, fastest | encode / the first build\'s (median of pairs of passes) | collect + encode / floor | JSON bytes | kept by the encoder, B/fd |');
-  console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  console.log('| fds | build | floor | collect | encode | encode, fastest | encode / the first build\'s (median of pairs of passes) | collect + encode / floor | JSON bytes | kept by the encoder, B/fd | of which its output buffer |');
+  console.log('| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 }
 for (const fds of sizes) {
   const fleet = imageFleet(fds / (1 + vcpus), vcpus, layout);
@@ -92,15 +96,24 @@ for (const fds of sizes) {
       continue;
     }
     // What each encoder keeps: memory after encodes with it held, against the same without.
-    const kept = builds.map(() => 0);
+    const kept = builds.map(() => ({ all: 0, buffer: 0 }));
     if (gc) {
       await collect();
+      // In a function of its own: a suspended async frame keeps its dead locals.
+      const encodes = async (b: number): Promise<JsonEncoder> => {
+        const encoder = new builds[b]!.Encoder();
+        for (let i = 0; i < 3; i++) {
+          const out = encoder.encode(await collect());
+          kept[b]!.buffer = out.buffer.byteLength;
+          encoder.release(out);
+        }
+        return encoder;
+      };
       for (let b = 0; b < builds.length; b++) {
-        const without = retained();
-        let encoder: JsonEncoder | undefined = new builds[b]!.Encoder();
-        for (let i = 0; i < 3; i++) encoder.release(encoder.encode(await collect()));
-        kept[b] = retained() - without;
-        encoder = undefined;
+        const without = await retained();
+        const held = [await encodes(b)];
+        kept[b]!.all = (await retained()) - without;
+        held.length = 0;
       }
     }
     const encoders = builds.map((build) => new build.Encoder());
@@ -143,7 +156,7 @@ for (const fds of sizes) {
       const own = times.encode[b]!;
       const first = times.encode[0]!;
       const relative = median(Array.from({ length: Math.floor(passes / 2) }, (_, k) => (own[2 * k]! + own[2 * k + 1]!) / (first[2 * k]! + first[2 * k + 1]!)));
-      console.log(`| ${n(fds)} | ${build.name} | ${floorMs.toFixed(1)} | ${collectMs.toFixed(1)} | ${encodeMs.toFixed(1)} | ${fastest.toFixed(1)} | ${relative.toFixed(2)} | ${((collectMs + encodeMs) / floorMs).toFixed(2)}x | ${n(bytes[b]!)} | ${gc ? n(kept[b]! / fds) : 'n/a (--expose-gc)'} |`);
+      console.log(`| ${n(fds)} | ${build.name} | ${floorMs.toFixed(1)} | ${collectMs.toFixed(1)} | ${encodeMs.toFixed(1)} | ${fastest.toFixed(1)} | ${relative.toFixed(2)} | ${((collectMs + encodeMs) / floorMs).toFixed(2)}x | ${n(bytes[b]!)} | ${gc ? `${n(kept[b]!.all / fds)} | ${n(kept[b]!.buffer / fds)}` : 'n/a (--expose-gc) | n/a'} |`);
     });
   } finally {
     closeSources(sources);

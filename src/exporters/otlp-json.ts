@@ -202,11 +202,29 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   return bytes;
 }
 
+/** A source's texts, in one allocation: each source's attributes rendered once, kept as the
+ * few hundred bytes of its point prefixes. */
+function sourceText(attributes: Attributes, start: HrTime, startText: Uint8Array): SourceText {
+  const attributesJson = utf8.encode(JSON.stringify(keyValues(attributes)));
+  const parts = [P_ATTRIBUTES, attributesJson, P_START, startText, P_END, P_ATTRIBUTES, attributesJson, P_BUCKET_COUNTS, P_HISTOGRAM_START, startText, P_END];
+  const all = concat(...parts);
+  const numberEnd = P_ATTRIBUTES.length + attributesJson.length + P_START.length + startText.length + P_END.length;
+  const histogramEnd = numberEnd + P_ATTRIBUTES.length + attributesJson.length + P_BUCKET_COUNTS.length;
+  return {
+    attributes,
+    start,
+    seconds: start[0],
+    nanos: start[1],
+    numberPrefix: all.subarray(0, numberEnd),
+    histogramPrefix: all.subarray(numberEnd, histogramEnd),
+    startSuffix: all.subarray(histogramEnd),
+  };
+}
+
 export class OtlpJsonEncoder {
   #bytes = new Uint8Array(1 << 16);
   #pos = 0;
   #held = false;
-  readonly #attributes = new WeakMap<Attributes, Uint8Array>();
   readonly #bounds = new WeakMap<number[], Uint8Array>();
   /** Per metric (by its place in the request), each point's SourceText the last time: found
    * again with a compare while the series stay the same. */
@@ -300,24 +318,16 @@ export class OtlpJsonEncoder {
     this.#text(']}}');
   }
 
-  /** Point i's SourceText: the last one if its attributes and start are the same. */
+  /** Point i's SourceText: the last one if its attributes and start are the same (a start
+   * array can be rolled in place, as the producer's delta points' is: its values are compared). */
   #sourceText(cache: (SourceText | undefined)[], i: number, point: DataPoint<unknown>): SourceText {
-    const { attributes, startTime } = point;
+    const attributes = point.attributes;
+    const startTime = point.startTime;
     const last = cache[i];
     if (last !== undefined && last.attributes === attributes && last.start === startTime && last.seconds === startTime[0] && last.nanos === startTime[1]) return last;
     let text = this.#sourceTexts.get(attributes);
     if (text === undefined || text.start !== startTime || text.seconds !== startTime[0] || text.nanos !== startTime[1]) {
-      const attributesJson = this.#attributesOf(attributes);
-      const start = this.#start.of(startTime);
-      text = {
-        attributes,
-        start: startTime,
-        seconds: startTime[0],
-        nanos: startTime[1],
-        numberPrefix: concat(P_ATTRIBUTES, attributesJson, P_START, start, P_END),
-        histogramPrefix: concat(P_ATTRIBUTES, attributesJson, P_BUCKET_COUNTS),
-        startSuffix: concat(P_HISTOGRAM_START, start, P_END),
-      };
+      text = sourceText(attributes, startTime, this.#start.of(startTime));
       this.#sourceTexts.set(attributes, text);
     }
     cache[i] = text;
@@ -416,15 +426,6 @@ export class OtlpJsonEncoder {
     );
   }
 
-  #attributesOf(attributes: Attributes): Uint8Array {
-    let bytes = this.#attributes.get(attributes);
-    if (bytes === undefined) {
-      bytes = utf8.encode(JSON.stringify(keyValues(attributes)));
-      this.#attributes.set(attributes, bytes);
-    }
-    return bytes;
-  }
-
   #boundsOf(bounds: number[]): Uint8Array {
     let bytes = this.#bounds.get(bounds);
     if (bytes === undefined) {
@@ -460,8 +461,10 @@ export class OtlpJsonEncoder {
   #ensure(more: number): void {
     const needed = this.#pos + more;
     if (needed <= this.#bytes.length) return;
-    let size = this.#bytes.length * 2;
-    while (size < needed) size *= 2;
+    // Doubling while small; once large, 32 MiB at a time: the buffer is kept between exports,
+    // and doubling would leave up to half of it unused.
+    const length = this.#bytes.length;
+    const size = Math.max(needed, Math.min(length * 2, length + (32 << 20)));
     const bytes = new Uint8Array(size);
     bytes.set(this.#bytes.subarray(0, this.#pos));
     this.#bytes = bytes;
