@@ -4,11 +4,14 @@
  * times as decimal strings of nanoseconds), written straight into a reused byte buffer.
  *
  * JSON numbers have no fixed width, so nothing is patched in place; what is kept between
- * exports is what does not change: each attributes object's and each bounds array's JSON (the
- * SDK and the producer hand out the same immutable objects at every collection), and the
- * output buffer. Times are converted once per distinct value in a row (a collection's points
- * share their end time, and a source's points their start time). Exponential histogram points
- * (rare; not the producer's) go through JSON.stringify.
+ * exports is what does not change: per source (attributes object and start time) the text
+ * before a number point's end time and the pieces of a histogram point, a few hundred bytes in
+ * one allocation, and each bounds array's JSON (the SDK and the producer hand out the same
+ * immutable attributes and bounds objects at every collection), and the output buffer. A point
+ * is then a copy of its source's text, a copy of the collection's end time with the value's key
+ * (converted once per distinct time: a collection's points share it), and the value's digits;
+ * bucket counts are digits written in one loop. Exponential histogram points (rare; not the
+ * producer's) go through JSON.stringify.
  *
  * The bytes returned are the encoder's own buffer, as with OtlpProtobufEncoder: valid until
  * release(bytes); an encode() while they are held writes into a new buffer.
