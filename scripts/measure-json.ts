@@ -17,10 +17,8 @@ import { existsSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { pread } from '../src/native/libc.js';
-import { KvmStatsProducer } from '../src/otel/producer.js';
 import { type StatsSource, closeSources } from '../src/sources/source.js';
-import { fleetSources, imageFleet, kernelLayout } from './image-fleet.js';
+import { fleetSources, floorAndCollect, imageFleet, kernelLayout } from './image-fleet.js';
 import { cpuOf, median } from './metrics-tables.js';
 
 const { values } = parseArgs({
@@ -73,16 +71,7 @@ for (const fds of sizes) {
   let sources: StatsSource[] = [];
   try {
     sources = fleetSources(fleet);
-    const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
-    const floor = (): void => {
-      for (const { file } of sources) pread(file.fd, scratch, file.table.dataSize, file.header.dataOffset);
-    };
-    const producer = new KvmStatsProducer({ sources, reuseDataPoints: true });
-    const collect = async (): Promise<ResourceMetrics> => {
-      const { resourceMetrics, errors } = await producer.collect();
-      if (errors.length > 0) throw new Error(`collecting the image fleet failed: ${String(errors[0])}`);
-      return resourceMetrics;
-    };
+    const { floor, collect } = floorAndCollect(sources);
     let step = 0;
     const move = (): void => {
       if (values.changing) fleet.step(++step);
