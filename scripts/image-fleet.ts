@@ -11,7 +11,10 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type ZlibOptions, createGzip } from 'node:zlib';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import * as abi from '../src/abi/kvm.js';
+import { pread } from '../src/native/libc.js';
+import { KvmStatsProducer } from '../src/otel/producer.js';
 import { type StatsSource, statsSource } from '../src/sources/source.js';
 import { StatsFile } from '../src/stats/stats-file.js';
 import { type DescSpec, buildImage } from '../test/helpers/image.js';
@@ -135,6 +138,22 @@ export function fleetSources(fleet: ImageFleet): StatsSource[] {
     for (const path of vm.paths) sources.push(statsSource(StatsFile.openImage(path), owner, 'image'));
   }
   return sources;
+}
+
+/** The steps every text measurement times on the fleet's sources: the koffi pread floor (one
+ * pread per fd, as the read path makes them) and collect() of a producer reusing its points. */
+export function floorAndCollect(sources: readonly StatsSource[]): { floor: () => void; collect: () => Promise<ResourceMetrics> } {
+  const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
+  const floor = (): void => {
+    for (const { file } of sources) pread(file.fd, scratch, file.table.dataSize, file.header.dataOffset);
+  };
+  const producer = new KvmStatsProducer({ sources: [...sources], reuseDataPoints: true });
+  const collect = async (): Promise<ResourceMetrics> => {
+    const { resourceMetrics, errors } = await producer.collect();
+    if (errors.length > 0) throw new Error(`collecting the image fleet failed: ${String(errors[0])}`);
+    return resourceMetrics;
+  };
+  return { floor, collect };
 }
 
 /** The bytes of `chunks` streamed through createGzip, as PrometheusTextExporter compresses a scrape. */

@@ -4,11 +4,14 @@
  * times as decimal strings of nanoseconds), written straight into a reused byte buffer.
  *
  * JSON numbers have no fixed width, so nothing is patched in place; what is kept between
- * exports is what does not change: each attributes object's and each bounds array's JSON (the
- * SDK and the producer hand out the same immutable objects at every collection), and the
- * output buffer. Times are converted once per distinct value in a row (a collection's points
- * share their end time, and a source's points their start time). Exponential histogram points
- * (rare; not the producer's) go through JSON.stringify.
+ * exports is what does not change: per source (attributes object and start time) the text
+ * before a number point's end time and the pieces of a histogram point, a few hundred bytes in
+ * one allocation, and each bounds array's JSON (the SDK and the producer hand out the same
+ * immutable attributes and bounds objects at every collection), and the output buffer. A point
+ * is then a copy of its source's text, a copy of the collection's end time with the value's key
+ * (converted once per distinct time: a collection's points share it), and the value's digits;
+ * bucket counts are digits written in one loop. Exponential histogram points (rare; not the
+ * producer's) go through JSON.stringify.
  *
  * The bytes returned are the encoder's own buffer, as with OtlpProtobufEncoder: valid until
  * release(bytes); an encode() while they are held writes into a new buffer.
@@ -105,17 +108,74 @@ class TimeText {
   }
 }
 
-/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. */
-function digits(bytes: Uint8Array, pos: number, value: number): number {
-  let length = 1;
-  for (let v = value; v >= 10; v = Math.floor(v / 10)) length++;
-  let v = value;
-  for (let i = pos + length - 1; i >= pos; i--) {
-    const next = Math.floor(v / 10);
-    bytes[i] = 0x30 + (v - next * 10);
-    v = next;
+/** What follows a point's end time, with the time: the pieces every point of a collection shares. */
+class EndText {
+  readonly #time = new TimeText();
+  /** `…"}` */
+  closed: Uint8Array = P_CLOSE_TIME;
+  /** `…","asInt":` */
+  asInt: Uint8Array = P_AS_INT;
+  /** `…","asDouble":` */
+  asDouble: Uint8Array = P_AS_DOUBLE;
+
+  of(time: HrTime): this {
+    const text = this.#time;
+    if (time[0] === text.seconds && time[1] === text.nanos) return this;
+    const bytes = text.of(time);
+    this.closed = concat(bytes, P_CLOSE_TIME);
+    this.asInt = concat(bytes, P_AS_INT);
+    this.asDouble = concat(bytes, P_AS_DOUBLE);
+    return this;
+  }
+}
+
+/** Copies `data` into `bytes` at `pos` (which has the room); returns the end. Short pieces by
+ * a loop: below a few dozen bytes it beats TypedArray.prototype.set's call. */
+function copy(bytes: Uint8Array, pos: number, data: Uint8Array): number {
+  const length = data.length;
+  if (length < 24) {
+    for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
+  } else {
+    bytes.set(data, pos);
   }
   return pos + length;
+}
+
+/** "00" to "99": two digits a step halve the divisions of a number's digits. */
+const DIGIT_PAIRS = bytesOf(Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0')).join(''));
+
+/** The count of decimal digits of a non-negative safe integer. */
+function digitCount(value: number): number {
+  if (value < 1e8) {
+    if (value < 1e4) return value < 100 ? (value < 10 ? 1 : 2) : value < 1000 ? 3 : 4;
+    return value < 1e6 ? (value < 1e5 ? 5 : 6) : value < 1e7 ? 7 : 8;
+  }
+  let length = 9;
+  for (let limit = 1e9; value >= limit && length < 16; limit *= 10) length++;
+  return length;
+}
+
+/** Writes a non-negative safe integer's decimal digits at `pos`; returns the end. The caller
+ * has room for 16 bytes. (Math.floor of an integer quotient below 2^53 is exact: the division's
+ * rounding error is below 1/divisor, the distance to the next integer.) */
+function digits(bytes: Uint8Array, pos: number, value: number): number {
+  const end = pos + digitCount(value);
+  let i = end;
+  let v = value;
+  while (v >= 100) {
+    const next = Math.floor(v / 100);
+    const pair = (v - next * 100) << 1;
+    bytes[--i] = DIGIT_PAIRS[pair + 1]!;
+    bytes[--i] = DIGIT_PAIRS[pair]!;
+    v = next;
+  }
+  if (v >= 10) {
+    bytes[--i] = DIGIT_PAIRS[(v << 1) + 1]!;
+    bytes[--i] = DIGIT_PAIRS[v << 1]!;
+  } else {
+    bytes[--i] = 0x30 + v;
+  }
+  return end;
 }
 
 /**
@@ -129,8 +189,8 @@ interface SourceText {
   readonly nanos: number;
   /** `{"attributes":[...],"startTimeUnixNano":"…","timeUnixNano":"` */
   readonly numberPrefix: Uint8Array;
-  /** `[...]`, the attributes' KeyValues */
-  readonly attributesJson: Uint8Array;
+  /** `{"attributes":[...],"bucketCounts":[` */
+  readonly histogramPrefix: Uint8Array;
   /** `,"startTimeUnixNano":"…","timeUnixNano":"` */
   readonly startSuffix: Uint8Array;
 }
@@ -145,18 +205,36 @@ function concat(...parts: Uint8Array[]): Uint8Array {
   return bytes;
 }
 
+/** A source's texts, in one allocation: each source's attributes rendered once, kept as the
+ * few hundred bytes of its point prefixes. */
+function sourceText(attributes: Attributes, start: HrTime, startText: Uint8Array): SourceText {
+  const attributesJson = utf8.encode(JSON.stringify(keyValues(attributes)));
+  const parts = [P_ATTRIBUTES, attributesJson, P_START, startText, P_END, P_ATTRIBUTES, attributesJson, P_BUCKET_COUNTS, P_HISTOGRAM_START, startText, P_END];
+  const all = concat(...parts);
+  const numberEnd = P_ATTRIBUTES.length + attributesJson.length + P_START.length + startText.length + P_END.length;
+  const histogramEnd = numberEnd + P_ATTRIBUTES.length + attributesJson.length + P_BUCKET_COUNTS.length;
+  return {
+    attributes,
+    start,
+    seconds: start[0],
+    nanos: start[1],
+    numberPrefix: all.subarray(0, numberEnd),
+    histogramPrefix: all.subarray(numberEnd, histogramEnd),
+    startSuffix: all.subarray(histogramEnd),
+  };
+}
+
 export class OtlpJsonEncoder {
   #bytes = new Uint8Array(1 << 16);
   #pos = 0;
   #held = false;
-  readonly #attributes = new WeakMap<Attributes, Uint8Array>();
   readonly #bounds = new WeakMap<number[], Uint8Array>();
   /** Per metric (by its place in the request), each point's SourceText the last time: found
    * again with a compare while the series stay the same. */
   #pointSources: (SourceText | undefined)[][][] = [];
   readonly #sourceTexts = new WeakMap<Attributes, SourceText>();
   readonly #start = new TimeText();
-  readonly #end = new TimeText();
+  readonly #end = new EndText();
 
   /** The ExportMetricsServiceRequest for one ResourceMetrics, as JSON in UTF-8. */
   encode(request: ResourceMetrics): Uint8Array {
@@ -237,68 +315,99 @@ export class OtlpJsonEncoder {
         this.#exponentialPoint(points[i] as DataPoint<ExponentialHistogram>);
       }
     } else {
-      const valueKey = descriptor.valueType === ValueType.INT ? P_AS_INT : descriptor.valueType === ValueType.DOUBLE ? P_AS_DOUBLE : undefined;
-      for (let i = 0; i < points.length; i++) {
-        if (i > 0) this.#byte(0x2c);
-        const point = points[i] as DataPoint<number>;
-        this.#raw(this.#sourceText(cache, i, point).numberPrefix);
-        this.#raw(this.#end.of(point.endTime));
-        if (valueKey === undefined || point.value === undefined) {
-          this.#raw(P_CLOSE_TIME);
-          continue;
-        }
-        this.#raw(valueKey);
-        this.#number(point.value);
-        this.#byte(0x7d);
-      }
+      this.#numberPoints(points as DataPoint<number>[], descriptor.valueType, cache);
     }
     cache.length = points.length;
     this.#text(']}}');
   }
 
-  /** Point i's SourceText: the last one if its attributes and start are the same. */
+  /** Point i's SourceText: the last one if its attributes and start are the same (a start
+   * array can be rolled in place, as the producer's delta points' is: its values are compared). */
   #sourceText(cache: (SourceText | undefined)[], i: number, point: DataPoint<unknown>): SourceText {
-    const { attributes, startTime } = point;
+    const attributes = point.attributes;
+    const startTime = point.startTime;
     const last = cache[i];
     if (last !== undefined && last.attributes === attributes && last.start === startTime && last.seconds === startTime[0] && last.nanos === startTime[1]) return last;
     let text = this.#sourceTexts.get(attributes);
     if (text === undefined || text.start !== startTime || text.seconds !== startTime[0] || text.nanos !== startTime[1]) {
-      const attributesJson = this.#attributesOf(attributes);
-      const start = this.#start.of(startTime);
-      text = {
-        attributes,
-        start: startTime,
-        seconds: startTime[0],
-        nanos: startTime[1],
-        numberPrefix: concat(P_ATTRIBUTES, attributesJson, P_START, start, P_END),
-        attributesJson,
-        startSuffix: concat(P_HISTOGRAM_START, start, P_END),
-      };
+      text = sourceText(attributes, startTime, this.#start.of(startTime));
       this.#sourceTexts.set(attributes, text);
     }
     cache[i] = text;
     return text;
   }
 
+  /**
+   * A sum's or gauge's points: per point one copy of its source's text, one of the collection's
+   * end time with the value's key, and the value's digits, with the buffer's room checked once.
+   */
+  #numberPoints(points: DataPoint<number>[], valueType: ValueType, cache: (SourceText | undefined)[]): void {
+    const end = this.#end;
+    let bytes = this.#bytes;
+    let pos = this.#pos;
+    for (let i = 0; i < points.length; i++) {
+      const point = points[i]!;
+      const source = this.#sourceText(cache, i, point);
+      const value = point.value;
+      const time = end.of(point.endTime);
+      const keyed = valueType === ValueType.INT ? time.asInt : valueType === ValueType.DOUBLE ? time.asDouble : undefined;
+      const room = source.numberPrefix.length + time.asDouble.length + 32;
+      if (pos + room > bytes.length) {
+        this.#pos = pos;
+        this.#ensure(room);
+        bytes = this.#bytes;
+      }
+      if (i > 0) bytes[pos++] = 0x2c;
+      pos = copy(bytes, pos, source.numberPrefix);
+      if (keyed === undefined || value === undefined) {
+        pos = copy(bytes, pos, time.closed);
+        continue;
+      }
+      pos = copy(bytes, pos, keyed);
+      if (typeof value === 'number' && value >= 0 && value <= Number.MAX_SAFE_INTEGER && Number.isInteger(value)) {
+        pos = digits(bytes, pos, value);
+      } else {
+        this.#pos = pos;
+        this.#number(value);
+        this.#ensure(1);
+        bytes = this.#bytes;
+        pos = this.#pos;
+      }
+      bytes[pos++] = 0x7d;
+    }
+    this.#pos = pos;
+  }
+
+  /** A histogram point, its bucket counts' digits written in one loop with the room checked per count. */
   #histogramPoint(point: DataPoint<Histogram>, source: SourceText): void {
     const value = point.value;
-    this.#raw(P_ATTRIBUTES);
-    this.#raw(source.attributesJson);
-    this.#raw(P_BUCKET_COUNTS);
     const counts = value.buckets.counts;
+    const bounds = this.#boundsOf(value.buckets.boundaries);
+    this.#ensure(source.histogramPrefix.length + counts.length * 24 + 8);
+    let bytes = this.#bytes;
+    let pos = copy(bytes, this.#pos, source.histogramPrefix);
     for (let b = 0; b < counts.length; b++) {
-      if (b > 0) this.#byte(0x2c);
-      this.#number(counts[b]);
+      if (b > 0) bytes[pos++] = 0x2c;
+      const count = counts[b]!;
+      if (typeof count === 'number' && count >= 0 && count <= Number.MAX_SAFE_INTEGER && Number.isInteger(count)) {
+        pos = digits(bytes, pos, count);
+      } else {
+        this.#pos = pos;
+        this.#number(count);
+        this.#ensure((counts.length - b) * 24 + 8);
+        bytes = this.#bytes;
+        pos = this.#pos;
+      }
     }
+    this.#pos = pos;
     this.#raw(P_BOUNDS);
-    this.#raw(this.#boundsOf(value.buckets.boundaries));
+    this.#raw(bounds);
     this.#optional(P_COUNT, value.count);
     this.#optional(P_SUM, value.sum);
     this.#optional(P_MIN, value.min);
     this.#optional(P_MAX, value.max);
     this.#raw(source.startSuffix);
-    this.#raw(this.#end.of(point.endTime));
-    this.#raw(P_CLOSE_TIME);
+    this.#raw(this.#end.of(point.endTime).closed);
   }
 
   #exponentialPoint(point: DataPoint<ExponentialHistogram>): void {
@@ -318,15 +427,6 @@ export class OtlpJsonEncoder {
         timeUnixNano: timeText(point.endTime),
       }),
     );
-  }
-
-  #attributesOf(attributes: Attributes): Uint8Array {
-    let bytes = this.#attributes.get(attributes);
-    if (bytes === undefined) {
-      bytes = utf8.encode(JSON.stringify(keyValues(attributes)));
-      this.#attributes.set(attributes, bytes);
-    }
-    return bytes;
   }
 
   #boundsOf(bounds: number[]): Uint8Array {
@@ -364,8 +464,10 @@ export class OtlpJsonEncoder {
   #ensure(more: number): void {
     const needed = this.#pos + more;
     if (needed <= this.#bytes.length) return;
-    let size = this.#bytes.length * 2;
-    while (size < needed) size *= 2;
+    // Doubling while small; once large, 32 MiB at a time: the buffer is kept between exports,
+    // and doubling would leave up to half of it unused.
+    const length = this.#bytes.length;
+    const size = Math.max(needed, Math.min(length * 2, length + (32 << 20)));
     const bytes = new Uint8Array(size);
     bytes.set(this.#bytes.subarray(0, this.#pos));
     this.#bytes = bytes;
@@ -377,16 +479,8 @@ export class OtlpJsonEncoder {
   }
 
   #raw(data: Uint8Array): void {
-    const length = data.length;
-    this.#ensure(length);
-    const bytes = this.#bytes;
-    const pos = this.#pos;
-    if (length < 24) {
-      for (let i = 0; i < length; i++) bytes[pos + i] = data[i]!;
-    } else {
-      bytes.set(data, pos);
-    }
-    this.#pos = pos + length;
+    this.#ensure(data.length);
+    this.#pos = copy(this.#bytes, this.#pos, data);
   }
 
   #text(text: string): void {

@@ -2,13 +2,18 @@
  * The OTLP JSON encoder against otlp-transformer's JsonMetricsSerializer: the same bytes (and so
  * the same document after JSON.parse) for generated ResourceMetrics, over sequences of
  * collections (whose series stay, or change: come and go, new attributes objects, start times,
- * histogram shapes and bounds), and on a real producer's output mixed with ordinary SDK instruments.
+ * histogram shapes and bounds), on a real producer's output over image fds of the shipped
+ * recording (values moving, vCPUs coming and going, both temporalities: a delta point's start is
+ * the producer's previous collection time, rolled in place), and on a real producer's output
+ * mixed with ordinary SDK instruments (KVM only).
  */
 import { JsonMetricsSerializer } from '@opentelemetry/otlp-transformer';
-import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { AggregationTemporality, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { ImageFleet } from '../../src/bench/images.js';
 import { OtlpJsonEncoder } from '../../src/exporters/otlp-json.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { resourceMetrics } from '../helpers/metrics-arbitrary.js';
 import { collectMixed, mixedSetup } from '../helpers/mixed-collection.js';
@@ -71,6 +76,44 @@ describe('OtlpJsonEncoder', () => {
       { numRuns: 100 },
     );
   });
+});
+
+describe('OtlpJsonEncoder on a real producer over image fds', () => {
+  const { CUMULATIVE, DELTA } = AggregationTemporality;
+  const cases = [
+    { temporality: CUMULATIVE, reuseDataPoints: true, vcpuAggregation: 'none' },
+    { temporality: DELTA, reuseDataPoints: true, vcpuAggregation: 'none' },
+    { temporality: DELTA, reuseDataPoints: false, vcpuAggregation: 'none' },
+    { temporality: CUMULATIVE, reuseDataPoints: true, vcpuAggregation: 'vm' },
+  ] as const;
+  for (const { temporality, reuseDataPoints, vcpuAggregation } of cases) {
+    it(`writes what JsonMetricsSerializer writes at every collection (${temporality === DELTA ? 'delta' : 'cumulative'}, reuseDataPoints ${reuseDataPoints}, vcpuAggregation ${vcpuAggregation})`, async () => {
+      const fleet = ImageFleet.create({ vms: 3, vcpus: 2, namePrefix: 'json' });
+      try {
+        let collection = 0;
+        // Every third collection a vCPU is missing (its series go, then come back), every
+        // fifth the order of the fds is reversed.
+        const sources = () => {
+          const present = collection % 3 === 2 ? fleet.sources.filter((_, i) => i !== 2) : [...fleet.sources];
+          return collection % 5 === 4 ? present.reverse() : present;
+        };
+        const producer = new KvmStatsProducer({ sources, temporality, reuseDataPoints, vcpuAggregation });
+        const encoder = new OtlpJsonEncoder();
+        for (; collection < 10; collection++) {
+          fleet.step();
+          const { resourceMetrics, errors } = await producer.collect();
+          expect(errors).toEqual([]);
+          const bytes = encoder.encode(resourceMetrics);
+          expectSameJson(bytes, resourceMetrics);
+          encoder.release(bytes);
+          // The next collection is at least a millisecond on: another end time.
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      } finally {
+        fleet.close();
+      }
+    });
+  }
 });
 
 describeKvm('OtlpJsonEncoder on a real producer and SDK instruments', () => {
