@@ -40,7 +40,7 @@ const SETTINGS: [string, ZlibOptions, number][] = [
   ['level 3, memLevel 9', { level: 3, memLevel: 9 }, DEFAULT_CHUNK_BYTES],
   ['level 1, Z_RLE', { level: 1, strategy: zlib.Z_RLE }, DEFAULT_CHUNK_BYTES],
   ['level 1, Z_HUFFMAN_ONLY', { level: 1, strategy: zlib.Z_HUFFMAN_ONLY }, DEFAULT_CHUNK_BYTES],
-  ...[64, 1024, 4096].map((kib): [string, ZlibOptions, number] => [`level ${PROMETHEUS_GZIP_LEVEL}, ${kib} KiB writes`, { level: PROMETHEUS_GZIP_LEVEL }, kib * 1024]),
+  ...[64, 256, 4096].map((kib): [string, ZlibOptions, number] => [`level ${PROMETHEUS_GZIP_LEVEL}, ${kib} KiB writes`, { level: PROMETHEUS_GZIP_LEVEL }, kib * 1024]),
 ];
 
 
