@@ -1,5 +1,5 @@
 /** The benchmark's table: Markdown, so that it goes into the README as printed. */
-import { type SizeResult, benchLine } from './run.js';
+import { type SizeResult, type Stage, benchLine } from './run.js';
 import type { Summary } from './samples.js';
 import type { SustainedResult } from './sustained.js';
 
@@ -90,11 +90,13 @@ export function tableRow(result: SizeResult): string {
   return `| ${cells.join(' | ')} |\n`;
 }
 
-/** "12.3 (1.9 / 6.1)": a stage's median ms, and its ratios to the koffi and the C floor. */
-function stageCell(summary: Summary, result: SizeResult): string {
+/** "12.3 (1.9 / 6.1)": a stage's median ms, and its ratios to the koffi and the C floor (a
+ * stage's: those of its own round; a floor's: those of the first round). */
+function stageCell(summary: Summary | Stage, result: SizeResult): string {
   const ratio = (floor: number) => (summary.median / floor).toFixed(summary.median / floor < 10 ? 2 : 1);
-  const c = 'skipped' in result.cFloor ? 'n/a' : ratio(result.cFloor.median);
-  return `${summary.median.toFixed(summary.median < 10 ? 2 : 1)} (${ratio(result.floor.median)} / ${c})`;
+  const floorMs = 'floorMs' in summary ? summary.floorMs : result.floor.median;
+  const cFloorMs = 'floorMs' in summary ? summary.cFloorMs : 'skipped' in result.cFloor ? null : result.cFloor.median;
+  return `${summary.median.toFixed(summary.median < 10 ? 2 : 1)} (${ratio(floorMs)} / ${cFloorMs === null ? 'n/a' : ratio(cFloorMs)})`;
 }
 
 /**

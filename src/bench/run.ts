@@ -48,6 +48,15 @@ export interface BenchOptions {
 /** What the bench reads: a VM fleet or an image fleet. */
 type Fleet = VmFleet | ImageFleet;
 
+/** A stage's times, and the medians of both floors timed in the same round, iteration by
+ * iteration beside it: its ratios are to these, so that a machine's load in that round falls
+ * on both alike (a ratio to another round's floor moved with the load). */
+export interface Stage extends Summary {
+  readonly floorMs: number;
+  /** null where the C floor was not measured. */
+  readonly cFloorMs: number | null;
+}
+
 export interface SizeResult {
   readonly fds: number;
   readonly vms: number;
@@ -61,24 +70,24 @@ export interface SizeResult {
   readonly cFloor: Summary | { readonly skipped: string };
   /** The agent's cycle: a collection of the producer beside SDK instruments, and its OTLP
    * protobuf body (agent-cycle.ts). */
-  readonly agentCycle: Summary;
+  readonly agentCycle: Stage;
   /** The floor, and each block compared with a kept copy of the previous read (copied where it
    * changed): what skipping the decode of unchanged blocks would add to every collection. */
   readonly floorCompare: Summary;
-  readonly collect: Summary;
+  readonly collect: Stage;
   /** collect() and then the OTLP JSON / protobuf serialization of its result. */
-  readonly collectJson: Summary;
-  readonly collectProto: Summary;
+  readonly collectJson: Stage;
+  readonly collectProto: Stage;
   /** The same with this package's encoders (the same bytes; the exporters' and the agent's). */
-  readonly collectFastJson: Summary;
-  readonly collectFastProto: Summary;
+  readonly collectFastJson: Stage;
+  readonly collectFastProto: Stage;
   /** Bytes of one export's request body. */
   readonly protoBytes: number;
   readonly jsonBytes: number;
   /** collect() and the Prometheus text of its result (PrometheusTextExporter's), plain and
    * through gzip as a scrape that asks for it gets it; and the bytes of each. */
-  readonly collectPrometheus: Summary;
-  readonly collectPrometheusGzip: Summary;
+  readonly collectPrometheus: Stage;
+  readonly collectPrometheusGzip: Stage;
   readonly prometheusBytes: number;
   readonly prometheusGzipBytes: number;
   /** Data points of one collection. */
@@ -144,12 +153,15 @@ export interface BenchLine {
   fastJsonOverCFloor: number | null;
   prometheusTextOverCFloor: number | null;
   prometheusGzipOverCFloor: number | null;
+  /** The floors each stage's ratios are to, [koffi, C] (C null where not measured): those timed
+   * in the stage's own round, keyed by the stage's figure (collectMs, agentCycleMs, ...). */
+  roundFloorsMs: Record<string, [number, number | null]>;
 }
 
 export function benchLine(result: SizeResult): BenchLine {
-  const overFloor = (summary: Summary): number => summary.median / result.floor.median;
+  const overFloor = (stage: Stage): number => stage.median / stage.floorMs;
   const cFloor = 'skipped' in result.cFloor ? null : result.cFloor.median;
-  const overCFloor = (summary: Summary): number | null => (cFloor === null ? null : summary.median / cFloor);
+  const overCFloor = (stage: Stage): number | null => (stage.cFloorMs === null ? null : stage.median / stage.cFloorMs);
   return {
     fds: result.fds,
     floorMs: result.floor.median,
@@ -194,6 +206,20 @@ export function benchLine(result: SizeResult): BenchLine {
     fastJsonOverCFloor: overCFloor(result.collectFastJson),
     prometheusTextOverCFloor: overCFloor(result.collectPrometheus),
     prometheusGzipOverCFloor: overCFloor(result.collectPrometheusGzip),
+    roundFloorsMs: Object.fromEntries(
+      (
+        [
+          ['collectMs', result.collect],
+          ['agentCycleMs', result.agentCycle],
+          ['serializeJsonMs', result.collectJson],
+          ['serializeProtoMs', result.collectProto],
+          ['serializeFastJsonMs', result.collectFastJson],
+          ['serializeFastProtoMs', result.collectFastProto],
+          ['prometheusTextMs', result.collectPrometheus],
+          ['prometheusGzipMs', result.collectPrometheusGzip],
+        ] as const
+      ).map(([key, stage]) => [key, [stage.floorMs, stage.cFloorMs]]),
+    ),
   };
 }
 
@@ -380,29 +406,37 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
     const after = retainedMemory();
     const allocatedBytesPerCycle = await allocatedPerRun(options.iterations ?? ALLOCATION_COLLECTIONS, subject.collect);
     const changedBlocks = await subject.changedBlocks(() => (busy || images ? fleet.step() : undefined));
-    const [floor, cFloorTimes, collect, floorCompare] = await sample(iterationsFor(options, 21, 3000), [subject.floor, cFloorRun, subject.collect, subject.floorCompare], untimed);
-    // The official serializers each in a round of its own beside the floor, as an independent
-    // run times them: in one round, the garbage of one (hundreds of MB for JSON) was collected
-    // on the other's time (docs/performance.md, issue 20).
-    const [, collectJson] = await sample(iterationsFor(options, 11, 3000), [subject.floor, subject.collectJson], untimed);
-    const [, collectProto] = await sample(iterationsFor(options, 11, 3000), [subject.floor, subject.collectProto], untimed);
-    // Ours in a round of their own, beside the floor again, the same fds.
-    const [, collectFastJson, collectFastProto] = await sample(iterationsFor(options, 21, 3000), [subject.floor, subject.collectFastJson, subject.collectFastProto], untimed);
+    // Every stage in a round with both floors, its ratios to that round's floors.
+    const round = async (iterations: Iterations, steps: readonly (() => unknown)[]): Promise<Stage[]> => {
+      const [floorTimes, cFloorTimes, ...times] = await sample(iterations, [subject.floor, cFloorRun, ...steps], untimed);
+      const floorMs = summarize(floorTimes!).median;
+      const cFloorMs = 'run' in cFloor ? summarize(cFloorTimes!).median : null;
+      return times.map((stageTimes) => ({ ...summarize(stageTimes), floorMs, cFloorMs }));
+    };
+    const [floor, cFloorTimes, floorCompare] = await sample(iterationsFor(options, 21, 3000), [subject.floor, cFloorRun, subject.floorCompare], untimed);
+    const [collect] = await round(iterationsFor(options, 21, 3000), [subject.collect]);
+    // The official serializers each in a round of its own, as an independent run times them: in
+    // one round, the garbage of one (hundreds of MB for JSON) was collected on the other's time
+    // (docs/performance.md, issue 20).
+    const [collectJson] = await round(iterationsFor(options, 11, 3000), [subject.collectJson]);
+    const [collectProto] = await round(iterationsFor(options, 11, 3000), [subject.collectProto]);
+    // Ours in a round of their own, the same fds.
+    const [collectFastJson, collectFastProto] = await round(iterationsFor(options, 21, 3000), [subject.collectFastJson, subject.collectFastProto]);
     const protoBytes = await subject.collectFastProto();
     const jsonBytes = await subject.collectFastJson();
-    const [collectPrometheus, collectPrometheusGzip] = await sample(iterationsFor(options, 11, 3000), [subject.collectPrometheus, subject.collectPrometheusGzip], untimed);
+    const [collectPrometheus, collectPrometheusGzip] = await round(iterationsFor(options, 11, 3000), [subject.collectPrometheus, subject.collectPrometheusGzip]);
     // Made after the memory was measured, so that its state is not counted, and timed on its
     // own, so that neither producer runs with the other's state in the CPU's cache.
     const aggregated = new Subject(fleet, options.reuseDataPoints, 'vm');
     await aggregated.collectTimes(WARM_UP_COLLECTIONS);
     const [, aggregatedCollect] = await sample(iterationsFor(options, 21, 3000), [subject.floor, aggregated.collect], untimed);
     const [aggregatedProto] = await sample(iterationsFor(options, 11, 3000), [aggregated.collectProto], untimed);
-    // The agent's cycle, made after the memory was measured and timed beside the floor.
+    // The agent's cycle, made after the memory was measured.
     const cycle = protobufCycle({ sources: fleet.sources });
-    let agentCycle: number[] | undefined;
+    let agentCycle: Stage | undefined;
     try {
       for (let i = 0; i < WARM_UP_COLLECTIONS; i++) await cycle.run();
-      [, agentCycle] = await sample(iterationsFor(options, 21, 3000), [subject.floor, cycle.run], untimed);
+      [agentCycle] = await round(iterationsFor(options, 21, 3000), [cycle.run]);
     } finally {
       await cycle.shutdown();
     }
@@ -417,16 +451,16 @@ async function measureSize(fds: number, options: BenchOptions, qmp: QmpResult): 
       floorCompare: summarize(floorCompare!),
       floor: summarize(floor!),
       cFloor: 'run' in cFloor ? summarize(cFloorTimes!) : cFloor,
-      agentCycle: summarize(agentCycle!),
-      collect: summarize(collect!),
-      collectJson: summarize(collectJson!),
-      collectProto: summarize(collectProto!),
-      collectFastJson: summarize(collectFastJson!),
-      collectFastProto: summarize(collectFastProto!),
+      agentCycle: agentCycle!,
+      collect: collect!,
+      collectJson: collectJson!,
+      collectProto: collectProto!,
+      collectFastJson: collectFastJson!,
+      collectFastProto: collectFastProto!,
       protoBytes,
       jsonBytes,
-      collectPrometheus: summarize(collectPrometheus!),
-      collectPrometheusGzip: summarize(collectPrometheusGzip!),
+      collectPrometheus: collectPrometheus!,
+      collectPrometheusGzip: collectPrometheusGzip!,
       prometheusBytes: await subject.collectPrometheus(),
       prometheusGzipBytes: await subject.collectPrometheusGzip(),
       points: await subject.points(),

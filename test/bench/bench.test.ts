@@ -47,6 +47,7 @@ const KEYS = [
   'protoBytesPerExport',
   'qmpPerVmMs',
   'retainedBytesPerFd',
+  'roundFloorsMs',
   'schedCollectMs',
   'schedPerVcpuUs',
   'serializeFastJsonMs',
@@ -68,13 +69,15 @@ describeKvm('kvm-stats-otel bench, short mode (real KVM)', () => {
       for (const key of ['floorMs', 'collectMs', 'serializeJsonMs', 'serializeProtoMs', 'serializeFastJsonMs', 'serializeFastProtoMs', 'collectPerVmMs', 'allocatedBytesPerCycle', 'aggregatedCollectMs', 'aggregatedSerializeProtoMs', 'protoBytesPerExport', 'jsonBytesPerExport', 'prometheusTextMs', 'prometheusGzipMs']) {
         expect(line[key], key).toBeGreaterThan(0);
       }
-      expect(line.collectOverFloor).toBeCloseTo(line.collectMs! / line.floorMs!, 9);
-      expect(line.serializeOverFloor).toBeCloseTo(line.serializeProtoMs! / line.floorMs!, 9);
-      expect(line.fastProtoOverFloor).toBeCloseTo(line.serializeFastProtoMs! / line.floorMs!, 9);
-      expect(line.fastJsonOverFloor).toBeCloseTo(line.serializeFastJsonMs! / line.floorMs!, 9);
+      // Each stage over the floor timed in its own round.
+      const floors = line.roundFloorsMs as unknown as Record<string, [number, number | null]>;
+      expect(line.collectOverFloor).toBeCloseTo(line.collectMs! / floors.collectMs![0], 9);
+      expect(line.serializeOverFloor).toBeCloseTo(line.serializeProtoMs! / floors.serializeProtoMs![0], 9);
+      expect(line.fastProtoOverFloor).toBeCloseTo(line.serializeFastProtoMs! / floors.serializeFastProtoMs![0], 9);
+      expect(line.fastJsonOverFloor).toBeCloseTo(line.serializeFastJsonMs! / floors.serializeFastJsonMs![0], 9);
       // The same series in both encodings: JSON spells out what protobuf packs.
       expect(line.jsonBytesPerExport).toBeGreaterThan(line.protoBytesPerExport!);
-      expect(line.prometheusTextOverFloor).toBeCloseTo(line.prometheusTextMs! / line.floorMs!, 9);
+      expect(line.prometheusTextOverFloor).toBeCloseTo(line.prometheusTextMs! / floors.prometheusTextMs![0], 9);
       // Text compresses: fewer gzip bytes than text bytes, and neither empty.
       expect(line.prometheusGzipBytes).toBeGreaterThan(0);
       expect(line.prometheusGzipBytes).toBeLessThan(line.prometheusBytes!);
@@ -165,14 +168,16 @@ describe('kvm-stats-otel bench --images (stats images in memfds; no KVM needed)'
       expect(line.changedBlocks).toBe(1);
       for (const key of ['floorMs', 'cFloorMs', 'collectMs', 'agentCycleMs', 'serializeFastProtoMs', 'serializeProtoMs', 'prometheusGzipMs']) expect(line[key], key).toBeGreaterThan(0);
       const n = (key: string) => line[key] as number;
-      expect(n('agentCycleOverFloor')).toBeCloseTo(n('agentCycleMs') / n('floorMs'), 9);
-      expect(n('agentCycleOverCFloor')).toBeCloseTo(n('agentCycleMs') / n('cFloorMs'), 9);
-      expect(n('collectOverCFloor')).toBeCloseTo(n('collectMs') / n('cFloorMs'), 9);
-      expect(n('fastProtoOverCFloor')).toBeCloseTo(n('serializeFastProtoMs') / n('cFloorMs'), 9);
-      expect(n('fastJsonOverCFloor')).toBeCloseTo(n('serializeFastJsonMs') / n('cFloorMs'), 9);
-      expect(n('serializeOverCFloor')).toBeCloseTo(n('serializeProtoMs') / n('cFloorMs'), 9);
-      expect(n('prometheusTextOverCFloor')).toBeCloseTo(n('prometheusTextMs') / n('cFloorMs'), 9);
-      expect(n('prometheusGzipOverCFloor')).toBeCloseTo(n('prometheusGzipMs') / n('cFloorMs'), 9);
+      // Each stage over the floors timed in its own round, both of them measured there.
+      const floors = line.roundFloorsMs as unknown as Record<string, [number, number | null]>;
+      const stages = { agentCycle: 'agentCycleMs', collect: 'collectMs', fastProto: 'serializeFastProtoMs', fastJson: 'serializeFastJsonMs', serialize: 'serializeProtoMs', prometheusText: 'prometheusTextMs', prometheusGzip: 'prometheusGzipMs' };
+      for (const [stage, ms] of Object.entries(stages)) {
+        const [koffi, c] = floors[ms]!;
+        expect(koffi, ms).toBeGreaterThan(0);
+        expect(c, ms).toBeGreaterThan(0);
+        expect(n(`${stage}OverFloor`), stage).toBeCloseTo(n(ms) / koffi, 9);
+        expect(n(`${stage}OverCFloor`), stage).toBeCloseTo(n(ms) / c!, 9);
+      }
     }
     // The recording's shape: per VM a VM fd and 4 vCPU fds, twice the VMs twice the points.
     const [five, ten] = lines;
