@@ -178,6 +178,15 @@ function digits(bytes: Uint8Array, pos: number, value: number): number {
   return end;
 }
 
+/** Writes a safe integer's decimal text at `pos` (room for 17 bytes); returns the end, or -1 for
+ * any other value, which JSON.stringify writes. */
+function integer(bytes: Uint8Array, pos: number, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) return -1;
+  if (value >= 0) return digits(bytes, pos, value);
+  bytes[pos] = 0x2d;
+  return digits(bytes, pos + 1, -value);
+}
+
 /**
  * What the points of one source share: their attributes and start time, as the JSON that
  * precedes a number point's end time and as the pieces of a histogram point.
@@ -364,8 +373,9 @@ export class OtlpJsonEncoder {
         continue;
       }
       pos = copy(bytes, pos, keyed);
-      if (typeof value === 'number' && value >= 0 && value <= Number.MAX_SAFE_INTEGER && Number.isInteger(value)) {
-        pos = digits(bytes, pos, value);
+      const written = integer(bytes, pos, value);
+      if (written >= 0) {
+        pos = written;
       } else {
         this.#pos = pos;
         this.#number(value);
@@ -389,8 +399,9 @@ export class OtlpJsonEncoder {
     for (let b = 0; b < counts.length; b++) {
       if (b > 0) bytes[pos++] = 0x2c;
       const count = counts[b]!;
-      if (typeof count === 'number' && count >= 0 && count <= Number.MAX_SAFE_INTEGER && Number.isInteger(count)) {
-        pos = digits(bytes, pos, count);
+      const written = integer(bytes, pos, count);
+      if (written >= 0) {
+        pos = written;
       } else {
         this.#pos = pos;
         this.#number(count);
@@ -447,18 +458,10 @@ export class OtlpJsonEncoder {
 
   /** A number as JSON.stringify writes it: integers digit by digit, others through String. */
   #number(value: unknown): void {
-    if (typeof value === 'number' && Number.isSafeInteger(value)) {
-      this.#ensure(17);
-      let pos = this.#pos;
-      if (value < 0) {
-        this.#bytes[pos++] = 0x2d;
-        this.#pos = digits(this.#bytes, pos, -value);
-      } else {
-        this.#pos = digits(this.#bytes, pos, value);
-      }
-      return;
-    }
-    this.#text(JSON.stringify(value) ?? 'null');
+    this.#ensure(17);
+    const written = integer(this.#bytes, this.#pos, value);
+    if (written >= 0) this.#pos = written;
+    else this.#text(JSON.stringify(value) ?? 'null');
   }
 
   #ensure(more: number): void {
