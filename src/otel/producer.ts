@@ -269,15 +269,19 @@ export class KvmStatsProducer implements MetricProducer {
       state.lastCollectionMs = this.#nowMs;
       return false;
     }
+    let inexact: boolean;
     if (state.wire !== undefined) {
-      this.#emitToFrame(state, state.wire, words, k);
+      inexact = this.#emitToFrame(state, state.wire, words, k);
     } else {
       // Paired and not laid out (new, or left out of the last layout): points for the layout to read.
       if (this.#fused !== undefined) state.points ??= this.#pointsFor(state);
-      const inexact = this.#emit(state, words, k);
-      // Paired: whether the next collection may compare with this read's values.
-      if (this.#fused !== undefined) state.lastExact = !inexact;
+      inexact = this.#emit(state, words, k);
     }
+    if (inexact) this.#reportInexact(state);
+    state.lastCollection = collection;
+    state.lastCollectionMs = this.#nowMs;
+    // Paired: whether the next collection may compare with this read's values.
+    if (this.#fused !== undefined) state.lastExact = !inexact;
     if (this.#reuse && this.#layout[emitted] !== state) {
       this.#layout[emitted] = state;
       this.#layoutChanged = true;
@@ -354,9 +358,6 @@ export class KvmStatsProducer implements MetricProducer {
       const series = plan[m]!;
       if (series.histogram ? this.#emitHistogram(state, m, series, words, k, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
-    if (inexact) this.#reportInexact(state);
-    state.lastCollection = this.#collection;
-    state.lastCollectionMs = this.#nowMs;
     return inexact;
   }
 
@@ -366,7 +367,7 @@ export class KvmStatsProducer implements MetricProducer {
    * words copied into the frame, beside this collection's time; its start is already there
    * (cumulative: it changes only on a reset). Every other series takes #emit's way.
    */
-  #emitToFrame(state: TableState, wire: WirePoints, words: Uint32Array, k: number): void {
+  #emitToFrame(state: TableState, wire: WirePoints, words: Uint32Array, k: number): boolean {
     const plan = state.plan.series;
     const previousTime = this.#previousTimeOf(state);
     const { previous } = state;
@@ -379,9 +380,10 @@ export class KvmStatsProducer implements MetricProducer {
     let inexact = false;
     for (let m = 0; m < plan.length; m++) {
       const series = plan[m]!;
+      const body = offsets[at + 3 * m]!;
       if (compare && series.compared && sameAsPrevious(words, previous, series)) {
         // The same value, so no reset and the same start: only the time is new.
-        frame.timeOnly(offsets[at + 3 * m]!);
+        frame.timeOnly(body);
         continue;
       }
       if (series.asRead) {
@@ -390,23 +392,20 @@ export class KvmStatsProducer implements MetricProducer {
         const high = words[w + 1]!;
         if (high < INEXACT_HIGH_WORD) {
           if (!series.resets) {
-            frame.numberAsRead(offsets[at + 3 * m]!, low, high);
+            frame.numberAsRead(body, low, high);
             continue;
           }
           const value = low + high * TWO_POW_32;
           if (value >= previous[series.first]!) {
             previous[series.first] = value;
-            frame.numberAsRead(offsets[at + 3 * m]!, low, high);
+            frame.numberAsRead(body, low, high);
             continue;
           }
         }
       }
       if (series.histogram ? this.#emitHistogram(state, m, series, words, k, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
-    if (inexact) this.#reportInexact(state);
-    state.lastExact = !inexact;
-    state.lastCollection = this.#collection;
-    state.lastCollectionMs = this.#nowMs;
+    return inexact;
   }
 
   /** A counter or gauge; true if its value is above 2^53. */
