@@ -305,7 +305,6 @@ export class PrometheusTextExporter extends MetricReader {
     }
   }
 
-
   // ---- scrapes ----
 
   async #serve(request: IncomingMessage, response: ServerResponse): Promise<void> {
