@@ -42,10 +42,10 @@ import { sameTables, type StatsSource } from '../sources/source.js';
 import { INEXACT_HIGH_WORD as INEXACT, TWO_POW_32 as POW_32, u64 } from '../stats/u64.js';
 import { type VcpuAggregation, VCPU_AGGREGATIONS, type VmGroup, VmGroups } from './aggregation.js';
 import type { UnitMode } from './mapping.js';
-import { type Emitter, type MetricSlot, Planner, READ_BATCH, type SeriesPlan, type SourceState, type TablePlan, type TableState } from './plan.js';
+import { type Emitter, type MetricSlot, Planner, READ_BATCH, type SeriesPlan, type SourceState, type TableState } from './plan.js';
 import { type Points, addPoint, histogramCounts, millisToHrTime, newPoints, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
-import { type FrameLayout, type FramePairing, POINT_BODY, pointIndex } from './series-frame.js';
+import { type FrameLayout, type FramePairing, POINT_BODY, type WirePoints, pointIndex } from './series-frame.js';
 import { SCOPE_NAME } from './semconv.js';
 import { counted, pointStart } from './series-rules.js';
 import { type SourceSet, currentSources } from './source-set.js';
@@ -127,15 +127,6 @@ export class KvmStatsProducer implements MetricProducer {
   #reads: TableState[] = [];
   /** The tables read in the current batch, in order: the k-th read into its buffers[k]. */
   readonly #batch: (TableState | undefined)[] = new Array(READ_BATCH).fill(undefined);
-  /** Per table of the batch: a value above 2^53 was read (1), and when it was last read. */
-  readonly #batchInexact = new Uint8Array(READ_BATCH);
-  readonly #batchTimes: (HrTime | undefined)[] = new Array(READ_BATCH).fill(undefined);
-  /** The runs of a batch's laid-out tables (#takeBatch): per run its plan, its layout's offsets
-   * and its tables' places in the batch, `#runSizes` of them. */
-  readonly #runPlans: (TablePlan | undefined)[] = new Array(READ_BATCH).fill(undefined);
-  readonly #runOffsets: (Int32Array | undefined)[] = new Array(READ_BATCH).fill(undefined);
-  readonly #runs: Int32Array[] = Array.from({ length: READ_BATCH }, () => new Int32Array(READ_BATCH));
-  readonly #runSizes = new Int32Array(READ_BATCH);
   /** What emitted points in the last collection, in order (sources, then VMs): which reused
    * points each metric lists. */
   readonly #layout: Emitter[] = [];
@@ -232,7 +223,10 @@ export class KvmStatsProducer implements MetricProducer {
         if (state.index === 0) read++;
         batch[n++] = state;
       }
-      emitted = this.#takeBatch(n, collection, emitted);
+      for (let k = 0; k < n; k++) {
+        if (this.#take(batch[k]!, k, collection, emitted)) emitted++;
+        batch[k] = undefined;
+      }
     }
     // The VMs with a vCPU read in this collection, after every source, in a fixed order.
     for (const group of this.#vms?.live ?? NO_GROUPS) {
@@ -264,74 +258,35 @@ export class KvmStatsProducer implements MetricProducer {
     return { resourceMetrics: { resource: this.#resource, scopeMetrics: [this.#scopeMetrics()] }, errors };
   }
 
-  /**
-   * Takes the values of a batch's n tables (table k read into the k-th buffer): each added to its
-   * VM's sums, or turned into data points, or, laid out in the frame, written there. The frame
-   * is metric-major (a metric's points in emitter order), so the tables laid out are taken series
-   * by series, per run of them that share a plan (and a layout): series m of one table, then of
-   * the next, whose points are next to each other in the frame, rather than each table's ~47
-   * points scattered over as many pages, which cost a TLB walk each. What follows a table's
-   * values (inexact values reported, its read's time, lastExact, its place in the layout) is
-   * then done table by table, in order, as before. Returns `emitted` counted on.
-   */
-  #takeBatch(n: number, collection: number, emitted: number): number {
-    const batch = this.#batch;
-    const inexact = this.#batchInexact;
-    const times = this.#batchTimes;
-    let runs = 0;
-    for (let k = 0; k < n; k++) {
-      const state = batch[k]!;
-      const group = state.group;
-      if (group !== undefined) {
-        inexact[k] = group.accumulate(state, state.buffers[k]!.words, collection) ? 1 : 0;
-        continue;
-      }
-      const wire = state.wire;
-      if (wire === undefined) {
-        // Paired and not laid out (new, or left out of the last layout): points for the layout to read.
-        if (this.#fused !== undefined) state.points ??= this.#pointsFor(state);
-        inexact[k] = this.#emit(state, state.buffers[k]!.words, k) ? 1 : 0;
-        continue;
-      }
-      // Laid out: into its run, taken below.
-      inexact[k] = 0;
-      times[k] = this.#previousTimeOf(state);
-      let r = 0;
-      while (r < runs && (this.#runPlans[r] !== state.plan || this.#runOffsets[r] !== wire.offsets)) r++;
-      if (r === runs) {
-        this.#runPlans[r] = state.plan;
-        this.#runOffsets[r] = wire.offsets;
-        this.#runSizes[r] = 0;
-        runs++;
-      }
-      this.#runs[r]![this.#runSizes[r]!++] = k;
-    }
-    for (let r = 0; r < runs; r++) {
-      this.#emitRunToFrame(this.#runPlans[r]!, this.#runOffsets[r]!, this.#runs[r]!, this.#runSizes[r]!);
-      this.#runPlans[r] = undefined;
-      this.#runOffsets[r] = undefined;
-    }
-    const fused = this.#fused !== undefined;
-    const reuse = this.#reuse;
-    const layout = this.#layout;
-    const nowMs = this.#nowMs;
-    for (let k = 0; k < n; k++) {
-      const state = batch[k]!;
-      batch[k] = undefined;
-      times[k] = undefined;
-      if (inexact[k] === 1) this.#reportInexact(state);
+  /** A table's freshly read words (the k-th buffer of its batch): added to its VM's sums, or turned into data points. True when
+   * it emitted points (the next entry of the layout). */
+  #take(state: TableState, k: number, collection: number, emitted: number): boolean {
+    const words = state.buffers[k]!.words;
+    const group = state.group;
+    if (group !== undefined) {
+      if (group.accumulate(state, words, collection)) this.#reportInexact(state);
       state.lastCollection = collection;
-      state.lastCollectionMs = nowMs;
-      if (state.group !== undefined) continue;
-      // Paired: whether the next collection may compare with this read's values.
-      if (fused) state.lastExact = inexact[k] === 0;
-      if (reuse && layout[emitted] !== state) {
-        layout[emitted] = state;
-        this.#layoutChanged = true;
-      }
-      emitted++;
+      state.lastCollectionMs = this.#nowMs;
+      return false;
     }
-    return emitted;
+    let inexact: boolean;
+    if (state.wire !== undefined) {
+      inexact = this.#emitToFrame(state, state.wire, words, k);
+    } else {
+      // Paired and not laid out (new, or left out of the last layout): points for the layout to read.
+      if (this.#fused !== undefined) state.points ??= this.#pointsFor(state);
+      inexact = this.#emit(state, words, k);
+    }
+    if (inexact) this.#reportInexact(state);
+    state.lastCollection = collection;
+    state.lastCollectionMs = this.#nowMs;
+    // Paired: whether the next collection may compare with this read's values.
+    if (this.#fused !== undefined) state.lastExact = !inexact;
+    if (this.#reuse && this.#layout[emitted] !== state) {
+      this.#layout[emitted] = state;
+      this.#layoutChanged = true;
+    }
+    return true;
   }
 
   /** Takes this collection's sources in order, finds their states (a WeakMap lookup only where
@@ -407,56 +362,50 @@ export class KvmStatsProducer implements MetricProducer {
   }
 
   /**
-   * #emit for a run of a batch's tables laid out in the paired exporter's frame, which share a
-   * plan and a layout (`offsets`): `members` (the first `size`) are their places k in the batch.
-   * Taken series by series (#takeBatch says why). A series exported as read
+   * #emit for a table laid out in the paired exporter's frame. A series exported as read
    * (SeriesPlan.asRead) that was not reset and is below 2^53 takes the short way: its value's
    * words copied into the frame, beside this collection's time; its start is already there
-   * (cumulative: it changes only on a reset). Every other series takes #emit's way. A table
-   * with a value above 2^53 is marked in #batchInexact.
+   * (cumulative: it changes only on a reset). Every other series takes #emit's way.
    */
-  #emitRunToFrame(plan: TablePlan, offsets: Int32Array, members: Int32Array, size: number): void {
-    const plans = plan.series;
-    const batch = this.#batch;
-    const inexact = this.#batchInexact;
-    const times = this.#batchTimes;
-    const frame = batch[members[0]!]!.wire!.frame;
-    for (let m = 0; m < plans.length; m++) {
-      const series = plans[m]!;
-      for (let r = 0; r < size; r++) {
-        const k = members[r]!;
-        const state = batch[k]!;
-        const words = state.buffers[k]!.words;
-        const previous = state.previous;
-        const body = offsets[pointIndex(state.wire!.at, m) + POINT_BODY]!;
-        // The frame holds the points of the previous read (laid out from them, or written from
-        // them since), whose values `previous` keeps; compared only when none was above 2^53,
-        // as each read of such a value is counted.
-        if (state.lastExact && series.compared && sameAsPrevious(words, previous, series)) {
-          // The same value, so no reset and the same start: only the time is new.
-          frame.timeOnly(body);
-          continue;
-        }
-        if (series.asRead) {
-          const w = series.word;
-          const low = words[w]!;
-          const high = words[w + 1]!;
-          if (high < INEXACT_HIGH_WORD) {
-            if (!series.resets) {
-              frame.numberAsRead(body, low, high);
-              continue;
-            }
-            const value = low + high * TWO_POW_32;
-            if (value >= previous[series.first]!) {
-              previous[series.first] = value;
-              frame.numberAsRead(body, low, high);
-              continue;
-            }
+  #emitToFrame(state: TableState, wire: WirePoints, words: Uint32Array, k: number): boolean {
+    const plan = state.plan.series;
+    const previousTime = this.#previousTimeOf(state);
+    const { previous } = state;
+    const frame = wire.frame;
+    const { offsets, at } = wire;
+    // The frame holds the points of the previous read (laid out from them, or written from them
+    // since), whose values `previous` keeps; compared only when none was above 2^53, as each
+    // read of such a value is counted.
+    const compare = state.lastExact;
+    let inexact = false;
+    for (let m = 0; m < plan.length; m++) {
+      const series = plan[m]!;
+      const body = offsets[pointIndex(at, m) + POINT_BODY]!;
+      if (compare && series.compared && sameAsPrevious(words, previous, series)) {
+        // The same value, so no reset and the same start: only the time is new.
+        frame.timeOnly(body);
+        continue;
+      }
+      if (series.asRead) {
+        const w = series.word;
+        const low = words[w]!;
+        const high = words[w + 1]!;
+        if (high < INEXACT_HIGH_WORD) {
+          if (!series.resets) {
+            frame.numberAsRead(body, low, high);
+            continue;
+          }
+          const value = low + high * TWO_POW_32;
+          if (value >= previous[series.first]!) {
+            previous[series.first] = value;
+            frame.numberAsRead(body, low, high);
+            continue;
           }
         }
-        if (series.histogram ? this.#emitHistogram(state, m, series, words, k, times[k]) : this.#emitNumber(state, m, series, words, times[k])) inexact[k] = 1;
       }
+      if (series.histogram ? this.#emitHistogram(state, m, series, words, k, previousTime) : this.#emitNumber(state, m, series, words, previousTime)) inexact = true;
     }
+    return inexact;
   }
 
   /** A counter or gauge; true if its value is above 2^53. */
