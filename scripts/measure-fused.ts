@@ -7,7 +7,8 @@
  * - collect() + OtlpProtobufEncoder: the plain producer (reused points) and the SDK's metrics
  *   through one reader, then the request encoded (the agent's cycle before the fused path);
  * - the fused cycle: src/bench/agent-cycle.ts's protobufCycle, what the agent does now.
- * CPU time per pass (process.cpuUsage), the steps taking turns pass by pass, medians. Figures are
+ * CPU time per pass (process.cpuUsage), the steps taking turns pass by pass (every other pass
+ * in the reverse order), medians. Figures are
  * on image fds, not KVM fds. Images hold the same values at every read (idle vCPUs) unless
  * `--busy`: then before each pass (untimed) every stat and histogram bucket of the images
  * moves on, as on vCPUs that run all the time, so that no series is the same as it was.
@@ -108,7 +109,10 @@ for (const fds of values.fds!.split(',').map(Number)) {
     const times = steps.map(() => [] as number[]);
     for (let pass = 0; pass < 10; pass++) for (const [, step] of steps) await step();
     for (let pass = 0; pass < passes; pass++) {
-      for (let s = 0; s < steps.length; s++) {
+      // Every other pass in the reverse order, so that no step always follows the same one
+      // (the one before leaves the caches its own way).
+      for (let i = 0; i < steps.length; i++) {
+        const s = pass % 2 === 0 ? i : steps.length - 1 - i;
         if (values.busy) moveOn(++tick);
         times[s]!.push(await cpuOf(steps[s]![1]));
       }
