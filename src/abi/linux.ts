@@ -19,8 +19,6 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const MAP_ANONYMOUS = 0x20;
-/** madvise(2): back the range with transparent huge pages where the kernel has them. */
-export const MADV_HUGEPAGE = 14;
 /** memfd_create(2): an anonymous regular file in memory, for replaying a recording's images. */
 export const MFD_CLOEXEC = 1;
 /** syscall numbers of pidfd_open and pidfd_getfd: the generic table, shared by x86_64 and aarch64. */

@@ -14,7 +14,7 @@
 import { type AggregationTemporality, DataPointType, type Histogram, type MetricData, type ResourceMetrics, type ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { Emitter, MetricSlot } from '../otel/plan.js';
 import type { HistogramPoint, NumberPoint } from '../otel/points.js';
-import { type FrameLayout, type FramePairing, POINT_BODY, POINT_BUCKETS, POINT_END, SeriesFrame, type WirePoints, frameBytes, pointIndex } from '../otel/series-frame.js';
+import { type FrameLayout, type FramePairing, POINT_BODY, POINT_BUCKETS, POINT_END, SeriesFrame, type WirePoints, pointIndex } from '../otel/series-frame.js';
 import { AttributeCache } from './attributes.js';
 import {
   OtlpProtobufEncoder,
@@ -119,7 +119,7 @@ export class OtlpFusedFrame implements FrameLayout {
     }
     const old = this.frame.bytes;
     const base = this.#base;
-    const writer = Writer.over(frameBytes(base + length + TAIL_ROOM), base);
+    const writer = Writer.over(new Uint8Array(base + length + TAIL_ROOM), base);
     const wires = new Map<Emitter, WirePoints>();
     let points = 0;
     for (const emitter of emitters) points += emitter.plan.slots.length;

@@ -7,7 +7,6 @@ import koffi from 'koffi';
 import { fieldOffset } from '../abi/layout.js';
 import {
   DEBUGFS_MAGIC,
-  MADV_HUGEPAGE,
   MAP_ANONYMOUS,
   MAP_SHARED,
   MFD_CLOEXEC,
@@ -52,9 +51,6 @@ const c = {
   poll: libc.func('poll', 'int', ['void *', 'unsigned long', 'int']),
   mmap: libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']),
   munmap: libc.func('munmap', 'int', ['void *', 'size_t']),
-  madvise: libc.func('madvise', 'int', ['void *', 'size_t', 'int']),
-  // memmove(p, p, 0) returns p: where koffi passes a buffer's bytes, which is where they are.
-  addressOf: libc.func('memmove', 'void *', ['void *', 'void *', 'size_t']),
   mallocTrim: libc.func('malloc_trim', 'int', ['size_t']),
   memfdCreate: libc.func('memfd_create', 'int', ['str', 'unsigned int']),
   fstatfs: libc.func('fstatfs', 'int', ['int', 'void *']),
@@ -226,27 +222,6 @@ export function readableNow(fds: readonly number[]): boolean[] {
  * soak compares it over time; glibc otherwise keeps freed pages as long as it likes). */
 export function trimMallocHeap(): void {
   c.mallocTrim(0);
-}
-
-/** The size of a transparent huge page (a PMD's reach with 4 KiB pages, x86-64 and arm64). */
-const HUGE_PAGE = 2 * 1024 * 1024;
-
-/**
- * Asks the kernel to back `bytes` (memory V8 owns) with transparent huge pages where it spans
- * whole ones: madvise(MADV_HUGEPAGE) on its 2 MiB-aligned interior. Call it before the bytes
- * are first written, so that the first write faults in a huge page (after, khugepaged may
- * collapse them in time). A buffer walked at every collection then takes a TLB entry per 2 MiB
- * rather than per 4 KiB. Advice only, nothing kept: the buffer stays V8's, freed as usual, and
- * where the kernel gives no huge pages (THP never, or none configured) nothing changes. True
- * when the advice was taken.
- */
-export function adviseHugePages(bytes: Uint8Array): boolean {
-  if (bytes.byteLength < HUGE_PAGE) return false;
-  const address = koffi.address(c.addressOf(bytes, bytes, 0));
-  const start = Number(BigInt(HUGE_PAGE) - (address % BigInt(HUGE_PAGE))) % HUGE_PAGE;
-  const length = Math.floor((bytes.byteLength - start) / HUGE_PAGE) * HUGE_PAGE;
-  if (length === 0) return false;
-  return (c.madvise(bytes.subarray(start, start + length), length, MADV_HUGEPAGE) as number) === 0;
 }
 
 /** A shared mapping: anonymous memory, or an fd's pages (the vCPU's kvm_run). */

@@ -13,7 +13,6 @@
  */
 import type { HrTime } from '@opentelemetry/api';
 import type { AggregationTemporality, ScopeMetrics } from '@opentelemetry/sdk-metrics';
-import { adviseHugePages } from '../native/libc.js';
 import { TWO_POW_32 as POW_32 } from '../stats/u64.js';
 import type { Emitter, MetricSlot } from './plan.js';
 
@@ -121,18 +120,6 @@ export function pointIndex(at: number, j: number): number {
 /** Where point j of `wire` has its body in the frame. */
 export function pointBody(wire: WirePoints, j: number): number {
   return wire.offsets[pointIndex(wire.at, j) + POINT_BODY]!;
-}
-
-/**
- * New bytes for a frame of `length` (zeros), backed by transparent huge pages where the kernel
- * gives them (native/libc.ts, adviseHugePages): a collection writes a point or two in every
- * 4 KiB of a frame (50 MB at 10,000 fds), so with 4 KiB pages each write needs a TLB entry of
- * its own, and this host flushes the TLB at every read's kernel entry (docs/performance.md).
- */
-export function frameBytes(length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  adviseHugePages(bytes);
-  return bytes;
 }
 
 /** The bytes the series are written into, and what a collection writes into every point. */
