@@ -7,14 +7,18 @@
  * - collect() + OtlpProtobufEncoder: the plain producer (reused points) and the SDK's metrics
  *   through one reader, then the request encoded (the agent's cycle before the fused path);
  * - the fused cycle: src/bench/agent-cycle.ts's protobufCycle, what the agent does now.
- * CPU time per pass (process.cpuUsage), the steps taking turns pass by pass, medians. Figures are
+ * CPU time per pass (process.cpuUsage), the steps taking turns pass by pass (every other pass
+ * in the reverse order), medians. Figures are
  * on image fds, not KVM fds. Images hold the same values at every read (idle vCPUs) unless
  * `--busy`: then before each pass (untimed) every stat and histogram bucket of the images
  * moves on, as on vCPUs that run all the time, so that no series is the same as it was.
  * `--base DIR` times a second copy of src/ too (say, the previous commit's: `git archive HEAD~1
  * src | tar -x -C .base`), its fused cycle over the same fds, taking turns with the others.
+ * `--fused-only` leaves the plain producer's step out: it runs this tree's producer and
+ * points.ts on the plain path too, whose feedback then makes this tree's fused cycle slower
+ * than the base's (a copy only the fused cycle runs) by 5 to 15% on the same code.
  *
- *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60] [--busy] [--base DIR]
+ *   node --import tsx scripts/measure-fused.ts [--fds 2500,10000] [--passes 60] [--busy] [--base DIR] [--fused-only]
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -34,6 +38,7 @@ const { values } = parseArgs({
     passes: { type: 'string', default: '60' },
     busy: { type: 'boolean', default: false },
     base: { type: 'string' },
+    'fused-only': { type: 'boolean', default: false },
   },
 });
 const passes = Number(values.passes);
@@ -94,21 +99,22 @@ for (const fds of values.fds!.split(',').map(Number)) {
   const sources = fleet(fds);
   try {
     const scratch = new Uint8Array(Math.max(...sources.map((s) => s.file.table.dataSize)));
-    const plain = plainCycle(sources);
+    const plain = values['fused-only'] ? undefined : plainCycle(sources);
     const fused = protobufCycle({ sources });
     const base = baseCycle?.({ sources });
-    const steps: [string, () => unknown][] = [
-      ['koffi pread floor', () => sources.forEach((source) => source.file.readInto(scratch))],
-      ['collect() + OtlpProtobufEncoder', () => plain.run()],
-      ['fused cycle (agent-cycle.ts)', () => fused.run()],
-    ];
+    const steps: [string, () => unknown][] = [['koffi pread floor', () => sources.forEach((source) => source.file.readInto(scratch))]];
+    if (plain) steps.push(['collect() + OtlpProtobufEncoder', () => plain.run()]);
+    steps.push(['fused cycle (agent-cycle.ts)', () => fused.run()]);
     if (base) steps.push([`fused cycle, base`, () => base.run()]);
-    const sizes = [await plain.run(), await fused.run()];
+    const sizes = [(await plain?.run()) ?? 0, await fused.run()];
     if (base && (await base.run()) !== sizes[1]) throw new Error('the base\'s fused request differs in size from this one\'s');
     const times = steps.map(() => [] as number[]);
     for (let pass = 0; pass < 10; pass++) for (const [, step] of steps) await step();
     for (let pass = 0; pass < passes; pass++) {
-      for (let s = 0; s < steps.length; s++) {
+      // Every other pass in the reverse order, so that no step always follows the same one
+      // (the one before leaves the caches its own way).
+      for (let i = 0; i < steps.length; i++) {
+        const s = pass % 2 === 0 ? i : steps.length - 1 - i;
         if (values.busy) moveOn(++tick);
         times[s]!.push(await cpuOf(steps[s]![1]));
       }
@@ -117,7 +123,7 @@ for (const fds of values.fds!.split(',').map(Number)) {
     if (base) console.log(`  (base: ${values.base})`);
     console.log(`${fds} image fds${values.busy ? ', busy' : ''} (${passes} passes, CPU ms per collection, medians; requests ${sizes[0]} and ${sizes[1]} bytes)`);
     steps.forEach(([name], s) => console.log(`  ${name.padEnd(34)} ${median(times[s]!).toFixed(1).padStart(7)} ms  ${(median(times[s]!) / floor).toFixed(2)}x floor`));
-    await plain.shutdown();
+    await plain?.shutdown();
     await fused.shutdown();
     await base?.shutdown();
   } finally {

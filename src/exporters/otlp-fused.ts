@@ -14,7 +14,7 @@
 import { type AggregationTemporality, DataPointType, type Histogram, type MetricData, type ResourceMetrics, type ScopeMetrics } from '@opentelemetry/sdk-metrics';
 import type { Emitter, MetricSlot } from '../otel/plan.js';
 import type { HistogramPoint, NumberPoint } from '../otel/points.js';
-import { type FrameLayout, type FramePairing, POINT_BUCKETS, POINT_END, SeriesFrame, type WirePoints } from '../otel/series-frame.js';
+import { type FrameLayout, type FramePairing, POINT_BODY, POINT_BUCKETS, POINT_END, SeriesFrame, type WirePoints, pointIndex } from '../otel/series-frame.js';
 import { AttributeCache } from './attributes.js';
 import {
   OtlpProtobufEncoder,
@@ -123,11 +123,11 @@ export class OtlpFusedFrame implements FrameLayout {
     const wires = new Map<Emitter, WirePoints>();
     let points = 0;
     for (const emitter of emitters) points += emitter.plan.slots.length;
-    const offsets = new Int32Array(3 * points);
+    const offsets = new Int32Array(pointIndex(0, points));
     let at = 0;
     for (const emitter of emitters) {
       wires.set(emitter, { frame: this.frame, offsets, at });
-      at += 3 * emitter.plan.slots.length;
+      at = pointIndex(at, emitter.plan.slots.length);
     }
     for (const { metric, entries, dataSize } of metrics) {
       writeMetricHead(writer, metric.data, metric.header, dataSize);
@@ -135,18 +135,18 @@ export class OtlpFusedFrame implements FrameLayout {
         writer.byte(MetricDataFields.dataPoints.tag);
         writer.varint(size);
         const start = writer.pos;
-        const k = wires.get(emitter)!.at + 3 * j;
+        const k = pointIndex(wires.get(emitter)!.at, j);
         const before = emitter.wire;
         if (before !== undefined) {
           // Its bytes in the old frame are this collection's.
-          const b = before.at + 3 * j;
-          const body = before.offsets[b]!;
+          const b = pointIndex(before.at, j);
+          const body = before.offsets[b + POINT_BODY]!;
           writer.raw(old.subarray(body, before.offsets[b + POINT_END]!));
           offsets[k + POINT_BUCKETS] = start + before.offsets[b + POINT_BUCKETS]! - body;
         } else {
           offsets[k + POINT_BUCKETS] = this.#writePoint(writer, emitter, j);
         }
-        offsets[k] = start;
+        offsets[k + POINT_BODY] = start;
         offsets[k + POINT_END] = writer.pos;
       }
       writeMetricDataTail(writer, metric.data);
@@ -236,7 +236,10 @@ export class OtlpFusedFrame implements FrameLayout {
   /** The size of an emitter's point j: as laid out in the frame, else as its data point says. */
   #bodySize(emitter: Emitter, j: number): number {
     const wire = emitter.wire;
-    if (wire !== undefined) return wire.offsets[wire.at + 3 * j + POINT_END]! - wire.offsets[wire.at + 3 * j]!;
+    if (wire !== undefined) {
+      const at = pointIndex(wire.at, j);
+      return wire.offsets[at + POINT_END]! - wire.offsets[at + POINT_BODY]!;
+    }
     const point = emitter.points![j]!;
     if (point.value !== null && typeof point.value === 'object') {
       return histogramBodySize(point.value) + this.#attributes.get(point.attributes, HistogramDataPoint.attributes.number).length;

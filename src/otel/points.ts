@@ -7,7 +7,7 @@
 import type { Attributes, HrTime } from '@opentelemetry/api';
 import type { DataPoint, Histogram } from '@opentelemetry/sdk-metrics';
 import type { Emitter, MetricSlot, SeriesPlan, TablePlan } from './plan.js';
-import { POINT_BUCKETS, pointBody } from './series-frame.js';
+import { POINT_BODY, POINT_BUCKETS, pointBody, pointIndex } from './series-frame.js';
 
 export type Point = DataPoint<number | Histogram>;
 /** An emitter's reused data points, one per entry of its plan's slots. */
@@ -104,8 +104,8 @@ export function writeHistogram(
   if (sum !== undefined) sum = scale(series, sum);
   const wire = emitter.wire;
   if (wire !== undefined) {
-    const at = wire.at + 3 * j;
-    wire.frame.histogram(wire.offsets[at]!, wire.offsets[at + POINT_BUCKETS]!, startTime, count, sum, counts, series.size, raw);
+    const at = pointIndex(wire.at, j);
+    wire.frame.histogram(wire.offsets[at + POINT_BODY]!, wire.offsets[at + POINT_BUCKETS]!, startTime, count, sum, counts, series.size, raw);
     return;
   }
   const points = emitter.points;

@@ -45,7 +45,7 @@ import type { UnitMode } from './mapping.js';
 import { type Emitter, type MetricSlot, Planner, READ_BATCH, type SeriesPlan, type SourceState, type TableState } from './plan.js';
 import { type Points, addPoint, histogramCounts, millisToHrTime, newPoints, scale, setHrTime, writeHistogram, writeNumber } from './points.js';
 import { StatSelection } from './selection.js';
-import type { FrameLayout, FramePairing, WirePoints } from './series-frame.js';
+import { type FrameLayout, type FramePairing, POINT_BODY, type WirePoints, pointIndex } from './series-frame.js';
 import { SCOPE_NAME } from './semconv.js';
 import { counted, pointStart } from './series-rules.js';
 import { type SourceSet, currentSources } from './source-set.js';
@@ -95,6 +95,7 @@ const log = diag.createComponentLogger({ namespace: SCOPE_NAME });
 // own const into the hot loops, while an imported binding is loaded through a cell at every use.
 const TWO_POW_32 = POW_32;
 const INEXACT_HIGH_WORD = INEXACT;
+const BODY = POINT_BODY;
 
 const NO_GROUPS: readonly VmGroup[] = [];
 
@@ -380,7 +381,7 @@ export class KvmStatsProducer implements MetricProducer {
     let inexact = false;
     for (let m = 0; m < plan.length; m++) {
       const series = plan[m]!;
-      const body = offsets[at + 3 * m]!;
+      const body = offsets[pointIndex(at, m) + BODY]!;
       if (compare && series.compared && sameAsPrevious(words, previous, series)) {
         // The same value, so no reset and the same start: only the time is new.
         frame.timeOnly(body);

@@ -96,7 +96,7 @@ export interface PointSlots {
 }
 
 /** An emitter's points in the frame: per entry j of its plan's slots, three offsets in the
- * frame's bytes at `offsets[at + 3 * j]` (POINT_BODY, POINT_END, POINT_BUCKETS): where the
+ * frame's bytes from `offsets[pointIndex(at, j)]` (POINT_BODY, POINT_END, POINT_BUCKETS): where the
  * point's body starts, where it ends and, for a histogram, where its bucket counts start. One
  * array holds every emitter's offsets of a layout: three arrays per emitter cost 1.1 KB per fd. */
 export interface WirePoints {
@@ -105,14 +105,21 @@ export interface WirePoints {
   readonly at: number;
 }
 
-/** The offsets of point j of a WirePoints: `offsets[at + 3 * j + POINT_...]`. */
+/** The offsets of point j of a WirePoints: `offsets[pointIndex(at, j) + POINT_...]`. */
 export const POINT_BODY = 0;
 export const POINT_END = 1;
 export const POINT_BUCKETS = 2;
 
+/** Where in WirePoints.offsets the offsets of point j of the emitter whose own start at `at`
+ * are (add POINT_BODY, POINT_END, POINT_BUCKETS); with j the emitter's number of points, where
+ * the next emitter's start. */
+export function pointIndex(at: number, j: number): number {
+  return at + 3 * j;
+}
+
 /** Where point j of `wire` has its body in the frame. */
 export function pointBody(wire: WirePoints, j: number): number {
-  return wire.offsets[wire.at + 3 * j]!;
+  return wire.offsets[pointIndex(wire.at, j) + POINT_BODY]!;
 }
 
 /** The bytes the series are written into, and what a collection writes into every point. */
