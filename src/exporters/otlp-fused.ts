@@ -81,8 +81,10 @@ export class OtlpFusedFrame implements FrameLayout {
   #base = HEAD_ROOM;
   #length = 0;
   #held = false;
-  /** Whether the frame was laid out anew since the last encode(), for tests and the bench. */
-  readonly stats = { arranged: 0 };
+  /** Whether the frame was laid out anew since the last encode(), for tests and the bench; and
+   * how many points every layout so far wrote from data points (each such point was built for
+   * the layout and is garbage after it: the agent's cue for a full GC, agent/heap.ts). */
+  readonly stats = { arranged: 0, newPoints: 0 };
 
   /** `encoder` encodes the rest of the request (resource and the SDK's scopes). */
   constructor(scope: ScopeMetrics, encoder: OtlpProtobufEncoder) {
@@ -145,6 +147,7 @@ export class OtlpFusedFrame implements FrameLayout {
           offsets[k + POINT_BUCKETS] = start + before.offsets[b + POINT_BUCKETS]! - body;
         } else {
           offsets[k + POINT_BUCKETS] = this.#writePoint(writer, emitter, j);
+          this.stats.newPoints++;
         }
         offsets[k] = start;
         offsets[k + POINT_END] = writer.pos;

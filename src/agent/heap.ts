@@ -1,0 +1,54 @@
+/**
+ * The agent's heap after a large layout of the OTLP frame. A layout builds a data point for
+ * every series new to the frame and drops it once written (exporters/otlp-fused.ts): at 10,000
+ * stats fds the first layout leaves some 65 MiB of garbage in V8's old space. The agent then
+ * allocates about 0.5 MiB per export, so V8's next full GC (and with it the pages given back)
+ * may be an hour away; until then the RSS holds the start-up's high-water mark. One full GC
+ * after such a layout's export gives them back (docs/performance.md, issue 20: 270 to about
+ * 180 MiB of RSS at 10,000 image fds).
+ */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+/** Points written whole since the last full GC past which one is made (about 200 B of garbage
+ * each: 50,000 is some 10 MiB, about 1,000 stats fds laid out anew). A VM that comes or goes
+ * lays out a few hundred. */
+export const SETTLE_POINTS = 50_000;
+
+let gc: (() => void) | undefined;
+
+/** A full GC, without the process started with --expose-gc: V8's gc() taken from a new
+ * context made while the flag is set, then the flag put back. */
+export function fullGc(): void {
+  if (gc === undefined) {
+    const exposed = (globalThis as { gc?: () => void }).gc;
+    if (exposed !== undefined) {
+      gc = exposed;
+    } else {
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as () => void;
+      setFlagsFromString('--no-expose-gc');
+    }
+  }
+  gc();
+}
+
+/** Makes one full GC after an export that followed layouts of SETTLE_POINTS points or more. */
+export class HeapSettler {
+  #settledAt = 0;
+
+  constructor(
+    /** Points laid out so far (KvmOtlpMetricExporter.newPoints). */
+    private readonly laidOut: () => number,
+    private readonly collect: () => void = fullGc,
+  ) {}
+
+  /** After an export is done: its request is no longer held. */
+  afterExport(): void {
+    const points = this.laidOut();
+    if (points - this.#settledAt < SETTLE_POINTS) return;
+    this.#settledAt = points;
+    // After the export's own callbacks, not inside them.
+    setImmediate(this.collect).unref();
+  }
+}
