@@ -35,6 +35,7 @@ export function fullGc(): void {
     }
   }
   // Every page the collection frees given back, not only those V8 would choose to compact.
+  gc();
   setFlagsFromString('--compact-on-every-full-gc');
   try {
     gc();
