@@ -3,8 +3,8 @@
  * --expose-gc, and HeapSettler asks for one only after layouts of SETTLE_POINTS points or more.
  */
 import { setImmediate as immediate } from 'node:timers/promises';
-import { describe, expect, it } from 'vitest';
-import { HeapSettler, SETTLE_POINTS, fullGc } from '../../src/agent/heap.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { HeapSettler, SETTLE_AFTER_MS, SETTLE_POINTS, fullGc } from '../../src/agent/heap.js';
 
 describe('fullGc', () => {
   it('collects what nothing refers to', async () => {
@@ -15,36 +15,59 @@ describe('fullGc', () => {
     await immediate();
     fullGc();
     expect(ref.deref()).toBeUndefined();
-    // A second call uses the same gc().
+    // A second call uses the same gc(), compacting.
+    fullGc(true);
+  });
+  it('compacting, gives back the pages a few live objects held', () => {
+    fullGc(true);
+    const before = process.memoryUsage().heapTotal;
+    // Garbage with a tenth left alive across its pages, as a layout leaves its points.
+    let all: { a: number; b: number[] }[] | undefined = [];
+    for (let i = 0; i < 500_000; i++) all.push({ a: i, b: [i, i + 1] });
+    const live = all.filter((_, i) => i % 10 === 0);
+    all = undefined;
     fullGc();
+    const grown = process.memoryUsage().heapTotal - before;
+    fullGc(true);
+    const left = process.memoryUsage().heapTotal - before;
+    expect(live.length).toBe(50_000);
+    expect(grown).toBeGreaterThan(20 * 1024 * 1024);
+    expect(left).toBeLessThan(grown / 2);
   });
 });
 
 describe('HeapSettler', () => {
-  it('collects once after an export that followed layouts of SETTLE_POINTS points, not after smaller ones', async () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('collects after an export that followed layouts of SETTLE_POINTS points, compacting last, and not after smaller ones', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
     let points = 0;
-    let collections = 0;
+    const collections: boolean[] = [];
     const settler = new HeapSettler(
       () => points,
-      () => collections++,
+      (compact) => collections.push(compact),
     );
     points = SETTLE_POINTS - 1;
     settler.afterExport();
-    await immediate();
-    expect(collections).toBe(0);
+    vi.runAllTimers();
+    expect(collections).toEqual([]);
     points = SETTLE_POINTS;
     settler.afterExport();
-    await immediate();
-    expect(collections).toBe(1);
+    // Not inside the export's callback.
+    expect(collections).toEqual([]);
+    vi.runAllTimers();
+    expect(collections).toEqual([false, false, true]);
     // The same points again, and a few hundred more (a VM that came): nothing.
     settler.afterExport();
     points += 300;
     settler.afterExport();
-    await immediate();
-    expect(collections).toBe(1);
+    vi.runAllTimers();
+    expect(collections).toHaveLength(SETTLE_AFTER_MS.length);
     points = 2 * SETTLE_POINTS;
     settler.afterExport();
-    await immediate();
-    expect(collections).toBe(2);
+    vi.runAllTimers();
+    expect(collections).toHaveLength(2 * SETTLE_AFTER_MS.length);
   });
 });
