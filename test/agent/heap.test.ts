@@ -15,24 +15,9 @@ describe('fullGc', () => {
     await immediate();
     fullGc();
     expect(ref.deref()).toBeUndefined();
-    // A second call uses the same gc(), compacting.
+    // A second call uses the same gc(), compacting (what that gives back: the agent's bench).
     fullGc(true);
-  });
-  it('compacting, gives back the pages a few live objects held', () => {
-    fullGc(true);
-    const before = process.memoryUsage().heapTotal;
-    // Garbage with a tenth left alive across its pages, as a layout leaves its points.
-    let all: { a: number; b: number[] }[] | undefined = [];
-    for (let i = 0; i < 500_000; i++) all.push({ a: i, b: [i, i + 1] });
-    const live = all.filter((_, i) => i % 10 === 0);
-    all = undefined;
-    fullGc();
-    const grown = process.memoryUsage().heapTotal - before;
-    fullGc(true);
-    const left = process.memoryUsage().heapTotal - before;
-    expect(live.length).toBe(50_000);
-    expect(grown).toBeGreaterThan(20 * 1024 * 1024);
-    expect(left).toBeLessThan(grown / 2);
+    expect(ref.deref()).toBeUndefined();
   });
 });
 
