@@ -44,8 +44,9 @@ export function fullGc(compact = false): void {
   }
 }
 
-/** V8's young generation stays at its first size (semi-spaces of 1 MiB): taken at the agent's
- * start, as V8 reads the factor whenever the young generation would grow. */
+/** V8's young generation stays at its first size (semi-spaces of 1 MiB): set as the agent's
+ * process starts (cli/agent-heap.ts); V8 reads the factor whenever the young generation would
+ * grow, where --max-semi-space-size set at run time has no effect. */
 export function keepYoungGenerationSmall(): void {
   setFlagsFromString('--semi-space-growth-factor=1');
 }

@@ -4,7 +4,6 @@
  * last collection and export and exits 0 with every fd closed.
  */
 import { Command } from 'commander';
-import { keepYoungGenerationSmall } from '../agent/heap.js';
 import { startAgent } from '../agent/run-loop.js';
 import { type AgentConfig, type AgentFlags, redactedUrl, resolveConfig } from '../agent/config.js';
 import { demoFallback, shownPath } from '../setup/demo-fallback.js';
@@ -59,7 +58,6 @@ function stopSignal(onSecond: (signal: NodeJS.Signals) => void): Promise<NodeJS.
 }
 
 async function run(flags: AgentFlags): Promise<void> {
-  keepYoungGenerationSmall();
   let config = resolveConfig(flags);
   const log = createLogger(config.logLevel);
   routeDiagnostics(log);
