@@ -3,13 +3,13 @@
  * every series new to the frame and drops it once written (exporters/otlp-fused.ts): at 10,000
  * stats fds the first layout leaves some 65 MiB of garbage in V8's old space. The agent then
  * allocates about 0.5 MiB per export, so V8's next full GC (and with it the pages given back)
- * may be an hour away; until then the RSS holds the start-up's high-water mark. One full GC
- * after such a layout's export gives them back (docs/performance.md, issue 20), compacting:
- * without, V8 keeps the old space's pages, a few live objects on each.
+ * may be an hour away; until then the RSS holds the start-up's high-water mark. Full GCs after
+ * such a layout's export give them back (docs/performance.md, issue 20: 273 to about 185 MiB at
+ * 10,000 image fds), the last compacting: without, V8 keeps the old space's pages, a few live
+ * objects on each.
  *
  * The young generation is kept at its first size: the agent allocates well under a MiB per
- * export, but start-up (opening every source) grows it to its largest, 32 MiB at 10,000 fds,
- * held ever after.
+ * export, but loading its modules and opening every source grew it to 32 MiB, held ever after.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
