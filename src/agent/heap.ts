@@ -56,22 +56,32 @@ export function keepYoungGenerationSmall(): void {
  * pages, which at once would add some 25 MiB to the agent's RSS peak at 10,000 fds. */
 export const SETTLE_AFTER_MS = [0, 500, 1500] as const;
 
+/** The least time between two settlings, ms: where collections keep running out of time, each
+ * lays the frame out anew, and three full GCs after every export would only add to the load. */
+export const SETTLE_SPACING_MS = 30_000;
+
 /** Makes the full GCs after an export that followed layouts of SETTLE_POINTS points or more. */
 export class HeapSettler {
   #settledAt = 0;
+  #lastMs = -Infinity;
 
   constructor(
     /** Points laid out so far (KvmOtlpMetricExporter.newPoints). */
     private readonly laidOut: () => number,
     private readonly collect: (compact: boolean) => void = fullGc,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** After an export is done: its request is no longer held. */
   afterExport(): void {
     const points = this.laidOut();
     if (points - this.#settledAt < SETTLE_POINTS) return;
+    // Too soon after the last: an export after SETTLE_SPACING_MS settles them.
+    const ms = this.now();
+    if (ms - this.#lastMs < SETTLE_SPACING_MS) return;
     this.#settledAt = points;
+    this.#lastMs = ms;
     // After the export's own callbacks, not inside them; the last one compacts.
-    SETTLE_AFTER_MS.forEach((ms, i) => setTimeout(() => this.collect(i === SETTLE_AFTER_MS.length - 1), ms).unref());
+    SETTLE_AFTER_MS.forEach((after, i) => setTimeout(() => this.collect(i === SETTLE_AFTER_MS.length - 1), after).unref());
   }
 }

@@ -4,7 +4,7 @@
  */
 import { setImmediate as immediate } from 'node:timers/promises';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { HeapSettler, SETTLE_AFTER_MS, SETTLE_POINTS, fullGc } from '../../src/agent/heap.js';
+import { HeapSettler, SETTLE_AFTER_MS, SETTLE_POINTS, SETTLE_SPACING_MS, fullGc } from '../../src/agent/heap.js';
 
 describe('fullGc', () => {
   it('collects what nothing refers to', async () => {
@@ -26,13 +26,15 @@ describe('HeapSettler', () => {
     vi.useRealTimers();
   });
 
-  it('collects after an export that followed layouts of SETTLE_POINTS points, compacting last, and not after smaller ones', () => {
+  it('collects after an export that followed layouts of SETTLE_POINTS points, compacting last, not after smaller ones, and not more often than SETTLE_SPACING_MS', () => {
     vi.useFakeTimers({ toFake: ['setTimeout'] });
     let points = 0;
+    let ms = 0;
     const collections: boolean[] = [];
     const settler = new HeapSettler(
       () => points,
       (compact) => collections.push(compact),
+      () => ms,
     );
     points = SETTLE_POINTS - 1;
     settler.afterExport();
@@ -50,7 +52,13 @@ describe('HeapSettler', () => {
     settler.afterExport();
     vi.runAllTimers();
     expect(collections).toHaveLength(SETTLE_AFTER_MS.length);
+    // Another large layout soon after: settled only once SETTLE_SPACING_MS have passed.
     points = 2 * SETTLE_POINTS;
+    ms += SETTLE_SPACING_MS - 1;
+    settler.afterExport();
+    vi.runAllTimers();
+    expect(collections).toHaveLength(SETTLE_AFTER_MS.length);
+    ms += 1;
     settler.afterExport();
     vi.runAllTimers();
     expect(collections).toHaveLength(2 * SETTLE_AFTER_MS.length);
