@@ -29,6 +29,7 @@ import { PrometheusTextExporter } from '../exporters/prometheus-exporter.js';
 import { prometheusUnitSuffixes } from '../otel/mapping.js';
 import { type AgentConfig, type OtlpConfig, SettingError, type TemporalityPreference, redactCredentials, redactedUrl } from './config.js';
 import { EXPORT_SUCCESS, type ExportResult, LineMetricExporter } from './line-metric-exporter.js';
+import { HeapSettler } from './heap.js';
 import type { Logger } from './log.js';
 import type { FramePairing } from '../otel/series-frame.js';
 
@@ -79,6 +80,8 @@ export class ReportingExporter implements PushMetricExporter {
     private readonly log: Logger,
     /** Told of every failed export (the agent's self-telemetry counts them). */
     private readonly onFailure: () => void = () => undefined,
+    /** Told when any export is done, after the above. */
+    private readonly onDone: () => void = () => undefined,
   ) {}
 
   export(metrics: ResourceMetrics, done: (result: ExportResult) => void): void {
@@ -95,6 +98,7 @@ export class ReportingExporter implements PushMetricExporter {
         this.#failures = 0;
       }
       done(result);
+      this.onDone();
     });
   }
 
@@ -159,7 +163,9 @@ export function createOutputs(
   if (config.otlp) {
     const description = `OTLP ${config.otlp.protocol} to ${redactedUrl(config.otlp.url)}`;
     const otlp = otlpExporter(config.otlp, config.temporality);
-    const exporter = new ReportingExporter(otlp, redactedUrl(config.otlp.url), log.child({ output: 'otlp' }), () => exportFailed('otlp'));
+    // A layout's garbage given back after its export (agent/heap.ts).
+    const settler = new HeapSettler(() => otlp.newPoints);
+    const exporter = new ReportingExporter(otlp, redactedUrl(config.otlp.url), log.child({ output: 'otlp' }), () => exportFailed('otlp'), () => settler.afterExport());
     outputs.push(pushOutput('otlp', description, exporter, producerFor('otlp', otlp), config));
   }
   if (config.prometheus) {

@@ -3,6 +3,8 @@
  * The command line. Exit codes: 0 ok, 1 runtime error, 2 usage error. Errors are one line on
  * stderr; --verbose adds the stack.
  */
+// First: before the other modules load (agent-heap.ts says why).
+import './agent-heap.js';
 import { Command, CommanderError } from 'commander';
 import { SCOPE_VERSION } from '../otel/version.js';
 import { agentCommand } from './agent.js';

@@ -166,6 +166,15 @@ export class KvmOtlpMetricExporter implements PushMetricExporter, FramePairing {
     return frame;
   }
 
+  /** Points its frames' layouts have written from the paired producers' data points so far
+   * (OtlpFusedFrame.stats.newPoints): the transient objects a layout leaves behind. */
+  get newPoints(): number {
+    const encoder = this.#serializer.encoder;
+    let points = 0;
+    if (encoder instanceof ProtobufEncoder) for (const frame of encoder.frames) points += frame.stats.newPoints;
+    return points;
+  }
+
   forceFlush(): Promise<void> {
     return this.#base.forceFlush();
   }

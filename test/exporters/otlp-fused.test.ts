@@ -208,6 +208,27 @@ describe('the fused path (KvmStatsProducer paired with KvmOtlpMetricExporter)', 
     }
   });
 
+  it('counts the points its layouts wrote from data points (KvmOtlpMetricExporter.newPoints), and only those', async () => {
+    const images = [new KindsImage('kvm-6/vcpu-0', KINDS), new KindsImage('kvm-6/vcpu-1', KINDS)];
+    const sources = images.map((i) => i.source);
+    let current = sources.slice(0, 1);
+    const exporter = new KvmOtlpMetricExporter({ protocol: 'http/protobuf', url: 'http://127.0.0.1:1/v1/metrics' });
+    const producer = new KvmStatsProducer({ sources: () => current, pairedExporter: exporter });
+    const plain = new KvmStatsProducer({ sources: sources.slice(0, 1) });
+    const pointsOfOne = (await plain.collect()).resourceMetrics.scopeMetrics[0]!.metrics.reduce((n, m) => n + m.dataPoints.length, 0);
+    expect(pointsOfOne).toBeGreaterThan(0);
+    await producer.collect();
+    expect(exporter.newPoints).toBe(pointsOfOne);
+    // Laid out already: its points are taken from the frame.
+    await producer.collect();
+    expect(exporter.newPoints).toBe(pointsOfOne);
+    // A second vCPU: only its points are new.
+    current = sources;
+    await producer.collect();
+    expect(exporter.newPoints).toBe(2 * pointsOfOne);
+    await exporter.shutdown();
+  });
+
   it('says what to do when the paired producer is not its reader\'s last', async () => {
     const image = new KindsImage('kvm-8/vcpu-0', KINDS);
     const pairing = new FrameOnly();
