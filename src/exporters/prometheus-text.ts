@@ -158,6 +158,25 @@ interface MetricText {
   readonly heads: WeakMap<Attributes, Uint8Array>;
 }
 
+/** A metric of a scrape that has a name, with its constant text; a counter's or gauge's values
+ * gathered (#gatherNumbers). */
+interface NamedMetric {
+  readonly metric: MetricData;
+  readonly name: string;
+  readonly text: MetricText;
+  /** A counter's or gauge's points' values and heads, by index. */
+  numbers: GatheredNumbers | undefined;
+}
+
+/** A counter's or gauge's values and heads, gathered (#gatherNumbers): the heads per metric,
+ * as two metrics of one name share their MetricText. */
+interface GatheredNumbers {
+  readonly values: Float64Array;
+  readonly heads: Uint8Array[];
+  /** A point has a value that is not a number (written as `${value}`, from the point). */
+  other: boolean;
+}
+
 /** The `le` label of each bucket of one boundaries array, with the line's closing: `le="0.5"} `. */
 interface BucketLabels {
   readonly alone: Uint8Array[];
@@ -361,39 +380,34 @@ export class PrometheusTextSerializer {
       chunk.put(text);
     }
     const constants = this.#constantLabels(metrics.resource.attributes);
-    let written = false;
-    for (const scopeMetrics of metrics.scopeMetrics) {
-      for (const metric of scopeMetrics.metrics) {
-        const name = this.#name(metric);
-        if (name === undefined) continue;
-        written = true;
-        const header = encoder.encode(this.#header(name, metric));
-        let full = chunk.reserve(header.length);
+    const named = this.#named(metrics, constants, scrape);
+    this.#gatherNumbers(named);
+    for (const { metric, name, text, numbers } of named) {
+      const header = encoder.encode(this.#header(name, metric));
+      let full = chunk.reserve(header.length);
+      if (full) yield full;
+      chunk.put(header);
+      const points = metric.dataPoints;
+      const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
+      if (!histogram && numbers === undefined) {
+        diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
+        continue;
+      }
+      // Plain loops write what fits in the chunk; the generator only hands chunks out.
+      let next = 0;
+      while (next < points.length) {
+        next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], numbers!, next);
+        if (next === points.length) break;
+        full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, numbers!.heads[next]!));
         if (full) yield full;
-        chunk.put(header);
-        const text = this.#metricText(name, scopeMetrics.scope, constants, scrape);
-        const points = metric.dataPoints;
-        const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
-        if (!histogram && metric.dataPointType !== DataPointType.SUM && metric.dataPointType !== DataPointType.GAUGE) {
-          diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
-          continue;
-        }
-        // Plain loops write what fits in the chunk; the generator only hands chunks out.
-        let next = 0;
-        while (next < points.length) {
-          next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], next);
-          if (next === points.length) break;
-          full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, points[next] as DataPoint<number>));
-          if (full) yield full;
-        }
-        // Series that went keep no attributes alive.
-        if (text.pointAttributes.length > points.length) {
-          text.pointAttributes.length = points.length;
-          text.pointHeads.length = points.length;
-        }
+      }
+      // Series that went keep no attributes alive.
+      if (text.pointAttributes.length > points.length) {
+        text.pointAttributes.length = points.length;
+        text.pointHeads.length = points.length;
       }
     }
-    if (!written) {
+    if (named.length === 0) {
       const full = chunk.reserve(NO_REGISTERED_METRICS.length);
       if (full) yield full;
       chunk.ascii(NO_REGISTERED_METRICS);
@@ -408,6 +422,51 @@ export class PrometheusTextSerializer {
    * each back once at most; any other buffer is ignored. */
   release(chunk: Uint8Array): void {
     this.#memory.give(chunk.buffer);
+  }
+
+  /** The metrics that have a name, in order, each with its constant text. */
+  #named(metrics: ResourceMetrics, constants: Attributes | undefined, scrape: number): NamedMetric[] {
+    const named: NamedMetric[] = [];
+    for (const scopeMetrics of metrics.scopeMetrics) {
+      for (const metric of scopeMetrics.metrics) {
+        const name = this.#name(metric);
+        if (name === undefined) continue;
+        const text = this.#metricText(name, scopeMetrics.scope, constants, scrape);
+        named.push({ metric, name, text, numbers: undefined });
+      }
+    }
+    return named;
+  }
+
+  /**
+   * Every counter's and gauge's values into a column of its own (and each series' head found),
+   * read series by series across the metrics rather than metric by metric: a source's points lie
+   * side by side in memory (the producer makes them together), so this reads them in order,
+   * where a metric's sweep over every source would miss the caches at each point.
+   */
+  #gatherNumbers(named: NamedMetric[]): void {
+    const numbers: NamedMetric[] = [];
+    let longest = 0;
+    for (const entry of named) {
+      const type = entry.metric.dataPointType;
+      if (type !== DataPointType.SUM && type !== DataPointType.GAUGE) continue;
+      const length = entry.metric.dataPoints.length;
+      entry.numbers = { values: new Float64Array(length), heads: new Array<Uint8Array>(length), other: false };
+      numbers.push(entry);
+      if (length > longest) longest = length;
+    }
+    for (let i = 0; i < longest; i++) {
+      for (let k = 0; k < numbers.length; k++) {
+        const { metric, text, numbers: gathered } = numbers[k]!;
+        const points = metric.dataPoints as DataPoint<number>[];
+        if (i >= points.length) continue;
+        const point = points[i]!;
+        const value = point.value;
+        if (typeof value !== 'number') gathered!.other = true;
+        gathered!.values[i] = value;
+        gathered!.heads[i] = this.#pointHead(text, i, point.attributes);
+      }
+    }
   }
 
   /** The Prometheus name of a metric, or undefined (and a diag error) when it has none. */
@@ -502,23 +561,24 @@ export class PrometheusTextSerializer {
     return head;
   }
 
-  #numberRoom(text: MetricText, point: DataPoint<number>): number {
-    return text.open.length + this.#head(text, point.attributes).length + LINE_EXTRA;
+  #numberRoom(text: MetricText, head: Uint8Array): number {
+    return text.open.length + head.length + LINE_EXTRA;
   }
 
-  /** Samples of points[from...] while they fit in the chunk; returns the first not written. */
-  #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], from: number): number {
+  /** Samples of points[from...] (their values and heads gathered, #gatherNumbers) while they
+   * fit in the chunk; returns the first not written. */
+  #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], numbers: GatheredNumbers, from: number): number {
     const limit = chunk.bytes.length;
     const stamp = this.#appendTimestamp;
-    for (let i = from; i < points.length; i++) {
-      const point = points[i]!;
-      const head = this.#pointHead(text, i, point.attributes);
+    const { values, heads, other } = numbers;
+    for (let i = from; i < values.length; i++) {
+      const head = heads[i]!;
       if (chunk.length + text.open.length + head.length + LINE_EXTRA > limit) return i;
-      writeSample(chunk, text.open, text.bare, head, point.value);
-      if (stamp) chunk.timestamp(point.endTime);
+      writeSample(chunk, text.open, text.bare, head, other ? points[i]!.value : values[i]!);
+      if (stamp) chunk.timestamp(points[i]!.endTime);
       chunk.byte(NEWLINE);
     }
-    return points.length;
+    return values.length;
   }
 
   #histogramRoom(text: MetricText, point: DataPoint<Histogram>): number {
