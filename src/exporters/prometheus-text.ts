@@ -131,7 +131,8 @@ function valueText(value: number): string {
   return value === Infinity ? '+Inf' : value === -Infinity ? '-Inf' : `${value}`;
 }
 
-/** A metric's constant parts, as bytes, kept from one scrape to the next while it is there. */
+/** A metric's constant parts, as bytes, kept from one scrape to the next while it is there; one
+ * per metric of a scrape, even where two have one name. */
 interface MetricText {
   /** The last scrape that wrote it. */
   scrape: number;
@@ -164,15 +165,14 @@ interface NamedMetric {
   readonly metric: MetricData;
   readonly name: string;
   readonly text: MetricText;
-  /** A counter's or gauge's points' values and heads, by index. */
+  /** A counter's or gauge's points' values, by index. */
   numbers: GatheredNumbers | undefined;
 }
 
-/** A counter's or gauge's values and heads, gathered (#gatherNumbers): the heads per metric,
- * as two metrics of one name share their MetricText. */
+/** A counter's or gauge's values, gathered (#gatherNumbers; their heads are the MetricText's
+ * pointHeads). */
 interface GatheredNumbers {
   readonly values: Float64Array;
-  readonly heads: Uint8Array[];
   /** A point has a value that is not a number (written as `${value}`, from the point). */
   other: boolean;
 }
@@ -398,7 +398,7 @@ export class PrometheusTextSerializer {
       while (next < points.length) {
         next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], numbers!, next);
         if (next === points.length) break;
-        full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, numbers!.heads[next]!));
+        full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, text.pointHeads[next]!));
         if (full) yield full;
       }
       // Series that went keep no attributes alive.
@@ -451,7 +451,7 @@ export class PrometheusTextSerializer {
       const type = entry.metric.dataPointType;
       if (type !== DataPointType.SUM && type !== DataPointType.GAUGE) continue;
       const length = entry.metric.dataPoints.length;
-      entry.numbers = { values: new Float64Array(length), heads: new Array<Uint8Array>(length), other: false };
+      entry.numbers = { values: new Float64Array(length), other: false };
       numbers.push(entry);
       if (length > longest) longest = length;
     }
@@ -464,7 +464,7 @@ export class PrometheusTextSerializer {
         const value = point.value;
         if (typeof value !== 'number') gathered!.other = true;
         gathered!.values[i] = value;
-        gathered!.heads[i] = this.#pointHead(text, i, point.attributes);
+        this.#pointHead(text, i, point.attributes);
       }
     }
   }
@@ -511,8 +511,10 @@ export class PrometheusTextSerializer {
       additionalLabels = Object.assign(scopeLabels, constants);
     }
     const additional = renderLabels(additionalLabels);
-    const key = `${name}\0${additional}`;
+    // Each metric of a scrape has its own: a second metric of the same name gets another key.
+    let key = `${name}\0${additional}`;
     let text = this.#texts.get(key);
+    while (text !== undefined && text.scrape === scrape) text = this.#texts.get((key += '\0'));
     if (text !== undefined) {
       text.scrape = scrape;
       return text;
@@ -570,7 +572,8 @@ export class PrometheusTextSerializer {
   #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], numbers: GatheredNumbers, from: number): number {
     const limit = chunk.bytes.length;
     const stamp = this.#appendTimestamp;
-    const { values, heads, other } = numbers;
+    const { values, other } = numbers;
+    const heads = text.pointHeads;
     for (let i = from; i < values.length; i++) {
       const head = heads[i]!;
       if (chunk.length + text.open.length + head.length + LINE_EXTRA > limit) return i;
