@@ -141,6 +141,11 @@ interface MetricText {
    * comparison. */
   readonly pointAttributes: Attributes[];
   readonly pointHeads: Uint8Array[];
+  /** A counter's or gauge's values of this scrape, by index (#gatherNumbers), kept for the next
+   * scrape to write into: 8 bytes a series. */
+  values: Float64Array;
+  /** A value of this scrape is not a number: it is written as `${value}`, from its point. */
+  otherValues: boolean;
   readonly name: string;
   /** The additional labels hold an `le` (see #ownLeText). */
   readonly ownLe: boolean;
@@ -166,15 +171,8 @@ interface NamedMetric {
   readonly name: string;
   readonly text: MetricText;
   /** A counter's or gauge's points' values, by index. */
-  numbers: GatheredNumbers | undefined;
-}
-
-/** A counter's or gauge's values, gathered (#gatherNumbers; their heads are the MetricText's
- * pointHeads). */
-interface GatheredNumbers {
-  readonly values: Float64Array;
-  /** A point has a value that is not a number (written as `${value}`, from the point). */
-  other: boolean;
+  /** A counter or gauge: its values are gathered (#gatherNumbers). */
+  readonly numbers: boolean;
 }
 
 /** The `le` label of each bucket of one boundaries array, with the line's closing: `le="0.5"} `. */
@@ -389,14 +387,14 @@ export class PrometheusTextSerializer {
       chunk.put(header);
       const points = metric.dataPoints;
       const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
-      if (!histogram && numbers === undefined) {
+      if (!histogram && !numbers) {
         diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
         continue;
       }
       // Plain loops write what fits in the chunk; the generator only hands chunks out.
       let next = 0;
       while (next < points.length) {
-        next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], numbers!, next);
+        next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], next);
         if (next === points.length) break;
         full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, text.pointHeads[next]!));
         if (full) yield full;
@@ -432,7 +430,8 @@ export class PrometheusTextSerializer {
         const name = this.#name(metric);
         if (name === undefined) continue;
         const text = this.#metricText(name, scopeMetrics.scope, constants, scrape);
-        named.push({ metric, name, text, numbers: undefined });
+        const type = metric.dataPointType;
+        named.push({ metric, name, text, numbers: type === DataPointType.SUM || type === DataPointType.GAUGE });
       }
     }
     return named;
@@ -448,22 +447,24 @@ export class PrometheusTextSerializer {
     const numbers: NamedMetric[] = [];
     let longest = 0;
     for (const entry of named) {
-      const type = entry.metric.dataPointType;
-      if (type !== DataPointType.SUM && type !== DataPointType.GAUGE) continue;
+      if (!entry.numbers) continue;
+      const { text } = entry;
       const length = entry.metric.dataPoints.length;
-      entry.numbers = { values: new Float64Array(length), other: false };
+      // Room for an eighth more series, so that a fleet growing source by source reallocates seldom.
+      if (text.values.length < length || text.values.length > 2 * length) text.values = new Float64Array(length + (length >> 3));
+      text.otherValues = false;
       numbers.push(entry);
       if (length > longest) longest = length;
     }
     for (let i = 0; i < longest; i++) {
       for (let k = 0; k < numbers.length; k++) {
-        const { metric, text, numbers: gathered } = numbers[k]!;
+        const { metric, text } = numbers[k]!;
         const points = metric.dataPoints as DataPoint<number>[];
         if (i >= points.length) continue;
         const point = points[i]!;
         const value = point.value;
-        if (typeof value !== 'number') gathered!.other = true;
-        gathered!.values[i] = value;
+        if (typeof value !== 'number') text.otherValues = true;
+        text.values[i] = value;
         this.#pointHead(text, i, point.attributes);
       }
     }
@@ -525,6 +526,8 @@ export class PrometheusTextSerializer {
       scrape,
       pointAttributes: [],
       pointHeads: [],
+      values: new Float64Array(0),
+      otherValues: false,
       name,
       ownLe: additionalLabels !== undefined && Object.hasOwn(additionalLabels, 'le'),
       open: encoder.encode(`${name}{`),
@@ -569,19 +572,18 @@ export class PrometheusTextSerializer {
 
   /** Samples of points[from...] (their values and heads gathered, #gatherNumbers) while they
    * fit in the chunk; returns the first not written. */
-  #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], numbers: GatheredNumbers, from: number): number {
+  #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], from: number): number {
     const limit = chunk.bytes.length;
     const stamp = this.#appendTimestamp;
-    const { values, other } = numbers;
-    const heads = text.pointHeads;
-    for (let i = from; i < values.length; i++) {
+    const { values, otherValues: other, pointHeads: heads } = text;
+    for (let i = from; i < points.length; i++) {
       const head = heads[i]!;
       if (chunk.length + text.open.length + head.length + LINE_EXTRA > limit) return i;
       writeSample(chunk, text.open, text.bare, head, other ? points[i]!.value : values[i]!);
       if (stamp) chunk.timestamp(points[i]!.endTime);
       chunk.byte(NEWLINE);
     }
-    return values.length;
+    return points.length;
   }
 
   #histogramRoom(text: MetricText, point: DataPoint<Histogram>): number {
