@@ -61,6 +61,8 @@ const SPARE_CHUNKS = 4;
 /** Label bytes per block (LabelBlocks): about 50 sources' labels. A block lives while any of its
  * labels does, so a few sources that stay keep at most this much each. */
 const LABEL_BLOCK_BYTES = 8 * 1024;
+/** Histogram points read at once before they are written (#readAhead). */
+const READ_AHEAD = 32;
 /** The longest number a value or timestamp is written as ("-1.2345678901234567e-308"). */
 const MAX_NUMBER_BYTES = 32;
 /** Room for a line beyond its name and labels: '} ', a value, ' ' and a timestamp, '\n'. */
@@ -343,6 +345,9 @@ export class PrometheusTextSerializer {
   readonly #texts = new Map<string, MetricText>();
   readonly #memory = new ChunkMemory();
   readonly #labels = new LabelBlocks();
+  /** Histograms being written, read ahead (#readAhead), and their buckets in all. */
+  readonly #aheadHistograms: Histogram[] = [];
+  #aheadBuckets = 0;
   #scrapes = 0;
 
   constructor(options: PrometheusTextOptions = {}) {
@@ -597,29 +602,35 @@ export class PrometheusTextSerializer {
   #histograms(chunk: Chunk, text: MetricText, points: readonly DataPoint<Histogram>[], from: number): number {
     const limit = chunk.bytes.length;
     const stamp = this.#appendTimestamp;
+    const histograms = this.#aheadHistograms;
+    let aheadFrom = from;
+    let aheadTo = from;
     for (let i = from; i < points.length; i++) {
-      const point = points[i]!;
       if (text.ownLe) {
-        const whole = this.#ownLeText(text, point);
+        const whole = this.#ownLeText(text, points[i]!);
         if (chunk.length + whole.length > limit) return i;
         chunk.put(whole);
         continue;
       }
-      const histogram = point.value;
+      if (i === aheadTo) {
+        aheadFrom = i;
+        aheadTo = this.#readAhead(text, points, i);
+      }
+      const histogram = histograms[i - aheadFrom]!;
       const { boundaries, counts } = histogram.buckets;
-      const head = this.#pointHead(text, i, point.attributes);
+      const head = text.pointHeads[i]!;
       const labels = this.#bucketLabels(text, boundaries, counts.length);
       if (chunk.length + (2 + counts.length) * (text.bucketOpen.length + head.length + labels.longest + LINE_EXTRA) > limit) return i;
       const count = histogram.count;
       if (count != null) {
         writeSample(chunk, text.countOpen, text.countBare, head, count);
-        if (stamp) chunk.timestamp(point.endTime);
+        if (stamp) chunk.timestamp(points[i]!.endTime);
         chunk.byte(NEWLINE);
       }
       const sum = histogram.sum;
       if (sum != null) {
         writeSample(chunk, text.sumOpen, text.sumBare, head, sum);
-        if (stamp) chunk.timestamp(point.endTime);
+        if (stamp) chunk.timestamp(points[i]!.endTime);
         chunk.byte(NEWLINE);
       }
       // Every bucket line opens with `name_bucket{head,`: the first is written from its parts, the
@@ -642,11 +653,33 @@ export class PrometheusTextSerializer {
         }
         chunk.put(les[b]!);
         chunk.number(cumulative);
-        if (stamp) chunk.timestamp(point.endTime);
+        if (stamp) chunk.timestamp(points[i]!.endTime);
         chunk.byte(NEWLINE);
       }
     }
     return points.length;
+  }
+
+  /**
+   * The histograms of points[from...] (READ_AHEAD at most) and their heads, found in a loop of
+   * their own before they are written: each is a chain of objects (point, histogram, buckets,
+   * counts) that a metric's sweep over every source finds out of the caches; here the chains of
+   * several points are followed at once, where between two points' lines only one would be.
+   * Returns the end.
+   */
+  #readAhead(text: MetricText, points: readonly DataPoint<Histogram>[], from: number): number {
+    const to = Math.min(points.length, from + READ_AHEAD);
+    const histograms = this.#aheadHistograms;
+    let buckets = 0;
+    for (let i = from; i < to; i++) {
+      const point = points[i]!;
+      this.#pointHead(text, i, point.attributes);
+      const histogram = point.value;
+      histograms[i - from] = histogram;
+      buckets += histogram.buckets.counts.length;
+    }
+    this.#aheadBuckets = buckets;
+    return to;
   }
 
   /** A histogram point where the additional labels (a resource attribute) have an `le` of their
