@@ -10,6 +10,11 @@
  *   series), and kept as UTF-8 bytes while that object lives, side by side with the others
  *   (LabelBlocks). A scrape copies them; a histogram's bucket lines copy the first one's opening.
  * - Only values are formatted per scrape, integers straight into the output bytes.
+ * - Data points are read in the order they lie in memory where that differs from the text's: the
+ *   text is metric by metric, but a producer makes each source's points together, so a metric's
+ *   sweep over every source would miss the caches at each point. Counters' and gauges' values
+ *   are gathered first, source by source across the metrics, into a column per metric (kept for
+ *   the next scrape: 8 bytes a series); histograms are read a few points ahead of their lines.
  * - The text comes out as a sequence of chunks of about `chunkBytes`, so a consumer with
  *   backpressure (an HTTP response, a gzip stream) holds a few chunks, never the whole body. A
  *   consumer that gives each chunk back once read (release(), as the endpoint's gzip does) has
