@@ -177,7 +177,6 @@ interface NamedMetric {
   readonly metric: MetricData;
   readonly name: string;
   readonly text: MetricText;
-  /** A counter's or gauge's points' values, by index. */
   /** A counter or gauge: its values are gathered (#gatherNumbers). */
   readonly numbers: boolean;
 }
@@ -350,7 +349,8 @@ export class PrometheusTextSerializer {
   readonly #texts = new Map<string, MetricText>();
   readonly #memory = new ChunkMemory();
   readonly #labels = new LabelBlocks();
-  /** Histograms being written, read ahead (#readAhead), and their buckets in all. */
+  /** Histograms being written, read ahead (#readAhead), and their buckets in all: kept only so
+   * that the loads of their counts arrays are not dropped as unused. */
   readonly #aheadHistograms: Histogram[] = [];
   #aheadBuckets = 0;
   #scrapes = 0;
@@ -422,6 +422,8 @@ export class PrometheusTextSerializer {
     }
     // What metrics no longer exist need not be kept.
     for (const [key, text] of this.#texts) if (text.scrape !== scrape) this.#texts.delete(key);
+    // Nor the last histograms read ahead.
+    this.#aheadHistograms.length = 0;
     if (chunk.length > 0) yield chunk.bytes.subarray(0, chunk.length);
     else this.#memory.give(chunk.bytes.buffer);
   }
