@@ -10,6 +10,11 @@
  *   series), and kept as UTF-8 bytes while that object lives, side by side with the others
  *   (LabelBlocks). A scrape copies them; a histogram's bucket lines copy the first one's opening.
  * - Only values are formatted per scrape, integers straight into the output bytes.
+ * - Data points are read in the order they lie in memory where that differs from the text's: the
+ *   text is metric by metric, but a producer makes each source's points together, so a metric's
+ *   sweep over every source would miss the caches at each point. Counters' and gauges' values
+ *   are gathered first, source by source across the metrics, into a column per metric (kept for
+ *   the next scrape: 8 bytes a series); histograms are read a few points ahead of their lines.
  * - The text comes out as a sequence of chunks of about `chunkBytes`, so a consumer with
  *   backpressure (an HTTP response, a gzip stream) holds a few chunks, never the whole body. A
  *   consumer that gives each chunk back once read (release(), as the endpoint's gzip does) has
@@ -61,6 +66,8 @@ const SPARE_CHUNKS = 4;
 /** Label bytes per block (LabelBlocks): about 50 sources' labels. A block lives while any of its
  * labels does, so a few sources that stay keep at most this much each. */
 const LABEL_BLOCK_BYTES = 8 * 1024;
+/** Histogram points read at once before they are written (#readAhead). */
+const READ_AHEAD = 32;
 /** The longest number a value or timestamp is written as ("-1.2345678901234567e-308"). */
 const MAX_NUMBER_BYTES = 32;
 /** Room for a line beyond its name and labels: '} ', a value, ' ' and a timestamp, '\n'. */
@@ -131,7 +138,8 @@ function valueText(value: number): string {
   return value === Infinity ? '+Inf' : value === -Infinity ? '-Inf' : `${value}`;
 }
 
-/** A metric's constant parts, as bytes, kept from one scrape to the next while it is there. */
+/** A metric's constant parts, as bytes, kept from one scrape to the next while it is there; one
+ * per metric of a scrape, even where two have one name. */
 interface MetricText {
   /** The last scrape that wrote it. */
   scrape: number;
@@ -140,6 +148,11 @@ interface MetricText {
    * comparison. */
   readonly pointAttributes: Attributes[];
   readonly pointHeads: Uint8Array[];
+  /** A counter's or gauge's values of this scrape, by index (#gatherNumbers), kept for the next
+   * scrape to write into: 8 bytes a series. */
+  values: Float64Array;
+  /** A value of this scrape is not a number: it is written as `${value}`, from its point. */
+  otherValues: boolean;
   readonly name: string;
   /** The additional labels hold an `le` (see #ownLeText). */
   readonly ownLe: boolean;
@@ -156,6 +169,16 @@ interface MetricText {
   readonly additionalLabels: Attributes | undefined;
   /** Rendered `attributes,additional` per attributes object, for this `additional`. */
   readonly heads: WeakMap<Attributes, Uint8Array>;
+}
+
+/** A metric of a scrape that has a name, with its constant text; a counter's or gauge's values
+ * gathered (#gatherNumbers). */
+interface NamedMetric {
+  readonly metric: MetricData;
+  readonly name: string;
+  readonly text: MetricText;
+  /** A counter or gauge: its values are gathered (#gatherNumbers). */
+  readonly numbers: boolean;
 }
 
 /** The `le` label of each bucket of one boundaries array, with the line's closing: `le="0.5"} `. */
@@ -326,6 +349,10 @@ export class PrometheusTextSerializer {
   readonly #texts = new Map<string, MetricText>();
   readonly #memory = new ChunkMemory();
   readonly #labels = new LabelBlocks();
+  /** Histograms being written, read ahead (#readAhead), and their buckets in all: kept only so
+   * that the loads of their counts arrays are not dropped as unused. */
+  readonly #aheadHistograms: Histogram[] = [];
+  #aheadBuckets = 0;
   #scrapes = 0;
 
   constructor(options: PrometheusTextOptions = {}) {
@@ -361,45 +388,42 @@ export class PrometheusTextSerializer {
       chunk.put(text);
     }
     const constants = this.#constantLabels(metrics.resource.attributes);
-    let written = false;
-    for (const scopeMetrics of metrics.scopeMetrics) {
-      for (const metric of scopeMetrics.metrics) {
-        const name = this.#name(metric);
-        if (name === undefined) continue;
-        written = true;
-        const header = encoder.encode(this.#header(name, metric));
-        let full = chunk.reserve(header.length);
+    const named = this.#named(metrics, constants, scrape);
+    this.#gatherNumbers(named);
+    for (const { metric, name, text, numbers } of named) {
+      const header = encoder.encode(this.#header(name, metric));
+      let full = chunk.reserve(header.length);
+      if (full) yield full;
+      chunk.put(header);
+      const points = metric.dataPoints;
+      const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
+      if (!histogram && !numbers) {
+        diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
+        continue;
+      }
+      // Plain loops write what fits in the chunk; the generator only hands chunks out.
+      let next = 0;
+      while (next < points.length) {
+        next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], next);
+        if (next === points.length) break;
+        full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, text.pointHeads[next]!));
         if (full) yield full;
-        chunk.put(header);
-        const text = this.#metricText(name, scopeMetrics.scope, constants, scrape);
-        const points = metric.dataPoints;
-        const histogram = metric.dataPointType === DataPointType.HISTOGRAM;
-        if (!histogram && metric.dataPointType !== DataPointType.SUM && metric.dataPointType !== DataPointType.GAUGE) {
-          diag.error(`Unrecognizable DataPointType: ${metric.dataPointType} for metric "${name}"`);
-          continue;
-        }
-        // Plain loops write what fits in the chunk; the generator only hands chunks out.
-        let next = 0;
-        while (next < points.length) {
-          next = histogram ? this.#histograms(chunk, text, points as DataPoint<Histogram>[], next) : this.#numbers(chunk, text, points as DataPoint<number>[], next);
-          if (next === points.length) break;
-          full = chunk.reserve(histogram ? this.#histogramRoom(text, points[next] as DataPoint<Histogram>) : this.#numberRoom(text, points[next] as DataPoint<number>));
-          if (full) yield full;
-        }
-        // Series that went keep no attributes alive.
-        if (text.pointAttributes.length > points.length) {
-          text.pointAttributes.length = points.length;
-          text.pointHeads.length = points.length;
-        }
+      }
+      // Series that went keep no attributes alive.
+      if (text.pointAttributes.length > points.length) {
+        text.pointAttributes.length = points.length;
+        text.pointHeads.length = points.length;
       }
     }
-    if (!written) {
+    if (named.length === 0) {
       const full = chunk.reserve(NO_REGISTERED_METRICS.length);
       if (full) yield full;
       chunk.ascii(NO_REGISTERED_METRICS);
     }
     // What metrics no longer exist need not be kept.
     for (const [key, text] of this.#texts) if (text.scrape !== scrape) this.#texts.delete(key);
+    // Nor the last histograms read ahead.
+    this.#aheadHistograms.length = 0;
     if (chunk.length > 0) yield chunk.bytes.subarray(0, chunk.length);
     else this.#memory.give(chunk.bytes.buffer);
   }
@@ -408,6 +432,54 @@ export class PrometheusTextSerializer {
    * each back once at most; any other buffer is ignored. */
   release(chunk: Uint8Array): void {
     this.#memory.give(chunk.buffer);
+  }
+
+  /** The metrics that have a name, in order, each with its constant text. */
+  #named(metrics: ResourceMetrics, constants: Attributes | undefined, scrape: number): NamedMetric[] {
+    const named: NamedMetric[] = [];
+    for (const scopeMetrics of metrics.scopeMetrics) {
+      for (const metric of scopeMetrics.metrics) {
+        const name = this.#name(metric);
+        if (name === undefined) continue;
+        const text = this.#metricText(name, scopeMetrics.scope, constants, scrape);
+        const type = metric.dataPointType;
+        named.push({ metric, name, text, numbers: type === DataPointType.SUM || type === DataPointType.GAUGE });
+      }
+    }
+    return named;
+  }
+
+  /**
+   * Every counter's and gauge's values into a column of its own (and each series' head found),
+   * read series by series across the metrics rather than metric by metric: a source's points lie
+   * side by side in memory (the producer makes them together), so this reads them in order,
+   * where a metric's sweep over every source would miss the caches at each point.
+   */
+  #gatherNumbers(named: NamedMetric[]): void {
+    const numbers: NamedMetric[] = [];
+    let longest = 0;
+    for (const entry of named) {
+      if (!entry.numbers) continue;
+      const { text } = entry;
+      const length = entry.metric.dataPoints.length;
+      // Room for an eighth more series, so that a fleet growing source by source reallocates seldom.
+      if (text.values.length < length || text.values.length > 2 * length) text.values = new Float64Array(length + (length >> 3));
+      text.otherValues = false;
+      numbers.push(entry);
+      if (length > longest) longest = length;
+    }
+    for (let i = 0; i < longest; i++) {
+      for (let k = 0; k < numbers.length; k++) {
+        const { metric, text } = numbers[k]!;
+        const points = metric.dataPoints as DataPoint<number>[];
+        if (i >= points.length) continue;
+        const point = points[i]!;
+        const value = point.value;
+        if (typeof value !== 'number') text.otherValues = true;
+        text.values[i] = value;
+        this.#pointHead(text, i, point.attributes);
+      }
+    }
   }
 
   /** The Prometheus name of a metric, or undefined (and a diag error) when it has none. */
@@ -452,8 +524,10 @@ export class PrometheusTextSerializer {
       additionalLabels = Object.assign(scopeLabels, constants);
     }
     const additional = renderLabels(additionalLabels);
-    const key = `${name}\0${additional}`;
+    // Each metric of a scrape has its own: a second metric of the same name gets another key.
+    let key = `${name}\0${additional}`;
     let text = this.#texts.get(key);
+    while (text !== undefined && text.scrape === scrape) text = this.#texts.get((key += '\0'));
     if (text !== undefined) {
       text.scrape = scrape;
       return text;
@@ -464,6 +538,8 @@ export class PrometheusTextSerializer {
       scrape,
       pointAttributes: [],
       pointHeads: [],
+      values: new Float64Array(0),
+      otherValues: false,
       name,
       ownLe: additionalLabels !== undefined && Object.hasOwn(additionalLabels, 'le'),
       open: encoder.encode(`${name}{`),
@@ -502,20 +578,21 @@ export class PrometheusTextSerializer {
     return head;
   }
 
-  #numberRoom(text: MetricText, point: DataPoint<number>): number {
-    return text.open.length + this.#head(text, point.attributes).length + LINE_EXTRA;
+  #numberRoom(text: MetricText, head: Uint8Array): number {
+    return text.open.length + head.length + LINE_EXTRA;
   }
 
-  /** Samples of points[from...] while they fit in the chunk; returns the first not written. */
+  /** Samples of points[from...] (their values and heads gathered, #gatherNumbers) while they
+   * fit in the chunk; returns the first not written. */
   #numbers(chunk: Chunk, text: MetricText, points: readonly DataPoint<number>[], from: number): number {
     const limit = chunk.bytes.length;
     const stamp = this.#appendTimestamp;
+    const { values, otherValues: other, pointHeads: heads } = text;
     for (let i = from; i < points.length; i++) {
-      const point = points[i]!;
-      const head = this.#pointHead(text, i, point.attributes);
+      const head = heads[i]!;
       if (chunk.length + text.open.length + head.length + LINE_EXTRA > limit) return i;
-      writeSample(chunk, text.open, text.bare, head, point.value);
-      if (stamp) chunk.timestamp(point.endTime);
+      writeSample(chunk, text.open, text.bare, head, other ? points[i]!.value : values[i]!);
+      if (stamp) chunk.timestamp(points[i]!.endTime);
       chunk.byte(NEWLINE);
     }
     return points.length;
@@ -532,29 +609,35 @@ export class PrometheusTextSerializer {
   #histograms(chunk: Chunk, text: MetricText, points: readonly DataPoint<Histogram>[], from: number): number {
     const limit = chunk.bytes.length;
     const stamp = this.#appendTimestamp;
+    const histograms = this.#aheadHistograms;
+    let aheadFrom = from;
+    let aheadTo = from;
     for (let i = from; i < points.length; i++) {
-      const point = points[i]!;
       if (text.ownLe) {
-        const whole = this.#ownLeText(text, point);
+        const whole = this.#ownLeText(text, points[i]!);
         if (chunk.length + whole.length > limit) return i;
         chunk.put(whole);
         continue;
       }
-      const histogram = point.value;
+      if (i === aheadTo) {
+        aheadFrom = i;
+        aheadTo = this.#readAhead(text, points, i);
+      }
+      const histogram = histograms[i - aheadFrom]!;
       const { boundaries, counts } = histogram.buckets;
-      const head = this.#pointHead(text, i, point.attributes);
+      const head = text.pointHeads[i]!;
       const labels = this.#bucketLabels(text, boundaries, counts.length);
       if (chunk.length + (2 + counts.length) * (text.bucketOpen.length + head.length + labels.longest + LINE_EXTRA) > limit) return i;
       const count = histogram.count;
       if (count != null) {
         writeSample(chunk, text.countOpen, text.countBare, head, count);
-        if (stamp) chunk.timestamp(point.endTime);
+        if (stamp) chunk.timestamp(points[i]!.endTime);
         chunk.byte(NEWLINE);
       }
       const sum = histogram.sum;
       if (sum != null) {
         writeSample(chunk, text.sumOpen, text.sumBare, head, sum);
-        if (stamp) chunk.timestamp(point.endTime);
+        if (stamp) chunk.timestamp(points[i]!.endTime);
         chunk.byte(NEWLINE);
       }
       // Every bucket line opens with `name_bucket{head,`: the first is written from its parts, the
@@ -577,11 +660,33 @@ export class PrometheusTextSerializer {
         }
         chunk.put(les[b]!);
         chunk.number(cumulative);
-        if (stamp) chunk.timestamp(point.endTime);
+        if (stamp) chunk.timestamp(points[i]!.endTime);
         chunk.byte(NEWLINE);
       }
     }
     return points.length;
+  }
+
+  /**
+   * The histograms of points[from...] (READ_AHEAD at most) and their heads, found in a loop of
+   * their own before they are written: each is a chain of objects (point, histogram, buckets,
+   * counts) that a metric's sweep over every source finds out of the caches; here the chains of
+   * several points are followed at once, where between two points' lines only one would be.
+   * Returns the end.
+   */
+  #readAhead(text: MetricText, points: readonly DataPoint<Histogram>[], from: number): number {
+    const to = Math.min(points.length, from + READ_AHEAD);
+    const histograms = this.#aheadHistograms;
+    let buckets = 0;
+    for (let i = from; i < to; i++) {
+      const point = points[i]!;
+      this.#pointHead(text, i, point.attributes);
+      const histogram = point.value;
+      histograms[i - from] = histogram;
+      buckets += histogram.buckets.counts.length;
+    }
+    this.#aheadBuckets = buckets;
+    return to;
   }
 
   /** A histogram point where the additional labels (a resource attribute) have an `le` of their

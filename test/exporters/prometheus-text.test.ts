@@ -3,7 +3,9 @@
  * PrometheusSerializer's for the same ResourceMetrics, generated ones of every shape, again after
  * values change, over collections whose series stay or change (series that come and go, new
  * attributes objects, histograms of another shape or bounds), in chunks of any size, into chunks
- * given back (release()) but never over one still held. (Serving it, unit suffixes and real producer output:
+ * given back (release()) but never over one still held; and a producer's reused points over
+ * more sources than histograms are read ahead at once, their values gathered before they are
+ * written, as sources go and come. (Serving it, unit suffixes and real producer output:
  * test/exporters/prometheus-exporter.test.ts.)
  */
 import { type Attributes, type AttributeValue, ValueType } from '@opentelemetry/api';
@@ -20,7 +22,13 @@ import {
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PrometheusTextSerializer, type PrometheusTextOptions } from '../../src/exporters/prometheus-text.js';
+import { KvmStatsProducer } from '../../src/otel/producer.js';
+import { closeSources } from '../../src/sources/source.js';
+import { cleanupAfterEach } from '../helpers/cleanup.js';
 import { nextCollection, seriesChange } from '../helpers/series-changes.js';
+import { VCPU, imageVcpu, imageVm } from '../helpers/vcpu-images.js';
+
+const cleanup = cleanupAfterEach();
 
 function official(options: PrometheusTextOptions): PrometheusSerializer {
   return new PrometheusSerializer(options.prefix, options.appendTimestamp, options.withResourceConstantLabels, options.withoutTargetInfo, options.withoutScopeInfo);
@@ -227,6 +235,36 @@ describe('PrometheusTextSerializer', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it("writes the official serializer's text for a producer's reused points over many sources, collection after collection, as values move and sources go and come", async () => {
+    // More vCPUs than histograms are read ahead at once (32), so that a block of them, and a
+    // chunk, can end anywhere; each source's points made together, as the gathering expects.
+    const vcpus = Array.from({ length: 75 }, (_, i) => imageVcpu(`vm-${i % 5}`, i, { ...VCPU, exits: 100 + i, wait: [i, 2 * i, 0, 3] }, 100 + (i % 5)));
+    const vms = Array.from({ length: 5 }, (_, i) => imageVm(`vm-${i}`, 100 + i));
+    cleanup.push(() => closeSources([...vms, ...vcpus].map((image) => image.source)));
+    let live = [...vms, ...vcpus];
+    const producer = new KvmStatsProducer({ sources: () => live.map((image) => image.source), reuseDataPoints: true });
+    const ours = new PrometheusTextSerializer();
+    const theirs = official({});
+    for (let collection = 0; collection < 6; collection++) {
+      const { resourceMetrics, errors } = await producer.collect();
+      expect(errors).toEqual([]);
+      const expected = theirs.serialize(resourceMetrics);
+      expect(expected.match(/^kvm_vcpu_halt_wait_hist_bucket\{/gm)?.length).toBe(4 * live.filter((image) => vcpus.includes(image)).length);
+      for (const chunkBytes of [97, 4096, undefined]) {
+        const copies: Buffer[] = [];
+        for (const chunk of ours.chunks(resourceMetrics, chunkBytes)) {
+          copies.push(Buffer.from(chunk));
+          ours.release(chunk);
+        }
+        expect(Buffer.concat(copies).toString('utf8')).toBe(expected);
+      }
+      for (const [i, image] of vcpus.entries()) image.set({ ...VCPU, exits: 100 + i + 7 * collection, load: collection, wait: [i + collection, 2 * i, collection, 3] });
+      // Every fifth source goes, then comes back.
+      if (collection === 2) live = live.filter((_, i) => i % 5 !== 2);
+      if (collection === 4) live = [...vms, ...vcpus];
+    }
   });
 
   it('writes a scrape whose chunks are given back into the same few chunks, and ignores buffers not its own', () => {
