@@ -30,9 +30,17 @@ export function fullGc(compact = false): void {
     if (exposed !== undefined) {
       gc = exposed;
     } else {
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as () => void;
-      setFlagsFromString('--no-expose-gc');
+      // A V8 that does not hand gc() out this way gets no settling: the RSS then stays as it
+      // was before, and nothing the agent does fails.
+      try {
+        setFlagsFromString('--expose-gc');
+        const made: unknown = runInNewContext('gc');
+        gc = typeof made === 'function' ? (made as () => void) : () => undefined;
+      } catch {
+        gc = () => undefined;
+      } finally {
+        setFlagsFromString('--no-expose-gc');
+      }
     }
   }
   if (!compact) return gc();
