@@ -377,11 +377,8 @@ export class OtlpJsonEncoder {
       if (written >= 0) {
         pos = written;
       } else {
-        this.#pos = pos;
-        this.#number(value);
-        this.#ensure(1);
+        pos = this.#numberAt(pos, value, 1);
         bytes = this.#bytes;
-        pos = this.#pos;
       }
       bytes[pos++] = 0x7d;
     }
@@ -403,11 +400,8 @@ export class OtlpJsonEncoder {
       if (written >= 0) {
         pos = written;
       } else {
-        this.#pos = pos;
-        this.#number(count);
-        this.#ensure((counts.length - b) * 24 + 8);
+        pos = this.#numberAt(pos, count, (counts.length - b) * 24 + 8);
         bytes = this.#bytes;
-        pos = this.#pos;
       }
     }
     this.#pos = pos;
@@ -462,6 +456,16 @@ export class OtlpJsonEncoder {
     const written = integer(this.#bytes, this.#pos, value);
     if (written >= 0) this.#pos = written;
     else this.#text(JSON.stringify(value) ?? 'null');
+  }
+
+  /** A point loop's number that integer() did not write (not a safe integer), written at `pos`
+   * as #number writes it, with `room` bytes more after it; returns its end. The loop's buffer
+   * may have grown: it takes this.#bytes again. */
+  #numberAt(pos: number, value: unknown, room: number): number {
+    this.#pos = pos;
+    this.#number(value);
+    this.#ensure(room);
+    return this.#pos;
   }
 
   #ensure(more: number): void {
